@@ -1,0 +1,114 @@
+"""The `ragtune` command: a thin typer layer over the library. Heavy modules are imported inside each command, so
+`ragtune --help` starts instantly. Errors the user can fix are printed as one line, never as a traceback
+(set RAGTUNE_DEBUG=1 to see the traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ragtune: private chat over your company's documents (hybrid retrieval + a LoRA-tuned model).")
+
+WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
+                            help="Folder holding the index, models and adapters (default $RAGTUNE_WORKSPACE, "
+                                 "else ./workspace).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr).")
+
+
+def _groups(value: Optional[str]) -> frozenset[str]:
+    return frozenset(g.strip().lower() for g in (value or "").split(",") if g.strip())
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def index(
+    docs_dir: Path = typer.Argument(..., help="Folder tree of .md .txt .html .pdf .docx documents."),
+    workspace: Path = WorkspaceOpt,
+    embedder: str = typer.Option("all-minilm-l6-v2", help="Embedding model: the packaged default, a local "
+                                 "sentence-transformers folder, or a hub id."),
+    chunk_tokens: int = typer.Option(200, help="Chunk size in embedder tokens."),
+    overlap_tokens: int = typer.Option(40, help="Tokens shared by neighbouring chunks."),
+    dense: str = typer.Option("auto", help="Dense index: auto, flat (exact) or hnsw (approximate)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build or update the index of DOCS_DIR in the workspace (only new or changed documents are embedded)."""
+    from ingest import ChunkConfig
+    from retrieve import EmbedConfig, IndexConfig, build_index
+
+    config = IndexConfig(EmbedConfig(model=embedder), ChunkConfig(chunk_tokens, overlap_tokens), dense)
+    report = build_index(docs_dir, workspace, config, progress=True)
+    if as_json:
+        _emit(report.to_json())
+        return
+    from rich.console import Console
+
+    con = Console()
+    con.print(f"[bold]index[/] {workspace}: {len(report.added)} added, {len(report.updated)} updated, "
+              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.chunks} chunks "
+              f"({report.embedded} embedded) in {report.seconds:.1f}s")
+    for f in report.failed:
+        kept = " (previous version kept)" if f.path in report.kept_previous else ""
+        con.print(f"[red]failed[/] {f.path}: {f.error}{kept}", markup=False)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="What to look for."),
+    workspace: Path = WorkspaceOpt,
+    k: int = typer.Option(5, "-k", help="Number of hits."),
+    mode: str = typer.Option("hybrid", help="dense, bm25 or hybrid."),
+    groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the reader; without it only "
+                                         "unrestricted documents are searched."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search the index and print ranked hits."""
+    from retrieve import Searcher
+
+    hits = Searcher(workspace).search(query, k=k, mode=mode, groups=_groups(groups))
+    if as_json:
+        _emit({"hits": [h.to_json() for h in hits]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{mode} search: {query}")
+    for col in ("#", "score", "document", "section", "text"):
+        table.add_column(col, overflow="fold")
+    for rank, h in enumerate(hits, start=1):
+        snippet = " ".join(h.chunk.text.split())[:160]
+        table.add_row(str(rank), f"{h.score:.4f}", h.chunk.doc, h.chunk.section, snippet)
+    Console().print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as e:  # every failure reaches the user as one clear line
+        if os.environ.get("RAGTUNE_DEBUG"):
+            raise
+        sys.stderr.write(f"error: {e}\n" if _is_user_error(e) else f"error: {type(e).__name__}: {e}\n")
+        sys.exit(2 if _is_user_error(e) else 1)
+
+
+def _is_user_error(e: Exception) -> bool:
+    return isinstance(e, (FileNotFoundError, ValueError, PermissionError)) or type(e).__name__.endswith(
+        ("BusyError", "MissingError", "EmbedderError", "ModelError", "UsageError"))
+
+
+if __name__ == "__main__":
+    main()
