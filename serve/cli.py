@@ -90,6 +90,49 @@ def search(
     Console().print(table)
 
 
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    workspace: Path = WorkspaceOpt,
+    mode: str = typer.Option("rag", help="rag (retrieval), tuned (adapter, no retrieval), hybrid (both), "
+                             "or base (the model alone)."),
+    adapter: Optional[str] = typer.Option(None, help="Adapter name under WS/adapters (tuned and hybrid modes)."),
+    groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the asker."),
+    k: int = typer.Option(3, "-k", help="Retrieved chunks put in the prompt."),
+    model: Optional[str] = typer.Option(None, help="Generator: a local model folder or hub id (default: the "
+                                        "packaged SmolLM2-135M-Instruct), or the served model name with --backend-url."),
+    backend_url: Optional[str] = typer.Option(None, help="An OpenAI-compatible server (vLLM, llama.cpp, Ollama, "
+                                              "a gateway), e.g. http://gpu-host:8000/v1."),
+    api_key: Optional[str] = typer.Option(None, envvar="RAGTUNE_BACKEND_KEY", help="Key for --backend-url."),
+    max_new_tokens: int = typer.Option(128, help="Longest answer in tokens."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question from the documents, with citations (streams unless --json)."""
+    from serve.answer import AnswerConfig, create_engine
+
+    engine = create_engine(workspace, model, backend_url, api_key, AnswerConfig(k=k, max_new_tokens=max_new_tokens))
+    stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))
+    for piece in stream:
+        if not as_json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    result = stream.result
+    if as_json:
+        _emit(result.to_json())
+        return
+    sys.stdout.write("\n")
+    for w in result.warnings:
+        sys.stderr.write(f"note: {w}\n")
+    if result.refused and "withheld" in " ".join(result.warnings):
+        sys.stdout.write(result.answer + "\n")
+    for c in result.citations:
+        page = f", page {c.page}" if c.page else ""
+        sys.stdout.write(f"[{c.n}] {c.doc} — {c.section}{page}{' (matched)' if c.inferred else ''}\n")
+    t = result.timings
+    sys.stderr.write(f"{result.mode}: retrieve {t['retrieve_ms']:.0f} ms, first token "
+                     f"{t['first_token_ms'] or 0:.0f} ms, {t['tokens_per_s']:.1f} tokens/s\n")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

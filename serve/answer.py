@@ -1,0 +1,276 @@
+"""The answer engine: one question in, an answer with citations out, in one of four modes.
+
+    base    the model alone (closed book)              — the baseline for evaluation
+    rag     base model + retrieved chunks
+    tuned   base model + LoRA adapter, no retrieval
+    hybrid  base model + LoRA adapter + retrieved chunks
+
+The CLI, the app, the API and the evaluation all call `AnswerEngine.start(...)` (streaming) or `.answer(...)`.
+Retrieved chunks are numbered in the prompt; `[n]` markers in the answer become citations (doc, section,
+quoted passage). Refusals: when retrieval finds nothing close enough the engine says so without generating, and
+when the model says the documents do not hold the answer the result is marked `refused`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ingest.types import can_read
+from serve.prompts import (REFUSAL, build_messages, is_refusal, looks_like_followup, neutralize, support_score)
+
+MODES = ("base", "rag", "tuned", "hybrid")
+RETRIEVAL_MODES = ("rag", "hybrid")
+ADAPTER_MODES = ("tuned", "hybrid")
+
+
+class AnswerError(ValueError):
+    """A request that cannot be answered as asked (unknown mode, missing adapter, ...); the message says why."""
+
+
+@dataclass
+class AnswerConfig:
+    k: int = 3  # chunks put in the prompt
+    search_mode: str = "hybrid"  # how chunks are found: dense, bm25 or hybrid
+    min_relevance: float = 0.30  # best dense cosine below this: nothing relevant was found, refuse without guessing
+    context_tokens: int = 900  # token budget for retrieved text (keeps CPU prefill short and the window safe)
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    history_turns: int = 4  # earlier messages of a conversation kept in the prompt
+    min_support: float = 0.34  # share of the answer's content words that must appear in the passages it was given;
+    # below it the answer is treated as a guess and replaced by the refusal (rag/hybrid only; 0 disables)
+
+
+@dataclass
+class Citation:
+    n: int  # the number the chunk had in the prompt
+    doc: str
+    section: str
+    page: int | None
+    chunk_id: str
+    text: str  # the quoted passage
+    inferred: bool = False  # True when the model gave no [n] marker and the passage was matched by overlap
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    mode: str
+    adapter: str | None
+    citations: list[Citation]
+    refused: bool
+    timings: dict
+    sources: list[Citation] = field(default_factory=list)  # every chunk given to the model, numbered
+    search_query: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"question": self.question, "answer": self.answer, "mode": self.mode, "adapter": self.adapter,
+                "citations": [asdict(c) for c in self.citations], "refused": self.refused,
+                "timings": self.timings, "search_query": self.search_query, "warnings": self.warnings,
+                "sources": [asdict(s) for s in self.sources]}
+
+
+class AnswerStream:
+    """Iterate for text pieces as they are generated; `result` holds the full Answer once iteration ends."""
+
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self._pieces = pieces
+        self.result: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
+
+
+def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None,
+                  api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
+    """An engine on the local model (default: the packaged SmolLM2, cached under WS/models) or, with
+    `backend_url`, on any OpenAI-compatible chat-completions server (`model` is then the served model name)."""
+    from serve.generate import LocalGenerator, OpenAIGenerator
+
+    if backend_url:
+        generator = OpenAIGenerator(backend_url, api_key, model or "default")
+    else:
+        from serve.models import ModelConfig, load_model
+
+        cfg = ModelConfig(cache_dir=Path(workspace) / "models")
+        if model:
+            cfg.model = model
+        generator = LocalGenerator(load_model(cfg))
+    return AnswerEngine(Path(workspace), generator, config=config)
+
+
+def adapters_dir(workspace: Path) -> Path:
+    return Path(workspace) / "adapters"
+
+
+def list_adapters(workspace: Path) -> list[str]:
+    root = adapters_dir(workspace)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+
+
+class AnswerEngine:
+    """Ties a Searcher and a Generator together. `generator` is a LocalGenerator (adapters work) or any object
+    obeying the Generator protocol (an OpenAI-compatible server: modes without adapters)."""
+
+    def __init__(self, workspace: Path, generator, searcher=None, config: AnswerConfig | None = None) -> None:
+        self.workspace = Path(workspace)
+        self.generator = generator
+        self._searcher = searcher
+        self.config = config or AnswerConfig()
+
+    @property
+    def searcher(self):
+        if self._searcher is None:
+            from retrieve import Searcher
+
+            self._searcher = Searcher(self.workspace)
+        return self._searcher
+
+    def answer(self, question: str, **kwargs) -> Answer:
+        stream = self.start(question, **kwargs)
+        for _ in stream:
+            pass
+        assert stream.result is not None
+        return stream.result
+
+    def start(self, question: str, *, mode: str = "rag", adapter: str | None = None,
+              groups: frozenset[str] | set[str] = frozenset(), history: list[dict] | None = None,
+              k: int | None = None) -> AnswerStream:
+        """Check the request now (so errors surface before streaming starts) and return the stream."""
+        question = (question or "").strip()
+        if not question:
+            raise AnswerError("the question is empty")
+        if mode not in MODES:
+            raise AnswerError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode in ADAPTER_MODES:
+            adapter = self._prepare_adapter(adapter, mode)
+        else:
+            adapter = None
+        stream = AnswerStream(iter(()))
+        stream._pieces = self._run(stream, question, mode, adapter, frozenset(groups), history or [], k)
+        return stream
+
+    def _prepare_adapter(self, adapter: str | None, mode: str) -> str:
+        available = list_adapters(self.workspace)
+        if adapter is None:
+            if not available:
+                raise AnswerError(f"mode {mode!r} needs a tuned adapter, and none exists yet in "
+                                  f"{adapters_dir(self.workspace)}: run `ragtune synth` and `ragtune tune` first")
+            adapter = available[-1] if "default" not in available else "default"
+        if adapter not in available:
+            raise AnswerError(f"no adapter named {adapter!r} in {adapters_dir(self.workspace)}"
+                              + (f" (available: {', '.join(available)})" if available else ""))
+        if not hasattr(self.generator, "load_adapter"):
+            raise AnswerError(f"the {getattr(self.generator, 'name', 'remote')} backend cannot load LoRA adapters; "
+                              "serve the adapter on that server and use its model name instead")
+        if adapter not in self.generator.adapters:
+            self.generator.load_adapter(adapter, str(adapters_dir(self.workspace) / adapter))
+        return adapter
+
+    def _retrieve(self, question: str, history: list[dict], groups: frozenset[str], k: int):
+        query = question
+        previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
+        if previous and looks_like_followup(question):
+            query = f"{previous[-1]} {question}"  # a follow-up is searched together with the question it follows
+        hits = self.searcher.search(query, k=k, mode=self.config.search_mode, groups=groups)
+        hits = [h for h in hits if can_read(h.chunk.groups, groups)]
+        if self.config.search_mode != "dense" and hits:
+            # fused scores are ranks, not similarities: ask the dense side how close the best chunk really is
+            dense_best = self.searcher.search(query, k=1, mode="dense", groups=groups)
+            best = dense_best[0].dense_score if dense_best else 0.0
+        else:
+            best = hits[0].dense_score if hits else 0.0
+        return query, hits, float(best or 0.0)
+
+    def _run(self, stream: AnswerStream, question: str, mode: str, adapter: str | None,
+             groups: frozenset[str], history: list[dict], k: int | None) -> Iterator[str]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        timings = {"retrieve_ms": 0.0, "first_token_ms": None, "tokens_per_s": 0.0, "total_ms": 0.0,
+                   "prompt_tokens": 0, "new_tokens": 0}
+        sources: list[Citation] = []
+        warnings: list[str] = []
+        query = question
+        if mode in RETRIEVAL_MODES:
+            query, hits, best = self._retrieve(question, history, groups, k or cfg.k)
+            timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            if not hits or best < cfg.min_relevance:
+                timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+                stream.result = Answer(question, REFUSAL, mode, adapter, [], True, timings, [], query,
+                                       ["no indexed passage is relevant enough to answer from"])
+                yield REFUSAL
+                return
+            budget = cfg.context_tokens
+            for n, h in enumerate(hits, start=1):
+                text, flagged = neutralize(h.chunk.text)
+                if flagged:
+                    warnings.append(f"instruction-like text in {h.chunk.doc} was neutralised")
+                cost = self._count(text)
+                if cost > budget:
+                    if n > 1:
+                        break
+                    text = self._truncate(text, budget)
+                budget -= cost
+                sources.append(Citation(n, h.chunk.doc, h.chunk.section, h.chunk.page, h.chunk.id, text))
+        if hasattr(self.generator, "use_adapter"):
+            self.generator.use_adapter(adapter)
+        messages = build_messages(question, sources, history[-cfg.history_turns:] if cfg.history_turns else [],
+                                  with_context=mode in RETRIEVAL_MODES)
+        pieces: list[str] = []
+        t_gen = time.perf_counter()
+        for piece in self.generator.stream(messages, max_new_tokens=cfg.max_new_tokens,
+                                           temperature=cfg.temperature):
+            if timings["first_token_ms"] is None and piece:
+                timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            pieces.append(piece)
+            yield piece
+        stats = getattr(self.generator, "last_stats", None)
+        text = "".join(pieces).strip()
+        if stats is not None:
+            timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
+                           new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
+                           finish_reason=stats.finish_reason)
+        timings["generate_ms"] = round((time.perf_counter() - t_gen) * 1000, 2)
+        timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        refused = is_refusal(text)
+        if mode in RETRIEVAL_MODES and not refused:
+            support = support_score(text, [s.text for s in sources])
+            timings["support"] = round(support, 3)
+            if support < cfg.min_support:
+                warnings.append(f"the model's answer was not supported by the documents and was withheld: {text!r}")
+                text, refused = REFUSAL, True
+        citations = [] if refused else self._citations(text, sources)
+        stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings)
+
+    def _citations(self, text: str, sources: list[Citation]) -> list[Citation]:
+        """[n] markers that name a real source; without any, the source sharing the most words with the answer."""
+        by_n = {s.n: s for s in sources}
+        cited = []
+        for m in re.findall(r"\[(\d+)\]", text):
+            s = by_n.get(int(m))
+            if s is not None and s not in cited:
+                cited.append(s)
+        if cited or not sources:
+            return cited
+        scores = [(support_score(text, [s.text]), s) for s in sources]
+        score, best = max(scores, key=lambda x: x[0])
+        if score >= 0.5:
+            return [Citation(**{**asdict(best), "inferred": True})]
+        return []
+
+    def _count(self, text: str) -> int:
+        count = getattr(self.generator, "count_tokens", None)
+        return count(text) if count else len(text) // 4 + 1
+
+    def _truncate(self, text: str, budget: int) -> str:
+        words = text.split()
+        while words and self._count(" ".join(words)) > budget:
+            words = words[: int(len(words) * 0.8)]
+        return " ".join(words)
