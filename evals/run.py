@@ -1,0 +1,362 @@
+"""`ragtune eval` as a library call: ask every sampled question in every mode, score it, write the report.
+
+    from evals.run import EvalConfig, run_eval
+    out = run_eval(EvalConfig(workspace=Path("ws"), modes="base,rag", limit=20))
+    out["report"], out["n"], out["results"]["rag"]["contains"]
+
+The engine (and with it the model) is created once; tests pass a ready engine object instead. Retrieval is scored
+once per question for every search mode (dense, bm25, hybrid), independently of the answer modes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from evals import metrics as M
+from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_fictional_knowledge, load_jsonl,
+                             sample)
+
+MODES = ("base", "rag", "tuned", "hybrid")
+RETRIEVAL_MODES = ("rag", "hybrid")
+ADAPTER_MODES = ("tuned", "hybrid")
+SEARCH_MODES = ("dense", "bm25", "hybrid")
+RECALL_KS = (1, 5, 10)
+ANSWER_METRICS = ("contains", "f1", "exact", "refusal_acc", "false_refusal", "citation_acc", "faithfulness",
+                  "context_recall")
+COST_METRICS = ("retrieve_ms", "first_token_ms", "tokens_per_s")
+
+
+@dataclass
+class EvalConfig:
+    workspace: Path = Path("workspace")
+    questions: Path | None = None  # ragtune JSONL; default data/eval/questions.jsonl
+    fictional_knowledge: Path | None = None  # the Fictional Knowledge folder (its articles get indexed into WS)
+    modes: tuple[str, ...] | list[str] | str = MODES
+    adapter: str | None = None  # for tuned/hybrid; default: the engine's default adapter
+    limit: int | None = None  # questions sampled (seeded shuffle, first N); None = all
+    seed: int = 0  # sampling and bootstrap seed
+    k: int = 3  # chunks put in the prompt (rag/hybrid)
+    max_new_tokens: int = 48
+    out: Path | None = None  # folder that receives <timestamp>-<set>/ and latest.json; default WS/evals
+    model: str | None = None
+    backend_url: str | None = None
+    api_key: str | None = None
+    retrieval_k: int = 10  # hits fetched for the retrieval metrics
+    n_boot: int = 1000  # bootstrap resamples
+    command: str | None = None  # the command line recorded in the report
+
+    def mode_list(self) -> list[str]:
+        raw = self.modes.split(",") if isinstance(self.modes, str) else list(self.modes)
+        modes: list[str] = []
+        for m in (x.strip().lower() for x in raw):
+            if not m:
+                continue
+            if m not in MODES:
+                raise ValueError(f"unknown mode {m!r}: --modes takes a comma-separated list of {', '.join(MODES)}")
+            if m not in modes:
+                modes.append(m)
+        if not modes:
+            raise ValueError(f"no mode given: --modes takes a comma-separated list of {', '.join(MODES)}")
+        return modes
+
+
+@dataclass
+class _Plan:
+    questions: list[Question]
+    set_name: str
+    source: str
+    modes: list[str]
+    adapter: str | None
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+
+def _load_questions(config: EvalConfig, progress: bool) -> tuple[list[Question], str, str, list[str]]:
+    notes: list[str] = []
+    if config.questions is not None and config.fictional_knowledge is not None:
+        raise ValueError("give either --questions or --fictional-knowledge, not both")
+    if config.fictional_knowledge is not None:
+        articles, questions = load_fictional_knowledge(config.fictional_knowledge)
+        _log(progress, f"Fictional Knowledge: {len(articles)} articles, {len(questions)} gen+hard_gen probes; "
+                       f"indexing the articles into {config.workspace}")
+        report = index_articles(articles, config.workspace, progress=progress)
+        if report.failed:
+            notes.append(f"{len(report.failed)} articles failed to index: "
+                         + "; ".join(f"{f.path}: {f.error}" for f in report.failed[:3]))
+        return questions, "fictional-knowledge", str(config.fictional_knowledge), notes
+    path = Path(config.questions) if config.questions is not None else DEFAULT_QUESTIONS
+    questions = load_jsonl(path)
+    name = "data-eval" if path.resolve() == DEFAULT_QUESTIONS.resolve() else path.stem
+    return questions, name, str(path), notes
+
+
+def _plan(config: EvalConfig, progress: bool) -> _Plan:
+    from serve.answer import list_adapters
+
+    modes = config.mode_list()  # checked before anything slow happens
+    if config.k < 1 or config.max_new_tokens < 1:
+        raise ValueError("--k and --max-new-tokens must be positive")
+    if config.retrieval_k < max(RECALL_KS):
+        raise ValueError(f"retrieval_k must be at least {max(RECALL_KS)} (recall@{max(RECALL_KS)} is reported)")
+    questions, set_name, source, notes = _load_questions(config, progress)
+    chosen = sample(questions, config.limit, config.seed)
+    plan = _Plan(chosen, set_name, source, modes, None, notes=notes)
+    wanted = [m for m in modes if m in ADAPTER_MODES]
+    if wanted:
+        available = list_adapters(config.workspace)
+        if config.adapter is not None and config.adapter not in available:
+            raise ValueError(f"no adapter named {config.adapter!r} in {Path(config.workspace) / 'adapters'}"
+                             + (f" (available: {', '.join(available)})" if available else " (none exists yet)"))
+        plan.adapter = config.adapter or ("default" if "default" in available else (available[-1] if available
+                                                                                     else None))
+        if plan.adapter is None:
+            reason = (f"needs a tuned adapter and none exists in {Path(config.workspace) / 'adapters'} "
+                      f"(run `ragtune synth` and `ragtune tune` first)")
+            if len(wanted) == len(modes):
+                raise ValueError(f"mode{'s' if len(wanted) > 1 else ''} {', '.join(wanted)} {reason}")
+            for m in wanted:
+                plan.skipped[m] = reason
+    return plan
+
+
+def _has_index(workspace: Path) -> bool:
+    from retrieve.store import current_generation_path
+
+    return current_generation_path(workspace) is not None
+
+
+def _indexed_docs(workspace: Path) -> tuple[set[str], str]:
+    import json
+
+    from retrieve.store import current_generation_path
+
+    gen = current_generation_path(workspace)
+    manifest = json.loads((gen / "manifest.json").read_text())
+    return set(manifest.get("docs", {})), manifest.get("settings", {}).get("embed_model", "")
+
+
+def _score_retrieval(searcher, questions: list[Question], k: int, progress: bool) -> list[dict]:
+    """Per question and search mode: rank of the gold document and of the first chunk holding a gold answer."""
+    from tqdm import tqdm
+
+    out = []
+    for q in tqdm(questions, desc="retrieval", unit="q", file=sys.stderr, disable=not progress):
+        row = {}
+        if q.doc or q.answerable:
+            for mode in SEARCH_MODES:
+                hits = searcher.search(q.query, k=k, mode=mode, groups=frozenset(q.groups))
+                entry = {}
+                if q.doc:  # absent key: the metric does not apply; None: a miss
+                    entry["doc_rank"] = M.rank_of([h.chunk.doc for h in hits], q.doc)
+                if q.answerable:
+                    entry["answer_rank"] = M.answer_rank([h.chunk.text for h in hits], q.answers)
+                row[mode] = entry
+        out.append(row)
+    return out
+
+
+def _record(q: Question, mode: str, ans, retrieval: dict) -> dict:
+    """One line of per_question.jsonl with every per-question score."""
+    text = ans.answer or ""
+    cited = [c.text for c in ans.citations]
+    flags: dict = {}
+    if q.answerable:
+        flags.update(exact=M.exact_match(text, q.answers), f1=round(M.token_f1(text, q.answers), 4),
+                     contains=M.contains_match(text, q.answers))
+    if mode in RETRIEVAL_MODES:
+        if q.answerable:
+            flags["context_recall"] = M.citation_correct([s.text for s in ans.sources], q.answers)
+            if not ans.refused:
+                flags["citation_acc"] = M.citation_correct(cited, q.answers)
+        if not ans.refused:
+            flags["faithfulness"] = M.faithfulness(text, cited)
+    t = dict(ans.timings or {})
+    return {"id": q.id, "mode": mode, "adapter": ans.adapter, "kind": q.kind, "probe_set": q.probe_set,
+            "question": q.question, "gold": list(q.answers), "doc": q.doc, "groups": list(q.groups),
+            "answer": text, "refused": bool(ans.refused), "answerable": q.answerable, "correct": flags,
+            "citations": [{"n": c.n, "doc": c.doc, "section": c.section, "inferred": c.inferred,
+                           "text": c.text[:400]} for c in ans.citations],
+            "sources": [f"[{s.n}] {s.doc} — {s.section}" for s in ans.sources],
+            "warnings": list(getattr(ans, "warnings", []) or []),
+            "timings": {k: t.get(k) for k in ("retrieve_ms", "first_token_ms", "tokens_per_s", "total_ms",
+                                              "new_tokens", "prompt_tokens") if k in t},
+            "retrieval": retrieval}
+
+
+def _answer_mode(engine, plan: _Plan, mode: str, retrieval: list[dict], progress: bool) -> list[dict]:
+    from tqdm import tqdm
+
+    from serve.answer import AnswerError
+
+    records: list[dict] = []
+    hits = scored = 0
+    bar = tqdm(plan.questions, desc=f"{mode:>6}", unit="q", file=sys.stderr, disable=not progress)
+    for i, q in enumerate(bar):
+        adapter = plan.adapter if mode in ADAPTER_MODES else None
+        try:
+            ans = engine.answer(q.question, mode=mode, adapter=adapter, groups=frozenset(q.groups))
+        except AnswerError as e:
+            if i == 0 and mode in ADAPTER_MODES:  # e.g. a remote backend that cannot load adapters
+                bar.close()
+                raise _SkipMode(str(e)) from None
+            raise
+        rec = _record(q, mode, ans, retrieval[i])
+        records.append(rec)
+        if q.answerable:
+            scored += 1
+            hits += rec["correct"]["contains"]
+            bar.set_postfix(contains=f"{hits / scored:.3f}")
+    bar.close()
+    return records
+
+
+class _SkipMode(Exception):
+    pass
+
+
+def aggregate_retrieval(retrieval: list[dict], seed: int = 0, n_boot: int = 1000) -> dict:
+    """recall@1/5/10 and MRR per search mode, of the gold document and of the first chunk holding a gold answer."""
+    out: dict = {"gold_doc": {}, "answer_chunk": {}}
+    for kind, key in (("gold_doc", "doc_rank"), ("answer_chunk", "answer_rank")):
+        for mode in SEARCH_MODES:
+            ranks = [r[mode][key] for r in retrieval if key in r.get(mode, {})]
+            if not ranks:
+                continue
+            block = {f"recall@{k}": M.bootstrap([M.recall_at(x, k) for x in ranks], seed, n_boot) for k in RECALL_KS}
+            block["mrr"] = M.bootstrap([M.reciprocal_rank(x) for x in ranks], seed, n_boot)
+            out[kind][mode] = {name: e.to_json() for name, e in block.items()}
+    return out
+
+
+def aggregate_mode(records: list[dict], mode: str, seed: int = 0, n_boot: int = 1000) -> dict:
+    """Estimates of every answer and cost metric of one mode from its per_question records."""
+    answerable = [r for r in records if r["answerable"]]
+    unanswerable = [r for r in records if not r["answerable"]]
+    est: dict[str, M.Estimate | None] = {}
+    for name in ("contains", "f1", "exact"):
+        est[name] = M.bootstrap([r["correct"][name] for r in answerable], seed, n_boot)
+    est["refusal_acc"] = M.bootstrap([float(r["refused"]) for r in unanswerable], seed, n_boot)
+    est["false_refusal"] = M.bootstrap([float(r["refused"]) for r in answerable], seed, n_boot)
+    for name in ("citation_acc", "faithfulness", "context_recall"):
+        est[name] = M.bootstrap([r["correct"].get(name) for r in records], seed, n_boot)
+    probe_sets = sorted({r.get("probe_set") for r in answerable if r.get("probe_set")})
+    if len(probe_sets) > 1:  # Fictional Knowledge: gen (reworded facts) and hard_gen (composition) apart
+        for ps in probe_sets:
+            rows = [r for r in answerable if r.get("probe_set") == ps]
+            for name in ("contains", "f1"):
+                est[f"{name}_{ps}"] = M.bootstrap([r["correct"][name] for r in rows], seed, n_boot)
+    generated = [r["timings"] for r in records if r["timings"].get("first_token_ms") is not None]
+    if mode in RETRIEVAL_MODES:
+        est["retrieve_ms"] = M.bootstrap([r["timings"].get("retrieve_ms") for r in records], seed, n_boot, median=True)
+    est["first_token_ms"] = M.bootstrap([t["first_token_ms"] for t in generated], seed, n_boot, median=True)
+    est["tokens_per_s"] = M.bootstrap([t.get("tokens_per_s") for t in generated if t.get("tokens_per_s")], seed,
+                                      n_boot, median=True)
+    return {name: e for name, e in est.items() if e is not None}
+
+
+def _flat(estimates: dict) -> dict:
+    out = {}
+    for name, e in estimates.items():
+        out[name] = round(e.value, 4)
+        if e.p50 is not None:
+            out[f"{name}_p50"] = round(e.p50, 4)
+    return out
+
+
+def _engine_for(config: EvalConfig):
+    from serve.answer import AnswerConfig, create_engine
+
+    return create_engine(Path(config.workspace), config.model, config.backend_url, config.api_key,
+                         AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
+
+
+def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
+    """Run the evaluation and write its report folder. Returns {"report": folder, "n": questions,
+    "results": {mode: {metric: value}}, "retrieval": {...}, "skipped": {mode: reason}, "results_json": path}."""
+    from evals.report import write_report
+
+    config.workspace = Path(config.workspace)
+    plan = _plan(config, progress)
+    run_modes = [m for m in plan.modes if m not in plan.skipped]
+    has_index = _has_index(config.workspace)
+    if not has_index and any(m in RETRIEVAL_MODES for m in run_modes):
+        raise FileNotFoundError(f"no index in workspace {config.workspace}: run `ragtune index DOCS_DIR "
+                                f"--workspace {config.workspace}` first (modes rag and hybrid search it)")
+    embed_model = ""
+    if has_index:
+        indexed, embed_model = _indexed_docs(config.workspace)
+        gold = {q.doc for q in plan.questions if q.doc}
+        missing = sorted(gold - indexed)
+        if missing:
+            plan.notes.append(f"{len(missing)} of {len(gold)} gold documents are not in the index of "
+                              f"{config.workspace} (e.g. {missing[0]}): is it the right workspace?")
+    else:
+        plan.notes.append("the workspace has no index: retrieval metrics were not computed")
+    if engine is None:
+        _log(progress, "loading the model ...")
+        engine = _engine_for(config)
+
+    retrieval = [{} for _ in plan.questions]
+    if has_index:
+        from retrieve import Searcher
+
+        searcher = getattr(engine, "searcher", None) or Searcher(config.workspace)
+        retrieval = _score_retrieval(searcher, plan.questions, config.retrieval_k, progress)
+    retrieval_summary = aggregate_retrieval(retrieval, config.seed, config.n_boot) if has_index else {}
+
+    records: list[dict] = []
+    results: dict[str, dict] = {}
+    metrics: dict[str, dict] = {}
+    for mode in run_modes:
+        try:
+            mode_records = _answer_mode(engine, plan, mode, retrieval, progress)
+        except _SkipMode as e:
+            if all(m in plan.skipped or m == mode for m in plan.modes):
+                raise ValueError(f"mode {mode}: {e}") from None
+            plan.skipped[mode] = str(e)
+            continue
+        records.extend(mode_records)
+        est = aggregate_mode(mode_records, mode, config.seed, config.n_boot)
+        if mode in RETRIEVAL_MODES and retrieval_summary.get("gold_doc", {}).get("hybrid"):
+            hybrid = retrieval_summary["gold_doc"]["hybrid"]
+            for name in [f"recall@{k}" for k in RECALL_KS] + ["mrr"]:
+                est[name] = M.Estimate(**hybrid[name])
+        metrics[mode] = {name: e.to_json() for name, e in est.items()}
+        results[mode] = _flat(est)
+    for mode, reason in plan.skipped.items():
+        _log(progress, f"skipped mode {mode}: {reason}")
+
+    payload = {
+        "set": plan.set_name, "source": plan.source, "n": len(plan.questions),
+        "n_answerable": sum(q.answerable for q in plan.questions),
+        "n_unanswerable": sum(not q.answerable for q in plan.questions),
+        "modes": plan.modes, "skipped": plan.skipped, "adapter": plan.adapter,
+        "model": getattr(getattr(engine, "generator", None), "name", None) or config.model or "default",
+        "backend_url": config.backend_url, "embed_model": embed_model,
+        "seed": config.seed, "limit": config.limit, "k": config.k, "max_new_tokens": config.max_new_tokens,
+        "command": config.command or f"run_eval({_config_repr(config)})",
+        "question_ids": [q.id for q in plan.questions],
+        "results": results, "metrics": metrics, "retrieval": retrieval_summary, "notes": plan.notes,
+    }
+    folder = write_report(Path(config.out) if config.out else Path(config.workspace) / "evals", payload, records)
+    return {"report": str(folder), "n": len(plan.questions), "results": results, "retrieval": retrieval_summary,
+            "skipped": plan.skipped, "results_json": str(folder / "results.json")}
+
+
+def _config_repr(config: EvalConfig) -> str:
+    d = asdict(config)
+    d.pop("api_key", None)
+    d.pop("command", None)
+    return ", ".join(f"{k}={str(v) if isinstance(v, Path) else v!r}" for k, v in d.items())
+
+
+__all__ = ["ADAPTER_MODES", "EvalConfig", "MODES", "RETRIEVAL_MODES", "SEARCH_MODES", "aggregate_mode",
+           "aggregate_retrieval", "run_eval"]
