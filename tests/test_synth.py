@@ -1,0 +1,423 @@
+"""`ragtune synth`: span extraction and question rules, filters, RAFT examples, access groups, the split, the
+dataset on disk and the CLI contract. Uses the real embedder and index (conftest), no generator model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serve.prompts import REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, answer_with_citation, cloze_question, \
+    neutralize
+from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, jaccard, normalize, \
+    supported
+from tune.qgen import ExtractTeacher, LocalTeacher, find_spans, make_question, parse_teacher_output, split_sentences
+from tune.synth import SynthConfig, synthesize
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# spans and question rules on hand-made sentences
+
+
+def _spans(sentence: str, known=()) -> dict[str, str]:
+    return {s.text: s.kind for s in find_spans(sentence, known)}
+
+
+def test_span_extraction_finds_specific_facts():
+    s = _spans("Expense claims above EUR 5,000 must be approved by the CFO within 10 working days, before 09:30 on "
+               "12 March 2026; use the FIN-AP queue and the \"Urgent\" flag.")
+    assert s["EUR 5,000"] == "amount"
+    assert s["CFO"] == "role"
+    assert s["10 working days"] == "duration"
+    assert s["09:30"] == "time"
+    assert s["12 March 2026"] == "date"
+    assert s["FIN-AP"] == "code"
+    assert s["Urgent"] == "quoted"
+
+    s = _spans("Tobiah Marwick confirmed that the LG-2 stock moved to the Osier Hall, which holds 250 sensors and "
+               "40% of spares.")
+    assert s["Tobiah Marwick"] == "person"
+    assert s["Osier Hall"] == "name"
+    assert s["LG-2"] == "code"
+    assert s["250 sensors"] == "count"
+    assert s["40%"] == "percent"
+
+    # a capital at the start of a sentence is not a name; a name used as a modifier is skipped; unknown calendars
+    s = _spans("Employees of Mars passed five bills on 5 Outcrop 6678 under a Martian statesman.")
+    assert "Employees" not in s and "Martian" not in s
+    assert s["5 Outcrop 6678"] == "date" and s["five bills"] == "count" and s["Mars"] == "name"
+    # pieces of longer tokens and adjectives are not spans
+    s = _spans("The current build is BWI-Win 26.2 for a rolling 12-month period.")
+    assert "Win 26.2" not in s and not any("month" in t for t in s)
+
+
+@pytest.mark.parametrize("sentence, answer, question, rule", [
+    ("The one-time allowance for setting up a home office is EUR 400.", "EUR 400",
+     "How much is the one-time allowance for setting up a home office?", "inverted"),
+    ("The next all-hands meeting will be held on Thursday 21 January 2027 at 15:00 in the Osier Hall.",
+     "Thursday 21 January 2027", "When will the next all-hands meeting be held at 15:00 in the Osier Hall?",
+     "inverted"),
+    ("New starters should arrive at Tarrowgate reception at 09:15 on their first day.", "09:15",
+     "At what time should new starters arrive at Tarrowgate reception on their first day?", "inverted"),
+    ("The induction session is held in the Alder Room.", "Alder Room", "Where is the induction session held?",
+     "inverted"),
+    ("The probation period is 6 months.", "6 months", "How many months is the probation period?", "inverted"),
+    ("Expense claims above EUR 5,000 must be approved by the CFO.", "CFO",
+     "Who must expense claims above EUR 5,000 be approved by?", "inverted"),
+    ("Tobiah Marwick presented the new roadmap to the council.", "Tobiah Marwick",
+     "Who presented the new roadmap to the council?", "subject"),
+    ("Brindlewick pays full salary for up to 20 working days of sickness absence.", "20 working days",
+     "Brindlewick pays full salary for up to how many working days of sickness absence?", "in_situ"),
+    ("Gym discount: up to 25% off membership through the Verdantis Select plan.", "Verdantis Select",
+     "Gym discount: up to 25% off membership through what plan?", "in_situ"),
+    ("The lease was renewed in 2025 for a further five years.", "2025",
+     "In what year was the lease renewed for a further five years?", "inverted"),
+])
+def test_wh_question_rules(sentence, answer, question, rule):
+    span = next(s for s in find_spans(sentence, {"Brindlewick", "Tarrowgate"}) if s.text == answer)
+    q, r = make_question(sentence, span, "Topic", {"Brindlewick", "Tarrowgate"})
+    assert (q, r) == (question, rule)
+
+
+def test_question_rules_pronoun_topic_label_and_definitions():
+    s = "It holds 14 days of data for a fully loaded gateway."
+    span = next(x for x in find_spans(s) if x.kind == "duration")
+    q, _ = make_question(s, span, "LG-2 Gateway Specification, Backhaul")
+    assert q == "LG-2 Gateway Specification, Backhaul: It holds how many days of data for a fully loaded gateway?"
+    s = "Current client version: Wayfarer Connect 5.3.1"
+    span = next(x for x in find_spans(s) if x.text == "Wayfarer Connect 5.3.1")
+    assert make_question(s, span, "VPN How-To") == ("VPN How-To: What is the current client version?", "label")
+    s = "POST /v4/alerts/rules: create an alert rule"  # a definition list entry: no sensible wh-question
+    span = next(x for x in find_spans(s) if x.kind == "code")
+    assert span.text == "POST /v4/alerts/rules" and make_question(s, span, "API")[0] == ""
+
+
+def test_split_sentences_bullets_wraps_and_abbreviations():
+    text = ("# Heading\nBrindlewick pays a pension through Ashcombe Mutual. You are\nenrolled in month one, e.g. in "
+            "March. Dr. Vale approves it.\n- First bullet: EUR 20\n* Second bullet\n| a | b |\nShort line\nNext line")
+    sents = split_sentences(text)
+    assert sents == ["Brindlewick pays a pension through Ashcombe Mutual.", "You are enrolled in month one, e.g. in "
+                     "March.", "Dr. Vale approves it.", "First bullet: EUR 20", "Second bullet", "Short line",
+                     "Next line"]
+
+
+def test_extract_teacher_items_cloze_and_question():
+    class C:  # a chunk-like object
+        id, doc, title, section, page, text, groups = "c1", "d.md", "Leave Policy", "Leave Policy", None, (
+            "Every new employee at Brindlewick receives 27 days of paid holiday each calendar year. "
+            "The probation period is 6 months."), ()
+
+    items = ExtractTeacher().items(C)
+    by = {(i.style, i.answer): i for i in items}
+    cloze = by[("cloze", "27 days")]
+    assert cloze.question == cloze_question("Every new employee at Brindlewick receives")
+    assert cloze.search_query == "Every new employee at Brindlewick receives"  # the round trip searches the prefix
+    assert by[("question", "6 months")].question == "How many months is the probation period?"
+    assert ("cloze", "6 months") not in by  # the prefix "The probation period is" has fewer than 6 words
+    assert all(supported(i.answer, C.text) for i in items)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# filters
+
+
+def test_filters():
+    assert normalize("  EUR\u00a05,000 \u2013 “x”") == 'eur 5,000 - "x"'
+    assert supported("EUR 5,000", "claims above EUR  5,000\nneed approval")
+    assert not supported("EUR 6,000", "claims above EUR 5,000")
+    assert not supported("BW-4", "band BW-40 pays more") and supported("Centurion Inc.", "Centurion Inc. is big")
+    assert answer_in_question("How many days is 27 days?", "27 days")
+    assert not answer_in_question("What is band BW-40?", "BW-4")
+    assert answer_length_ok("EUR 400") and not answer_length_ok("x") and not answer_length_ok("word " * 20)
+    d = Deduper(0.85)
+    d.add("How many days of paid holiday do employees get each year?", "c1")
+    assert d.is_duplicate("how many days of paid  holiday do employees get each year?", "c2")  # same text anywhere
+    near = "How many days of paid holiday do all employees get each year?"
+    assert jaccard(near, "How many days of paid holiday do employees get each year?") >= 0.85
+    assert d.is_duplicate(near, "c1")
+    assert not d.is_duplicate(near, "c2")  # near-duplicates only count within one chunk
+    assert not d.is_duplicate("How long is the probation period?", "c1")
+    st = FilterStats()
+    assert set(st.removed) == set(FILTERS)
+
+
+def test_parse_teacher_output_and_local_question():
+    out = parse_teacher_output('```json\n{"question": "What is the rate?", "answer": "EUR 0.32"}\nnot json\n'
+                               '{"question": "When?", "answer": 2026}\n```')
+    assert out == [("What is the rate?", "EUR 0.32"), ("", ""), ("When?", "2026")]
+    assert parse_teacher_output('[{"question": "Q?", "answer": "A"}]') == [("Q?", "A")]
+
+    class Gen:
+        name = "stub"
+
+        def stream(self, messages, **kw):
+            assert messages[-1]["content"].endswith("Sentence: The probation period is 6 months.\n"
+                                                    "Answer: 6 months\nQuestion?")
+            yield "Question: How long is the probation period?\nExtra text"
+
+    class C:
+        id, doc, title, section, page, groups = "c", "d.md", "T", "T", None, ()
+        text = "The probation period is 6 months."
+
+    items = LocalTeacher(Gen(), ExtractTeacher()).items(C)
+    assert [(i.question, i.answer, i.rule) for i in items] == [("How long is the probation period?", "6 months",
+                                                                 "local")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the sample corpus: one dataset shared by several tests
+
+
+@pytest.fixture(scope="module")
+def sample_ws(tmp_path_factory, built_index):
+    _, ws, _ = built_index
+    copy = tmp_path_factory.mktemp("synth") / "ws"
+    shutil.copytree(ws, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def sample_searcher(sample_ws, embedder):
+    from retrieve import Searcher
+
+    return Searcher(sample_ws, embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def sample_run(sample_ws, sample_searcher):
+    (sample_ws / "datasets" / ".tmp-default-killed").mkdir(parents=True)  # as a killed run leaves it
+    report = synthesize(SynthConfig(sample_ws, limit=40, seed=3), searcher=sample_searcher, progress=False)
+    return report, _read(report.dataset)
+
+
+def _read(folder: Path) -> dict:
+    rows = {}
+    for split in ("train", "val"):
+        rows[split] = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+    rows["card"] = json.loads((folder / "card.json").read_text())
+    return rows
+
+
+def _blocks(user: str) -> dict[int, tuple[str, str]]:
+    """The numbered documents of a prompt: n -> (header, text)."""
+    body = user.split("Documents:\n", 1)[1].rsplit("\n\nQuestion: ", 1)[0]
+    out = {}
+    for m in re.finditer(r"^\[(\d+)\] \((.*?)\)\n(.*?)(?=\n\n\[\d+\] \(|\Z)", body, re.S | re.M):
+        out[int(m.group(1))] = (m.group(2), m.group(3))
+    return out
+
+
+def test_examples_are_raft_shaped_and_cite_the_source(sample_run, sample_searcher):
+    report, data = sample_run
+    chunks = {c.id: c for c in sample_searcher.generation.chunks}
+    rows = data["train"] + data["val"]
+    assert report.train == len(data["train"]) > 50 and report.val == len(data["val"]) > 0
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"raft", "raft_no_oracle", "closed_book"} and {r["style"] for r in rows} == {"cloze", "question"}
+    for r in rows:
+        source = chunks[r["chunk_id"]]
+        assert r["doc"] == source.doc
+        assert normalize(r["answer"]) in normalize(source.text)  # the answer is a span of its source chunk
+        msgs = r["messages"]
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+        target = msgs[-1]["content"]
+        if r["kind"] == "closed_book":
+            assert msgs[0]["content"] == SYSTEM_CLOSED_BOOK and msgs[1]["content"] == r["question"]
+            assert target == r["answer"]
+            continue
+        assert msgs[0]["content"] == SYSTEM_WITH_CONTEXT
+        assert msgs[1]["content"].endswith(f"\n\nQuestion: {r['question']}")
+        blocks = _blocks(msgs[1]["content"])
+        seen = neutralize(source.text)[0]
+        texts = {n: t for n, (_, t) in blocks.items()}
+        if r["kind"] == "raft":
+            assert sorted(blocks) == [1, 2, 3]  # source + 2 distractors, numbered from 1
+            n = next(n for n, t in texts.items() if t == seen)
+            assert blocks[n][0].startswith(source.doc)
+            assert target == answer_with_citation(r["answer"], n)
+            others = [t for k, t in texts.items() if k != n]
+        else:
+            assert sorted(blocks) == [1, 2] and seen not in texts.values()
+            assert target == REFUSAL
+            others = list(texts.values())
+        for t in others:  # distractors never hold the answer
+            assert not supported(r["answer"], t)
+    # the source's position is shuffled, not always the same
+    positions = {next(n for n, (_, t) in _blocks(r["messages"][1]["content"]).items()
+                      if t == neutralize(chunks[r["chunk_id"]].text)[0]) for r in rows if r["kind"] == "raft"}
+    assert len(positions) == 3
+    # no-oracle share near the configured 0.2
+    raft = sum(r["kind"] == "raft" for r in rows)
+    no_oracle = sum(r["kind"] == "raft_no_oracle" for r in rows)
+    assert 0.08 < no_oracle / (raft + no_oracle) < 0.35
+
+
+def test_filter_counts_add_up_and_card(sample_run):
+    report, data = sample_run
+    card = data["card"]
+    stats = card["filter_stats"]
+    for s in [stats["total"], *stats["by_style"].values(), *stats["by_rule"].values(),
+              *stats["by_span_kind"].values()]:
+        assert s["candidates"] == s["kept"] + sum(s["removed"].values())
+    assert sum(s["candidates"] for s in stats["by_style"].values()) == stats["total"]["candidates"]
+    assert report.filtered == card["filtered"] == stats["total"]["removed"]
+    assert set(report.filtered) == set(FILTERS) and report.filtered["duplicate"] + report.filtered["round_trip"] > 0
+    rows = data["train"] + data["val"]
+    assert sum(r["kind"] == "closed_book" for r in rows) == report.kept
+    assert sum(r["kind"] != "closed_book" for r in rows) == report.kept
+    assert card["counts"]["train"] == report.train and card["counts"]["val"] == report.val
+    folder = report.dataset
+    digest = hashlib.sha256((folder / "train.jsonl").read_bytes() + b"\0" + (folder / "val.jsonl").read_bytes())
+    assert card["content_hash"] == report.content_hash == digest.hexdigest()
+    assert card["source_index"]["generation"].startswith("gen-") and card["teacher"] == "extract"
+    md = (folder / "card.md").read_text()
+    assert "## Filters" in md and md.count("**Q:**") == 5 and report.content_hash[:16] in md
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["default"]  # the killed run's staging is gone
+
+
+def test_split_by_document(sample_run):
+    report, data = sample_run
+    train_docs = {r["doc"] for r in data["train"]}
+    val_docs = {r["doc"] for r in data["val"]}
+    assert val_docs and train_docs and not train_docs & val_docs
+    assert sorted(val_docs) == report.val_docs == data["card"]["counts"]["val_documents"]
+
+
+def test_restricted_documents_left_out_by_default(sample_run, sample_searcher):
+    report, data = sample_run
+    restricted = {c.doc for c in sample_searcher.generation.chunks if c.groups}
+    assert restricted and report.restricted_excluded > 0
+    for r in data["train"] + data["val"]:
+        assert r["doc"] not in restricted
+        if r["kind"] != "closed_book":
+            assert not any(h.split(" — ")[0] in restricted for h, _ in _blocks(r["messages"][1]["content"]).values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a tiny corpus: access groups, reproducibility, teachers, the CLI
+
+TINY = {
+    "policies/leave.md": "# Leave Policy\n\nEvery employee receives 27 days of paid holiday per calendar year. "
+                         "The probation period for new hires is 6 months.\n\n## Sickness\n\nA doctor's note is needed "
+                         "from day 5 of any sickness absence. Employees must phone their manager before 09:30 on "
+                         "the first day of absence.\n",
+    "it/vpn.md": "# VPN Guide\n\nThe company VPN client is Wayfarer Connect 5.3.1, installed on every laptop. "
+                 "Connection problems are handled through the IT-HELP queue in Gatehouse. The Hallowmere gateway "
+                 "accepts connections on port 4443 and restarts every Sunday at 03:00.\n",
+    "travel/travel.md": "# Travel Policy\n\nThe mileage allowance for driving your own car is EUR 0.32 per "
+                        "kilometre. Hotels in Hallowmere are reimbursed up to EUR 135 per night. All trips are "
+                        "booked through Halcyra Travel Partners at least 14 days before departure.\n",
+    "office/sites.md": "# Office Sites\n\nThe Tarrowgate headquarters opened on 3 March 2014 and hosts 240 "
+                       "employees. The quarterly all-hands meeting is held in the Osier Hall. Visitors sign in at "
+                       "the east reception, which opens at 08:00.\n",
+    "hr/salary.md": "---\ngroups: [hr]\n---\n# Salary Bands\n\nBand BW-4 pays between EUR 52,000 and EUR 70,000 per "
+                    "year. Salary reviews take effect on 1 April 2026 for every band.\n",
+    "finance/budget.md": "---\ngroups: [finance]\n---\n# Budget\n\nThe FY2026 marketing budget is EUR 410,000, "
+                         "approved by the CFO on 12 January 2026.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_ws(tmp_path_factory, embedder):
+    from retrieve import build_index
+
+    root = tmp_path_factory.mktemp("tiny")
+    for rel, text in TINY.items():
+        path = root / "docs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    build_index(root / "docs", root / "ws", embedder=embedder)
+    return root / "ws"
+
+
+@pytest.fixture()
+def tiny_searcher(tiny_ws, embedder):
+    from retrieve import Searcher
+
+    return Searcher(tiny_ws, embedder=embedder)
+
+
+def test_include_groups_is_explicit(tiny_ws, tiny_searcher):
+    default = synthesize(SynthConfig(tiny_ws, name="plain"), searcher=tiny_searcher, progress=False)
+    docs = {r["doc"] for split in ("train", "val") for r in _read(default.dataset)[split]}
+    assert docs and not docs & {"hr/salary.md", "finance/budget.md"} and default.restricted_excluded == 2
+    assert default.warnings == []
+
+    hr = synthesize(SynthConfig(tiny_ws, name="hr", include_groups=("hr",)), searcher=tiny_searcher,
+                    progress=False)
+    data = _read(hr.dataset)
+    rows = data["train"] + data["val"]
+    assert "hr/salary.md" in {r["doc"] for r in rows}
+    assert "finance/budget.md" not in {r["doc"] for r in rows}
+    for r in rows:  # finance stays out of the prompts too, as a distractor
+        assert "EUR 410,000" not in r["messages"][1]["content"]
+    assert any("weights cannot enforce access rules" in w for w in hr.warnings)
+    assert data["card"]["restricted"]["included_groups"] == ["hr"]
+
+
+def test_reproducible_with_seed_and_refuse_or_answer(tiny_ws, tiny_searcher):
+    a = synthesize(SynthConfig(tiny_ws, name="a", seed=7), searcher=tiny_searcher, progress=False)
+    b = synthesize(SynthConfig(tiny_ws, name="b", seed=7), searcher=tiny_searcher, progress=False)
+    assert a.content_hash == b.content_hash
+    assert (a.dataset / "train.jsonl").read_bytes() == (b.dataset / "train.jsonl").read_bytes()
+    c = synthesize(SynthConfig(tiny_ws, name="c", seed=8), searcher=tiny_searcher, progress=False)
+    assert c.content_hash != a.content_hash
+
+    memo = synthesize(SynthConfig(tiny_ws, name="memo", drop_oracle=1.0, no_oracle_target="answer",
+                                  closed_book=False), searcher=tiny_searcher, progress=False)
+    rows = _read(memo.dataset)["train"] + _read(memo.dataset)["val"]
+    assert rows and {r["kind"] for r in rows} == {"raft_no_oracle"}
+    assert all(r["messages"][-1]["content"] == r["answer"] for r in rows)
+    with pytest.raises(ValueError):
+        SynthConfig(tiny_ws, no_oracle_target="maybe").check()
+
+
+def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
+    class StubServer:  # what OpenAIGenerator would stream back from a teacher model
+        name = "stub"
+        base_url = "http://teacher.invalid/v1"
+
+        def stream(self, messages, **kw):
+            text = messages[-1]["content"]
+            assert '{"question": "...", "answer": "..."}' in text
+            if "27 days" in text:
+                yield ('{"question": "How many days of paid holiday does an employee get per year?", '
+                       '"answer": "27 days"}\n'
+                       '{"question": "How long is probation?", "answer": "six months"}\n'
+                       'Sure! Here are more questions:\n')
+            else:
+                yield '{"question": "What is this?", "answer": "nothing"}\n'
+
+    report = synthesize(SynthConfig(tiny_ws, name="url", teacher="http://teacher.invalid/v1"),
+                        searcher=tiny_searcher, progress=False, generator=StubServer())
+    assert report.teacher == "http://teacher.invalid/v1"
+    assert report.filtered["malformed"] >= 1 and report.filtered["unsupported"] >= 2  # "six months", "nothing"
+    rows = _read(report.dataset)["train"] + _read(report.dataset)["val"]
+    assert {r["answer"] for r in rows} == {"27 days"} and report.kept == 1
+
+
+def test_cli_json_contract(tiny_ws, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("datasets"))
+    env = {**os.environ, "RAGTUNE_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "serve.cli", "synth", "--limit", "3", "--json", "--name", "cli",
+                           "--distractors", "1", "--seed", "1"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert Path(out["dataset"]) == ws / "datasets" / "cli"
+    assert out["train"] == len((ws / "datasets" / "cli" / "train.jsonl").read_text().splitlines())
+    assert out["val"] == len((ws / "datasets" / "cli" / "val.jsonl").read_text().splitlines())
+    assert set(out["filtered"]) == set(FILTERS) and out["chunks_used"] == 3
+    bad = subprocess.run([sys.executable, "-m", "serve.cli", "synth", "--no-oracle-target", "maybe"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no-oracle-target" in bad.stderr

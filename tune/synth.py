@@ -1,0 +1,522 @@
+"""`ragtune synth`: RAFT-style training data made from the indexed chunks.
+
+    chunks of the live index (restricted ones left out unless their groups are named)
+      └─ teacher (tune.qgen: extract | local | URL) ─▶ (question, answer span, source chunk) items
+           └─ filters (tune.filters): malformed, answer length, answer in question, answer type (model-written
+              questions), unsupported, duplicate, round trip (the question retrieves its chunk in the top k)
+                └─ examples (chat messages built with serve.prompts, exactly as the answer engine prompts):
+                     raft            question + source chunk + k hard-negative distractors, shuffled and numbered;
+                                     target "span [n]" with n the source's number
+                     raft_no_oracle  the source dropped (a fraction of items): target the refusal (or, with
+                                     no_oracle_target="answer", the bare span: RAFT's memorisation variant)
+                     closed_book     the question alone (no documents); target the bare span (the `tuned` mode)
+                       └─ split by document (val ~10% of documents) ─▶ WS/datasets/<name>/
+                                                                         train.jsonl val.jsonl card.json card.md
+
+The dataset folder is written in a temporary folder and renamed into place, so a killed run never leaves half a
+dataset. Everything is seeded: the same index, config and seed give byte-identical train/val files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ingest.types import can_read
+from serve.answer import Citation
+from serve.prompts import REFUSAL, answer_with_citation, build_messages, neutralize
+from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
+    normalize, round_trip_rank, supported
+from tune.qgen import ExtractTeacher, LocalTeacher, OpenAITeacher, QAItem, find_spans
+
+NO_ORACLE_TARGETS = ("refuse", "answer")
+
+
+@dataclass
+class SynthConfig:
+    workspace: Path
+    name: str = "default"  # the dataset folder: WS/datasets/<name>
+    teacher: str = "extract"  # extract (rules, no model) | local (the local base model) | an http(s) URL
+    teacher_model: str | None = None  # URL teacher: the served model name; local: a model folder/hub id
+    api_key: str | None = None  # URL teacher only
+    limit: int | None = None  # at most this many source chunks (a seeded sample)
+    distractors: int = 2  # k distractor chunks per RAFT example
+    drop_oracle: float = 0.2  # fraction of RAFT examples whose source chunk is left out
+    no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
+    closed_book: bool = True  # also emit a question-only example per item
+    include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
+    seed: int = 0
+    round_trip_k: int = 5
+    val_fraction: float = 0.1  # share of documents held out for validation (at least one)
+    max_spans_per_chunk: int = 6  # extract/local: answer spans per chunk
+    questions_per_chunk: int = 4  # URL teacher: questions asked for per chunk
+    styles: tuple[str, ...] = ("cloze", "question")  # extract teacher: which item styles to make
+    dedup_jaccard: float = 0.85
+    max_span_df: float = 0.1  # spans found in more than this share of all chunks are not specific facts
+    min_answer_chars: int = 2
+    max_answer_chars: int = 80
+    max_answer_words: int = 10
+
+    def check(self) -> None:
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ValueError(f"dataset name must be a plain folder name, not {self.name!r}")
+        if not (self.teacher in ("extract", "local") or self.teacher.startswith(("http://", "https://"))):
+            raise ValueError(f"--teacher must be extract, local or an http(s) URL, not {self.teacher!r}")
+        if not 0.0 <= self.drop_oracle <= 1.0:
+            raise ValueError(f"--drop-oracle must be between 0 and 1, not {self.drop_oracle}")
+        if self.no_oracle_target not in NO_ORACLE_TARGETS:
+            raise ValueError(f"--no-oracle-target must be refuse or answer, not {self.no_oracle_target!r}")
+        if self.distractors < 0:
+            raise ValueError("--distractors must be >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1)")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["workspace"] = str(self.workspace)
+        d["api_key"] = "***" if self.api_key else None
+        d["include_groups"] = list(self.include_groups)
+        d["styles"] = list(self.styles)
+        return d
+
+
+@dataclass
+class SynthReport:
+    dataset: Path
+    train: int
+    val: int
+    filtered: dict[str, int]  # removed per filter
+    candidates: int
+    kept: int
+    by_kind: dict[str, int]  # examples per kind (raft, raft_no_oracle, closed_book)
+    by_style: dict[str, int]  # kept items per style (cloze, question)
+    stats: dict  # FilterStats.to_json per style and per rule
+    teacher: str
+    chunks_used: int
+    restricted_excluded: int
+    val_docs: list[str]
+    content_hash: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["dataset"] = str(self.dataset)
+        return d
+
+
+class _DocFreq:
+    """How many chunks of the index contain a text (normalised), cached; `frequent(text)` is True above the
+    threshold share (at least 3 chunks)."""
+
+    def __init__(self, chunks, max_share: float) -> None:
+        self._texts = [normalize(c.text) for c in chunks]
+        self._limit = max(3, int(max_share * len(chunks)))
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, text: str) -> bool:
+        key = normalize(text)
+        if key not in self._cache:
+            count = 0
+            for t in self._texts:
+                if key in t:
+                    count += 1
+                    if count > self._limit:
+                        break
+            self._cache[key] = count > self._limit
+        return self._cache[key]
+
+
+def make_teacher(config: SynthConfig, frequent, generator=None):
+    """The question generator for `config.teacher`; `generator` overrides the model behind local/URL teachers
+    (tests use a stub)."""
+    extract = ExtractTeacher(frequent=frequent, max_spans_per_chunk=config.max_spans_per_chunk,
+                             styles=tuple(config.styles))
+    if config.teacher == "extract":
+        return extract
+    if config.teacher == "local":
+        if generator is None:
+            from serve.generate import LocalGenerator
+            from serve.models import ModelConfig, load_model
+
+            cfg = ModelConfig(cache_dir=Path(config.workspace) / "models")
+            if config.teacher_model:
+                cfg.model = config.teacher_model
+            generator = LocalGenerator(load_model(cfg))
+        return LocalTeacher(generator, extract, spans_per_chunk=min(2, config.max_spans_per_chunk))
+    if generator is None:
+        from serve.generate import OpenAIGenerator
+
+        generator = OpenAIGenerator(config.teacher, config.api_key, config.teacher_model or "default")
+    teacher = OpenAITeacher(generator, questions_per_chunk=config.questions_per_chunk)
+    teacher.name = config.teacher
+    return teacher
+
+
+def restricted_warning(groups) -> str:
+    return (f"restricted documents of groups {', '.join(sorted(groups))} are included in the training data: "
+            "anyone who can use the tuned adapter may get their content out of it; weights cannot enforce access "
+            "rules")
+
+
+def synthesize(config: SynthConfig, searcher=None, progress: bool = True, generator=None) -> SynthReport:
+    """Build the dataset WS/datasets/<name>/ from the live index; see the module docstring."""
+    config.check()
+    t0 = time.perf_counter()
+    ws = Path(config.workspace)
+    if searcher is None:
+        from retrieve import Searcher
+
+        searcher = Searcher(ws)
+    gen = searcher.generation  # one generation throughout: the chunks and the searches agree
+    include = frozenset(g.strip().lower() for g in config.include_groups if g.strip())
+    warnings: list[str] = []
+    if include:
+        warnings.append(restricted_warning(include))
+
+    def allowed(chunk) -> bool:
+        return not chunk.groups or bool(set(chunk.groups) & include)
+
+    def search_groups(chunk) -> frozenset[str]:
+        return frozenset(chunk.groups) & include
+
+    pool = [c for c in gen.chunks if allowed(c)]
+    restricted_excluded = sum(1 for c in gen.chunks if not allowed(c))
+    pool.sort(key=lambda c: (c.doc, c.position))
+    if config.limit is not None and config.limit < len(pool):
+        pool = sorted(random.Random(config.seed).sample(pool, config.limit), key=lambda c: (c.doc, c.position))
+    if not pool:
+        raise ValueError("the index has no chunks this dataset may use"
+                         + (" (all are restricted; see --include-groups)" if restricted_excluded else ""))
+
+    frequent = _DocFreq(gen.chunks, config.max_span_df)
+    teacher = make_teacher(config, frequent, generator)
+    teacher_name = teacher.name if config.teacher != "local" else f"local:{config.teacher_model or 'default'}"
+    dedup = Deduper(config.dedup_jaccard)
+    total = FilterStats()
+    per_style: dict[str, FilterStats] = {}
+    per_rule: dict[str, FilterStats] = {}
+    per_kind: dict[str, FilterStats] = {}
+    search_k = max(config.round_trip_k, config.distractors + 8)
+    examples: list[dict] = []
+    kept_items: Counter = Counter()
+    view_text = {}  # chunk id -> the text as the model sees it in a prompt
+
+    def seen_text(chunk) -> str:
+        if chunk.id not in view_text:
+            view_text[chunk.id] = neutralize(chunk.text)[0]
+        return view_text[chunk.id]
+
+    from tqdm import tqdm
+
+    # 1. propose items (the slow part with a model teacher)
+    proposed: list[QAItem] = []
+    bar = tqdm(pool, desc="synth: questions", unit="chunk", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    for chunk in bar:
+        proposed.extend(teacher.items(chunk))
+        if progress:
+            bar.set_postfix(items=len(proposed), refresh=False)
+    bar.close()
+
+    # 2. the cheap filters, in order
+    pending: list[tuple[QAItem, list[FilterStats]]] = []
+    for item in proposed:
+        stats = [total, per_style.setdefault(item.style, FilterStats()),
+                 per_rule.setdefault(item.rule, FilterStats()), per_kind.setdefault(item.kind, FilterStats())]
+        for s in stats:
+            s.candidates += 1
+        reason = _cheap_check(item, config, dedup, seen_text)
+        if reason:
+            for s in stats:
+                s.remove(reason)
+            continue
+        dedup.add(item.question, item.chunk.id)
+        pending.append((item, stats))
+
+    # 3. round trip (query vectors embedded in batches: one query at a time is ~40x slower on a CPU), examples
+    with _batched_queries(searcher, [item.search_query for item, _ in pending], progress):
+        bar = tqdm(pending, desc="synth: round trip", unit="item", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        for item, stats in bar:
+            hits = searcher.search(item.search_query, k=search_k, mode="hybrid", groups=search_groups(item.chunk))
+            if round_trip_rank(hits[: config.round_trip_k], item.chunk.id) is None:
+                for s in stats:
+                    s.remove("round_trip")
+                continue
+            for s in stats:
+                s.kept += 1
+            kept_items[item.style] += 1
+            examples.extend(_examples(item, hits, config, allowed, search_groups(item.chunk), pool, seen_text))
+        bar.close()
+
+    # split by document: validation measures unseen documents
+    docs = sorted({e["doc"] for e in examples})
+    rng = random.Random(config.seed)
+    shuffled = list(docs)
+    rng.shuffle(shuffled)
+    n_val = max(1, round(config.val_fraction * len(docs))) if len(docs) >= 2 and config.val_fraction > 0 else 0
+    val_docs = set(shuffled[:n_val])
+    if len(docs) < 2:
+        warnings.append("fewer than two documents produced examples: no validation split")
+    train = [e for e in examples if e["doc"] not in val_docs]
+    val = [e for e in examples if e["doc"] in val_docs]
+    random.Random(config.seed + 1).shuffle(train)
+    random.Random(config.seed + 2).shuffle(val)
+    if not train:
+        warnings.append("no training examples survived the filters")
+
+    by_kind = dict(Counter(e["kind"] for e in examples))
+    card = {
+        "name": config.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "teacher": teacher_name,
+        "counts": {"train": len(train), "val": len(val), "by_kind": by_kind,
+                   "by_style": dict(Counter(e["style"] for e in examples)),
+                   "by_split_kind": {"train": dict(Counter(e["kind"] for e in train)),
+                                     "val": dict(Counter(e["kind"] for e in val))},
+                   "items_kept": total.kept, "items_candidates": total.candidates,
+                   "chunks_used": len(pool), "documents": len(docs), "val_documents": sorted(val_docs)},
+        "filtered": dict(total.removed),
+        "filter_stats": {"total": total.to_json(),
+                         "by_style": {k: v.to_json() for k, v in sorted(per_style.items())},
+                         "by_rule": {k: v.to_json() for k, v in sorted(per_rule.items())},
+                         "by_span_kind": {k: v.to_json() for k, v in sorted(per_kind.items())}},
+        "filters": {"order": list(FILTERS), "round_trip_k": config.round_trip_k, "round_trip_mode": "hybrid",
+                    "dedup_jaccard": config.dedup_jaccard,
+                    "answer_length": [config.min_answer_chars, config.max_answer_chars, config.max_answer_words]},
+        "restricted": {"included_groups": sorted(include), "restricted_chunks_excluded": restricted_excluded,
+                       "note": "chunks with access groups are left out unless their groups are named with "
+                               "--include-groups: a tuned model cannot enforce access rules"},
+        "no_oracle_target": config.no_oracle_target,
+        "config": config.to_json(),
+        "source_index": {"generation": gen.path.name, "n_chunks": len(gen.chunks),
+                         "embedder": gen.manifest.embedder, "docs_dir": gen.manifest.docs_dir},
+        "warnings": warnings,
+    }
+    out, content_hash = _write_dataset(ws, config.name, train, val, card)
+    return SynthReport(
+        dataset=out, train=len(train), val=len(val), filtered=dict(total.removed), candidates=total.candidates,
+        kept=total.kept, by_kind=by_kind, by_style=dict(kept_items),
+        stats=card["filter_stats"], teacher=teacher_name, chunks_used=len(pool),
+        restricted_excluded=restricted_excluded, val_docs=sorted(val_docs), content_hash=content_hash,
+        seconds=round(time.perf_counter() - t0, 2), warnings=warnings)
+
+
+def _cheap_check(item: QAItem, config: SynthConfig, dedup: Deduper, seen_text) -> str | None:
+    """The name of the first failing filter before the round trip, or None."""
+    if not item.question.strip() or not item.answer.strip() or \
+            (item.style == "question" and not item.question.rstrip().endswith("?")):
+        return "malformed"
+    if not answer_length_ok(item.answer, config.min_answer_chars, config.max_answer_chars, config.max_answer_words):
+        return "answer_length"
+    if answer_in_question(item.question, item.answer):
+        return "answer_in_question"
+    if item.rule in ("local", "teacher") and not answer_type_ok(item.question, _answer_kind(item)):
+        return "answer_type"
+    if not supported(item.answer, seen_text(item.chunk)):
+        return "unsupported"
+    if dedup.is_duplicate(item.question, item.chunk.id):
+        return "duplicate"
+    return None
+
+
+def _answer_kind(item: QAItem) -> str:
+    """The span kind of the answer: known for extracted spans, else the kind find_spans gives the whole answer."""
+    if item.kind != "teacher":
+        return item.kind
+    spans = find_spans(item.answer)
+    if len(spans) == 1 and spans[0].text == item.answer.strip().rstrip(".").strip():
+        return spans[0].kind
+    return ""
+
+
+class _CachedQueries:
+    """Stands in for the searcher's embedder: vectors of known queries come from a table filled by one batched
+    encode; anything else goes to the real embedder."""
+
+    def __init__(self, base, table: dict) -> None:
+        self._base = base
+        self._table = table
+
+    def encode(self, texts, *args, **kwargs):
+        import numpy as np
+
+        missing = [t for t in texts if t not in self._table]
+        if missing:
+            for t, v in zip(missing, self._base.encode(missing)):
+                self._table[t] = v
+        return np.stack([self._table[t] for t in texts])
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+@contextmanager
+def _batched_queries(searcher, queries: list[str], progress: bool):
+    """Embed all round-trip queries in batches up front and let `searcher` use them. The Searcher takes its
+    embedder as a constructor argument; it is swapped for the duration and restored after."""
+    if not hasattr(searcher, "_embedder") or not queries:
+        yield
+        return
+    base = searcher.embedder
+    unique = list(dict.fromkeys(queries))
+    table = dict(zip(unique, base.encode(unique, progress=progress, desc="synth: embedding queries")))
+    previous = searcher._embedder
+    searcher._embedder = _CachedQueries(base, table)
+    try:
+        yield
+    finally:
+        searcher._embedder = previous
+
+
+def _citation(n: int, chunk, text: str) -> Citation:
+    return Citation(n, chunk.doc, chunk.section, chunk.page, chunk.id, text)
+
+
+def _examples(item: QAItem, hits, config: SynthConfig, allowed, groups, pool, seen_text) -> list[dict]:
+    chunk = item.chunk
+    rng = random.Random(f"{config.seed}|{chunk.id}|{item.question}")
+    distractors = []
+    for h in hits:
+        c = h.chunk
+        if len(distractors) >= config.distractors:
+            break
+        if c.id == chunk.id or not allowed(c) or supported(item.answer, c.text) or \
+                supported(item.answer, seen_text(c)) or normalize(c.text) == normalize(chunk.text):
+            continue
+        distractors.append(c)
+    if len(distractors) < config.distractors:  # rare: fill with random readable chunks of other documents
+        others = [c for c in pool if c.doc != chunk.doc and can_read(c.groups, groups)
+                  and c.id not in {d.id for d in distractors} and not supported(item.answer, c.text)]
+        rng.shuffle(others)
+        distractors.extend(others[: config.distractors - len(distractors)])
+    base = {"style": item.style, "doc": chunk.doc, "chunk_id": chunk.id, "question": item.question,
+            "answer": item.answer}
+    out = []
+    drop = config.drop_oracle > 0 and rng.random() < config.drop_oracle
+    if drop and not distractors:
+        drop = False  # nothing to show without the source
+    sources = list(distractors) if drop else [*distractors, chunk]
+    rng.shuffle(sources)
+    citations = [_citation(n, c, seen_text(c)) for n, c in enumerate(sources, start=1)]
+    if drop:
+        target = REFUSAL if config.no_oracle_target == "refuse" else answer_with_citation(item.answer, None)
+        kind = "raft_no_oracle"
+    else:
+        n_source = next(cit.n for cit in citations if cit.chunk_id == chunk.id)
+        target = answer_with_citation(item.answer, n_source)
+        kind = "raft"
+    messages = build_messages(item.question, citations) + [{"role": "assistant", "content": target}]
+    out.append({"messages": messages, "kind": kind, **base})
+    if config.closed_book:
+        messages = build_messages(item.question, [], with_context=False)
+        messages.append({"role": "assistant", "content": answer_with_citation(item.answer, None)})
+        out.append({"messages": messages, "kind": "closed_book", **base})
+    return out
+
+
+def _dump(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def _write_dataset(ws: Path, name: str, train: list[dict], val: list[dict], card: dict) -> tuple[Path, str]:
+    root = ws / "datasets"
+    root.mkdir(parents=True, exist_ok=True)
+    for p in root.iterdir():  # staging folders of killed runs
+        if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+    train_b, val_b = _dump(train), _dump(val)
+    content_hash = hashlib.sha256(train_b + b"\0" + val_b).hexdigest()
+    card["content_hash"] = content_hash
+    final = root / name
+    card["path"] = str(final)
+    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / "train.jsonl").write_bytes(train_b)
+        (tmp / "val.jsonl").write_bytes(val_b)
+        (tmp / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+        (tmp / "card.md").write_text(render_card(card, train or val))
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        old = None
+        if final.exists():
+            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, content_hash
+
+
+def render_card(card: dict, rows: list[dict]) -> str:
+    c = card["counts"]
+    fs = card["filter_stats"]
+    lines = [f"# Dataset `{card['name']}`", "",
+             f"Synthetic question/answer training data made by `ragtune synth` from index generation "
+             f"`{card['source_index']['generation']}` ({card['source_index']['n_chunks']} chunks); teacher "
+             f"`{card['teacher']}`; content hash `{card['content_hash'][:16]}`.", "",
+             "## Counts", "",
+             "| split | examples | raft | raft_no_oracle | closed_book |", "|---|---|---|---|---|"]
+    for split in ("train", "val"):
+        k = c["by_split_kind"][split]
+        lines.append(f"| {split} | {c[split]} | {k.get('raft', 0)} | {k.get('raft_no_oracle', 0)} | "
+                     f"{k.get('closed_book', 0)} |")
+    lines += ["", f"{c['chunks_used']} source chunks, {c['items_kept']} of {c['items_candidates']} generated items "
+              f"kept; {c['documents']} documents, validation documents (never in train): "
+              f"{', '.join(c['val_documents']) or 'none'}.", "",
+              "## Filters (each item is counted under the first filter it fails)", "",
+              "| style / rule | candidates | kept | pass rate | " + " | ".join(card["filters"]["order"]) + " |",
+              "|---" * (4 + len(card["filters"]["order"])) + "|"]
+    rows_stats = [("all", fs["total"])] + [(f"style {k}", v) for k, v in fs["by_style"].items()] + \
+        [(f"rule {k}", v) for k, v in fs["by_rule"].items()]
+    for label, s in rows_stats:
+        rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
+        lines.append(f"| {label} | {s['candidates']} | {s['kept']} | {rate} | "
+                     + " | ".join(str(s["removed"][f]) for f in card["filters"]["order"]) + " |")
+    nt = card["no_oracle_target"]
+    lines += ["", "## How the examples are built", "",
+              f"- `raft`: the question with its source chunk and {card['config']['distractors']} hard-negative "
+              "distractors (top retrieval hits that are not the source and do not contain the answer), shuffled and "
+              "numbered as the answer engine numbers them; target `answer [n]`.",
+              f"- `raft_no_oracle` ({card['config']['drop_oracle']:.0%} of items): the distractors only; target "
+              + ("the refusal (`refuse`: the model learns to say the documents do not hold the answer)."
+                 if nt == "refuse" else "the bare answer (`answer`: RAFT's variant, which makes the model "
+                 "memorise the facts and answer even when retrieval missed)."),
+              "- `closed_book`: the question alone; target the bare answer (facts for `tuned` mode).",
+              "- Split by document, so validation loss measures documents the model never saw.",
+              f"- Restricted documents: {card['restricted']['note']}. Included groups: "
+              f"{', '.join(card['restricted']['included_groups']) or 'none'} "
+              f"({card['restricted']['restricted_chunks_excluded']} restricted chunks left out).", ""]
+    if card["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in card["warnings"]] + [""]
+    lines += ["## Examples", ""]
+    shown, seen = 0, set()
+    for r in rows:
+        key = (r["kind"], r["style"])
+        if key in seen and len(seen) < 4:
+            continue
+        seen.add(key)
+        lines.append(f"- ({r['kind']}, {r['style']}, `{r['doc']}`) **Q:** {r['question']}  \n"
+                     f"  **target:** {r['messages'][-1]['content']}")
+        shown += 1
+        if shown == 5:
+            break
+    return "\n".join(lines) + "\n"
