@@ -1,0 +1,188 @@
+"""Generation benchmark: time to first token and decode speed of plain `model.generate` against ragtune's
+`LocalGenerator`, on the same RAG-style chat prompts (a question plus ~200-400 tokens of context).
+
+    python -m evals.bench_generate [--device cpu|cuda] [--random-weights] [--prompts N] [--max-new-tokens M]
+
+Both run greedy, stop on the same end-of-turn token and are interleaved prompt by prompt, so drifting machine
+load hits both alike. --random-weights builds the default model's architecture with random weights (speed does
+not depend on weights) from its config + tokenizer only (~3.5 MB, kept in --assets), for a GPU machine that
+cannot carry the weights: run once here to create the assets, carry that folder, pass --assets there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / "workspace" / "models"
+
+_FACTS = [
+    "Employees may work remotely up to three days per week, provided that their manager approves a written plan.",
+    "Laptops and monitors are provided by the IT department; requests go through the service portal.",
+    "Travel expenses are reimbursed within thirty days when itemised receipts are submitted.",
+    "Annual leave is twenty-five working days, plus public holidays of the office's country.",
+    "Security incidents must be reported to the security team within one hour of discovery.",
+    "New hires complete the onboarding course in their first two weeks, including data-protection training.",
+    "The office in Lyon is open from 8:00 to 19:00; badges are needed after 18:00.",
+    "Purchases above 5,000 euros need a second approval from the finance department.",
+    "Parental leave is sixteen weeks at full pay for the primary carer and six weeks for the second parent.",
+    "Customer data may only be stored in the approved EU data centres and never on personal devices.",
+]
+_QUESTIONS = [
+    "How many days per week can employees work remotely?",
+    "How do I get a new monitor?",
+    "When are travel expenses paid back?",
+    "How much annual leave do I get?",
+    "What should I do after discovering a security incident?",
+    "Which purchases need finance approval?",
+]
+
+
+def make_prompts(n: int) -> list[list[dict]]:
+    """Deterministic RAG-style prompts: numbered context passages (rotated per prompt) + one question."""
+    prompts = []
+    for i in range(n):
+        facts = [_FACTS[(i + j) % len(_FACTS)] for j in range(len(_FACTS))]
+        context = "\n".join(f"[{j + 1}] {f} {facts[(j + 3) % len(facts)]}" for j, f in enumerate(facts[:7]))
+        question = _QUESTIONS[i % len(_QUESTIONS)]
+        prompts.append([
+            {"role": "system", "content": "Answer using only the numbered context passages and cite them like [1]."},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+        ])
+    return prompts
+
+
+def _random_weights_model(assets: Path, cache_dir: Path, device: str):
+    """The default model's architecture and tokenizer with random weights (config + tokenizer only on disk)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from serve.models import LoadedModel, ModelConfig, _pick_device_dtype, end_of_turn_ids, resolve_model_dir
+
+    if not (assets / "config.json").is_file():
+        src = resolve_model_dir(ModelConfig(cache_dir=cache_dir))
+        assets.mkdir(parents=True, exist_ok=True)
+        AutoConfig.from_pretrained(src).save_pretrained(assets)
+        AutoTokenizer.from_pretrained(src).save_pretrained(assets)
+    dev, dtype = _pick_device_dtype(ModelConfig(device=device))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(assets), dtype=dtype).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(assets)
+    stop = end_of_turn_ids(tok, model.generation_config)
+    model.generation_config.eos_token_id = list(stop)
+    model.generation_config.pad_token_id = stop[0]
+    return LoadedModel(model, tok, dev, dtype, "random-weights", assets, stop)
+
+
+def time_generate(loaded, messages: list[dict], max_new: int) -> tuple[float, float, str]:
+    """Plain transformers generate (greedy, KV cache); a streamer timestamps each new token."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.prompt_seen = False
+
+        def put(self, value) -> None:
+            if self.prompt_seen:
+                self.times.append(time.perf_counter())
+            self.prompt_seen = True  # the first put() is the prompt itself
+
+        def end(self) -> None:
+            pass
+
+    clock = Clock()
+    t0 = time.perf_counter()
+    enc = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True).to(loaded.device)
+    with torch.inference_mode():
+        out = loaded.model.generate(**enc, max_new_tokens=max_new, do_sample=False, streamer=clock)
+    _sync(loaded.device)
+    new_ids = out[0, enc["input_ids"].shape[1]:].tolist()
+    text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    n, times = len(clock.times), clock.times
+    rate = (n - 1) / (times[-1] - times[0]) if n > 1 else 0.0
+    return (times[0] - t0) * 1000.0, rate, text
+
+
+def time_local(gen, messages: list[dict], max_new: int) -> tuple[float, float, str]:
+    text = "".join(gen.stream(messages, max_new_tokens=max_new))
+    s = gen.last_stats
+    return s.first_token_ms, s.tokens_per_s, text
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--random-weights", action="store_true", help="random weights, default model's architecture")
+    ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the default model is cached")
+    ap.add_argument("--assets", type=Path, default=DEFAULT_CACHE / "bench-assets-smollm2-135m",
+                    help="config + tokenizer for --random-weights")
+    ap.add_argument("--variants", action="store_true", help="also time LocalGenerator with the other cache kind")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from serve.generate import LocalGenerator
+    from serve.models import ModelConfig, load_model
+
+    if args.random_weights:
+        loaded = _random_weights_model(args.assets, args.cache_dir, args.device)
+    else:
+        loaded = load_model(ModelConfig(cache_dir=args.cache_dir, device=args.device))
+    backends = {"model.generate": lambda m, n: time_generate(loaded, m, n)}
+    main_gen = LocalGenerator(loaded)
+    backends["ragtune LocalGenerator"] = lambda m, n: time_local(main_gen, m, n)
+    if args.variants:
+        other = LocalGenerator(loaded, static_cache=not main_gen._static)
+        label = "static" if other._static else "dynamic"
+        backends[f"  same, {label} KV cache"] = lambda m, n: time_local(other, m, n)
+
+    prompts = make_prompts(args.prompts)
+    lengths = [main_gen.count_prompt_tokens(p) for p in prompts]
+    for fn in backends.values():  # warm-up: first calls pay allocator / kernel-selection / compile costs
+        fn(prompts[0], 8)
+    results: dict[str, list[tuple[float, float, str]]] = {k: [] for k in backends}
+    for p in prompts:
+        for name, fn in backends.items():
+            results[name].append(fn(p, args.max_new_tokens))
+
+    cpu = f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+    dev = torch.cuda.get_device_name() if loaded.device.type == "cuda" else cpu
+    print(f"model: {loaded.name} ({loaded.dtype}, {loaded.device.type}: {dev})")
+    print(f"{len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens, greedy, "
+          f"max {args.max_new_tokens} new tokens")
+    base_ttft = statistics.median(r[0] for r in results["model.generate"])
+    base_rate = statistics.median(r[1] for r in results["model.generate"])
+    ref_texts = [r[2] for r in results["model.generate"]]
+    print(f"{'backend':<26}{'TTFT ms':>10}{'(best)':>9}{'decode tok/s':>14}{'(best)':>8}{'speed-up TTFT/decode':>23}"
+          f"{'same text':>11}")
+    for name, rows in results.items():
+        ttft = statistics.median(r[0] for r in rows)
+        rate = statistics.median(r[1] for r in rows)
+        same = sum(r[2] == ref for r, ref in zip(rows, ref_texts, strict=True))
+        speed = f"{base_ttft / ttft:.2f}x / {rate / base_rate:.2f}x"
+        print(f"{name:<26}{ttft:>10.1f}{min(r[0] for r in rows):>9.1f}{rate:>14.1f}{max(r[1] for r in rows):>8.1f}"
+              f"{speed:>23}{f'{same}/{len(rows)}':>11}")
+    print("TTFT and decode columns are medians over prompts (best in brackets); speed-up compares medians.")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""Text generation backends behind one small protocol, so the app can stream answers from a local model or
+from any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, ...) without caring which.
+
+torch / transformers / peft / openai are imported lazily: importing this module must stay instant.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from serve.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+KEEP_ADAPTER: Any = object()
+"""Default of LocalGenerator.stream(adapter=...): generate with whatever adapter is currently selected."""
+
+
+class BackendError(RuntimeError):
+    """A generation backend failed (bad request, server error, prompt too long, ...)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend server could not be reached; the message names its URL."""
+
+
+@dataclass
+class GenerationStats:
+    """Timing of one `stream` call. tokens_per_s is the decode rate after the first token, so it does not
+    mix in the prompt processing that first_token_ms already measures."""
+
+    first_token_ms: float
+    total_ms: float
+    new_tokens: int  # generated tokens, including the end-of-turn token when the model emitted one
+    tokens_per_s: float
+    prompt_tokens: int  # 0 when a remote server does not report usage
+    finish_reason: str = "stop"  # "stop" (end of turn), "length" (hit max_new_tokens) or "aborted"
+
+
+class Generator(Protocol):
+    """What the app needs from a backend. After `stream` is exhausted, `last_stats` describes that call."""
+
+    name: str
+    last_stats: GenerationStats | None
+
+    def stream(
+        self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0
+    ) -> Iterator[str]: ...
+
+
+def _stats(t0: float, t_first: float | None, t_end: float, new_tokens: int, prompt_tokens: int,
+           finish_reason: str) -> GenerationStats:
+    first_ms = ((t_first if t_first is not None else t_end) - t0) * 1000.0
+    decode_s = t_end - t_first if t_first is not None else 0.0
+    rate = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
+    return GenerationStats(round(first_ms, 2), round((t_end - t0) * 1000.0, 2), new_tokens, round(rate, 2),
+                           prompt_tokens, finish_reason)
+
+
+def _check_messages(messages: list[dict]) -> list[dict]:
+    if not messages:
+        raise ValueError("messages must not be empty")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"each message needs a string 'role' and string 'content', got {m!r}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into text pieces that never change afterwards.
+
+    Decoding token by token breaks characters that span several byte-level tokens (emoji, CJK, accents) and
+    loses SentencePiece's leading spaces. So we decode a short window (the previous piece's tokens plus the new
+    ones) and emit only the part after the previous piece, and only once it no longer ends in U+FFFD
+    (an incomplete UTF-8 sequence). The same idea as vLLM's / TGI's detokenizers.
+    """
+
+    def __init__(self, tokenizer: Any, lock: Any = None) -> None:
+        self._tok = tokenizer
+        self._lock = lock if lock is not None else threading.Lock()
+        self._ids: list[int] = []
+        self._prefix = 0  # start of the window that is decoded as context
+        self._read = 0  # end of what has been emitted
+
+    def _decode(self, ids: list[int]) -> str:
+        with self._lock:
+            return self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the newly stable text (often "", never text that could still change)."""
+        self._ids.append(token_id)
+        return self._emit(final=False)
+
+    def flush(self) -> str:
+        """Return whatever is left (even an incomplete character) at the end of generation."""
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> str:
+        if self._read == len(self._ids):
+            return ""
+        prefix_text = self._decode(self._ids[self._prefix:self._read])
+        new_text = self._decode(self._ids[self._prefix:])
+        if len(new_text) > len(prefix_text) and (final or not new_text.endswith("\ufffd")):
+            self._prefix, self._read = self._read, len(self._ids)
+            return new_text[len(prefix_text):]
+        if final:
+            self._prefix = self._read = len(self._ids)
+        return ""
+
+
+class LocalGenerator:
+    """Runs a loaded transformers model in-process with its own decode loop.
+
+    Why not `model.generate`: we need text pieces as soon as they are stable, exact timing, adapter selection
+    per request and a CUDA-graph path. A bare loop (KV cache + argmax, nothing else per step) costs the same
+    per token as `generate` on CPU (measured: equal CPU ms per token; the model forward dominates), and gives
+    the same greedy tokens (tested).
+
+    On CUDA the decode step is compiled with torch.compile(mode="reduce-overhead") (CUDA graphs) on a static
+    KV cache when no adapter is loaded; any failure there falls back to the plain loop for good. On CPU the
+    plain loop with a dynamic cache is used: compiling took 50-65 s on the 2-core dev box and saved only 7-15%
+    per token, and a static cache was no faster there (see evals/bench_generate.py --variants).
+    """
+
+    def __init__(self, loaded: LoadedModel, *, static_cache: bool | None = None,
+                 compile_decode: bool | None = None) -> None:
+        """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc)."""
+        self.name: str = loaded.name
+        self.last_stats: GenerationStats | None = None
+        self._loaded = loaded
+        self._base = loaded.model
+        self._tok = loaded.tokenizer
+        self._device = loaded.device
+        self._stop_ids = frozenset(loaded.stop_token_ids)
+        is_cuda = loaded.device.type == "cuda"
+        self._static = is_cuda if static_cache is None else static_cache
+        self._compile = is_cuda if compile_decode is None else compile_decode
+        self._compiled_step: Any = None
+        self._static_caches: dict[int, Any] = {}
+        params = inspect.signature(type(self._base).forward).parameters
+        # transformers 5.x renamed past_key_values -> cache (the old name warns); use whichever this version has.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_logits = "logits_to_keep" in params
+        self._lock = threading.Lock()  # one generation (and adapter change) at a time
+        # A Hugging Face fast tokenizer must not be used by two threads at once ("Already borrowed"), and callers
+        # count tokens for their next prompt while another request is decoding: a separate, short-held lock.
+        self._tok_lock = threading.Lock()
+        self._peft: Any = None
+        self._adapters: list[str] = []
+        self._active: str | None = None
+
+    # ---- budgeting helpers -------------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        """Maximum tokens (prompt + answer) the model supports."""
+        return self._loaded.context_window
+
+    def count_tokens(self, text: str) -> int:
+        with self._tok_lock:
+            return len(self._tok.encode(text, add_special_tokens=False))
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        """Tokens of the chat-templated prompt, as `stream` will feed it."""
+        return len(self._encode_chat(_check_messages(messages)))
+
+    # ---- adapters ------------------------------------------------------------------------------------------
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._active
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load a peft LoRA adapter onto the shared base model (it stays inactive until `use_adapter(name)`)."""
+        from peft import PeftModel
+
+        with self._lock:
+            if name in self._adapters:
+                raise ValueError(f"adapter {name!r} is already loaded")
+            try:
+                if self._peft is None:  # wraps the base model in place: LoRA layers are injected into it
+                    self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name, is_trainable=False)
+                else:
+                    self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
+            except (OSError, ValueError) as exc:
+                raise BackendError(f"could not load LoRA adapter {name!r} from {path}: {exc}") from exc
+            self._peft.eval()
+            self._adapters.append(name)
+            self._compiled_step = None  # the module graph changed
+            self._apply_active()
+
+    def use_adapter(self, name: str | None) -> None:
+        """Switch to a loaded adapter, or None for the plain base model; no weights are reloaded.
+        With concurrent requests prefer `stream(..., adapter=name)`, which selects it inside the same lock."""
+        with self._lock:
+            self._select(name)
+
+    def _select(self, name: str | None) -> None:
+        if name is not None and name not in self._adapters:
+            raise ValueError(f"unknown adapter {name!r}; loaded: {self._adapters}")
+        if name != self._active:
+            self._active = name
+            self._apply_active()
+
+    def _apply_active(self) -> None:
+        if self._peft is None:
+            return
+        if self._active is None:
+            self._peft.base_model.disable_adapter_layers()  # LoRA layers then return the base layer's output
+        else:
+            self._peft.set_adapter(self._active)
+            self._peft.base_model.enable_adapter_layers()
+
+    # ---- generation ----------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Run one tiny generation so one-time costs (allocator, kernel choice and, on CUDA, compiling and graph
+        capture of the decode step for the smallest cache bucket) are not paid by the first real request."""
+        for _ in self.stream([{"role": "user", "content": "Hello"}], max_new_tokens=4):
+            pass
+
+    def _encode_chat(self, messages: list[dict]) -> list[int]:
+        with self._tok_lock:
+            out = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+        return list(ids)
+
+    def _forward(self, ids: Any, positions: Any, cache: Any) -> Any:
+        """One forward pass; returns logits of the last position only (the full [seq, vocab] is never built)."""
+        kwargs = {self._cache_kw: cache, "use_cache": True, "position_ids": positions}
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = 1
+        return self._base(input_ids=ids, **kwargs).logits[:, -1, :]
+
+    def _new_cache(self, needed: int) -> Any:
+        from transformers import DynamicCache, StaticCache
+
+        if not self._static:
+            return DynamicCache(config=self._base.config)
+        # Power-of-two buckets: few distinct shapes, so a compiled/graphed step is rebuilt rarely, and the same
+        # cache tensors (stable addresses, which CUDA graphs need) are reused across requests.
+        size = min(max(256, 1 << (needed - 1).bit_length()), self.context_window)
+        cache = self._static_caches.get(size)
+        if cache is None:
+            cache = StaticCache(config=self._base.config, max_cache_len=size)
+            self._static_caches = {size: cache}  # keep one: memory stays bounded
+        else:
+            cache.reset()
+        return cache
+
+    def _step_fn(self) -> Any:
+        """The decode-step callable: compiled (CUDA graphs) when enabled and possible, else plain eager."""
+        if not (self._compile and self._static and self._peft is None):
+            return self._forward
+        import torch
+
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self._forward, mode="reduce-overhead", dynamic=False)
+        compiled = self._compiled_step
+
+        def step(ids: Any, positions: Any, cache: Any) -> Any:
+            if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+                torch.compiler.cudagraph_mark_step_begin()
+            # positions is a view into a per-request tensor; a fresh [1, 1] copy keeps its strides constant
+            # (else every request would recompile), and graph outputs are overwritten by the next replay.
+            fresh = positions.clone(memory_format=torch.contiguous_format)
+            return compiled(ids, fresh, cache).clone()
+
+        return step
+
+    def _recover(self, exc: Exception, tokens: list[int], total: int) -> tuple[Any, Any]:
+        """The compiled step failed: disable it for good and rebuild the KV cache eagerly from all tokens so far
+        (a failed call may have half-updated the cache). Returns (logits of the last token, new cache)."""
+        import torch
+
+        log.warning("compiled decode step failed (%s: %s); using the plain loop", type(exc).__name__, exc)
+        self._compile, self._compiled_step = False, None
+        cache = self._new_cache(total)
+        ids = torch.tensor([tokens], dtype=torch.long, device=self._device)
+        positions = torch.arange(len(tokens), dtype=torch.long, device=self._device).unsqueeze(0)
+        return self._forward(ids, positions, cache), cache
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
+               adapter: str | None = KEEP_ADAPTER) -> Iterator[str]:
+        """Yield answer text pieces as they become stable; greedy when temperature <= 0.
+
+        `adapter` (a loaded adapter name, or None for the base model) is selected under the same lock as the
+        generation, so concurrent requests with different adapters cannot switch each other's model midway.
+        Holds the model lock until the iterator is exhausted or closed, so concurrent callers take turns (do not
+        call use_adapter/load_adapter from inside a loop over this iterator: that would wait for itself)."""
+        import torch
+
+        messages = _check_messages(messages)
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        with self._lock:
+            t0 = time.perf_counter()
+            if adapter is not KEEP_ADAPTER:
+                self._select(adapter)
+            prompt = self._encode_chat(messages)
+            n_prompt = len(prompt)
+            if n_prompt >= self.context_window:
+                raise BackendError(f"prompt has {n_prompt} tokens; the model's context window is {self.context_window}")
+            max_new = min(max_new_tokens, self.context_window - n_prompt)
+            t_first: float | None = None
+            n_new, finish = 0, "aborted"
+            generated: list[int] = []
+            detok = IncrementalDetokenizer(self._tok, self._tok_lock)
+            try:
+                with torch.inference_mode():
+                    dev = self._device
+                    ids = torch.tensor([prompt], dtype=torch.long, device=dev)
+                    positions = torch.arange(n_prompt + max_new, dtype=torch.long, device=dev)
+                    cache = self._new_cache(n_prompt + max_new)
+                    logits = self._forward(ids, positions[:n_prompt].unsqueeze(0), cache)
+                    step = self._step_fn()
+                    while True:
+                        if temperature and temperature > 0:
+                            probs = torch.softmax(logits.float() / temperature, dim=-1)
+                            next_id = torch.multinomial(probs, 1)
+                        else:
+                            next_id = logits.argmax(dim=-1, keepdim=True)
+                        token = int(next_id)  # the only host sync per step
+                        n_new += 1
+                        if t_first is None:
+                            t_first = time.perf_counter()
+                        if token in self._stop_ids:
+                            finish = "stop"
+                            break
+                        piece = detok.push(token)
+                        if piece:
+                            yield piece
+                        if n_new >= max_new:
+                            finish = "length"
+                            break
+                        generated.append(token)
+                        pos = n_prompt + n_new - 1
+                        try:
+                            logits = step(next_id.view(1, 1), positions[pos:pos + 1].unsqueeze(0), cache)
+                        except Exception as exc:  # noqa: BLE001 - only the compiled step is retried
+                            if step is self._forward:
+                                raise
+                            logits, cache = self._recover(exc, prompt + generated, n_prompt + max_new)
+                            step = self._forward
+                tail = detok.flush()
+                if tail:
+                    yield tail
+            finally:
+                self.last_stats = _stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
+
+
+class OpenAIGenerator:
+    """Streams from an OpenAI-compatible chat-completions endpoint with the official `openai` client."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, model: str = "default", *,
+                 timeout: float = 120.0, max_retries: int = 1) -> None:
+        from openai import OpenAI
+
+        self.name: str = model
+        self.base_url = base_url
+        self.model = model
+        self.last_stats: GenerationStats | None = None
+        # Local servers usually ignore the key, but the client insists on one; a placeholder keeps it from
+        # looking at the environment.
+        self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
+                              max_retries=max_retries)
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+        import openai
+
+        messages = _check_messages(messages)
+        t0 = time.perf_counter()
+        t_first: float | None = None
+        deltas, usage, finish = 0, None, "aborted"
+        try:
+            events = self._client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=max_new_tokens, temperature=temperature,
+                stream=True, stream_options={"include_usage": True},
+            )
+            with events:
+                for chunk in events:
+                    if getattr(chunk, "usage", None):
+                        usage = chunk.usage
+                    for choice in chunk.choices or []:
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                        piece = choice.delta.content if choice.delta is not None else None
+                        if piece:
+                            if t_first is None:
+                                t_first = time.perf_counter()
+                            deltas += 1
+                            yield piece
+        except openai.APIConnectionError as exc:
+            raise BackendUnavailableError(
+                f"cannot reach the OpenAI-compatible server at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "is it running and is the URL right (usually ending in /v1)?"
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise BackendError(
+                f"server at {self.base_url} answered HTTP {exc.status_code} for model {self.model!r}: {exc.message}"
+            ) from exc
+        except openai.APIError as exc:  # e.g. an error event in the middle of the stream
+            raise BackendError(f"server at {self.base_url} failed for model {self.model!r}: {exc.message}") from exc
+        finally:
+            new_tokens = int(usage.completion_tokens) if usage is not None else deltas
+            prompt_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
+            self.last_stats = _stats(t0, t_first, time.perf_counter(), new_tokens, prompt_tokens, finish)
