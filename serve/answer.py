@@ -219,14 +219,14 @@ class AnswerEngine:
                     text = self._truncate(text, budget)
                 budget -= cost
                 sources.append(Citation(n, h.chunk.doc, h.chunk.section, h.chunk.page, h.chunk.id, text))
-        if hasattr(self.generator, "use_adapter"):
-            self.generator.use_adapter(adapter)
         messages = build_messages(question, sources, history[-cfg.history_turns:] if cfg.history_turns else [],
                                   with_context=mode in RETRIEVAL_MODES)
+        options = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
+        if hasattr(self.generator, "load_adapter"):
+            options["adapter"] = adapter  # chosen inside the generator's lock: concurrent requests cannot mix them
         pieces: list[str] = []
         t_gen = time.perf_counter()
-        for piece in self.generator.stream(messages, max_new_tokens=cfg.max_new_tokens,
-                                           temperature=cfg.temperature):
+        for piece in self.generator.stream(messages, **options):
             if timings["first_token_ms"] is None and piece:
                 timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             pieces.append(piece)

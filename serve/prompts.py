@@ -32,10 +32,11 @@ INSTRUCTION_REMOVED = "[instruction-like text removed]"
 
 def neutralize(text: str) -> tuple[str, bool]:
     """Strip forged control tokens and instruction-like sentences from retrieved text. Returns (text, flagged)."""
-    cleaned = _CONTROL.sub(" ", text)
-    cleaned = _INSTRUCTION.sub(" " + INSTRUCTION_REMOVED + " ", cleaned)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
-    return cleaned, cleaned != text.strip()
+    cleaned, n_control = _CONTROL.subn(" ", text)
+    cleaned, n_instructions = _INSTRUCTION.subn(" " + INSTRUCTION_REMOVED + " ", cleaned)
+    if not (n_control or n_instructions):
+        return text, False
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), True
 
 
 def format_context(sources) -> str:

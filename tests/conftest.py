@@ -45,3 +45,26 @@ def index_copy(tmp_path, built_index):
     shutil.copytree(docs, tmp_path / "docs")
     shutil.copytree(ws, tmp_path / "ws")
     return tmp_path / "docs", tmp_path / "ws"
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory) -> Path:
+    """One dequantized copy of the default generator for the whole run (or $RAGTUNE_TEST_CACHE across runs)."""
+    env = os.environ.get("RAGTUNE_TEST_CACHE")
+    return Path(env) if env else tmp_path_factory.getbasetemp().parent / "ragtune-model-cache"
+
+
+@pytest.fixture(scope="session")
+def local_generator(model_cache_dir):
+    """The real packaged SmolLM2-135M-Instruct behind ragtune's LocalGenerator."""
+    from serve.generate import LocalGenerator
+    from serve.models import ModelConfig, load_model
+
+    return LocalGenerator(load_model(ModelConfig(cache_dir=model_cache_dir)))
+
+
+def link_model_cache(workspace: Path, model_cache_dir: Path) -> None:
+    """Point WS/models at the shared cache so a CLI run in a fresh workspace does not dequantize again."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    if not (workspace / "models").exists():
+        (workspace / "models").symlink_to(model_cache_dir, target_is_directory=True)
