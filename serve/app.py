@@ -1,0 +1,692 @@
+"""The intranet app (Gradio 6 Blocks): Chat, Compare, Documents, Tune and Evaluate.
+
+Every handler finds its user from the Gradio session (`gr.Request.username`; in single-user mode the local admin)
+and asks the service (serve/server.py) with that user's groups, so retrieval, citations and the documents list are
+filtered the same way everywhere. Admin-only handlers check `user.admin` on the server again: hiding the tabs is
+only the visible half of the rule.
+
+Generation never runs on the event loop: Gradio runs these (sync) handlers in worker threads, and each answer
+waits its turn at the service's gate for the one model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from serve.answer import Answer, AnswerError
+from serve.docs_admin import DocsError, doc_link
+from serve.feedback import COMPARE_MODES, record_vote, tally
+from serve.openai_api import BusyError
+from serve.server import UI_MODES, Ragtune
+from serve.users import User
+
+PASSAGE_CHARS = 320
+DOC_HEADERS = ["document", "title", "groups", "chunks", "status"]
+TALLY_HEADERS = ["mode", "votes", "share %"]
+FAIL_HEADERS = ["document", "reason", "previous version still indexed"]
+ADAPTER_HEADERS = ["adapter", "base model", "val loss before", "val loss after", "steps", "created", "in use"]
+NO_ADAPTER = "(none yet)"
+
+
+# ---- formatting -------------------------------------------------------------------------------------------------
+
+def flatten_content(content) -> str:
+    """Gradio 6 gives message content as a list of blocks ([{"type": "text", "text": ...}]); make it a string."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(flatten_content(c) for c in content)
+    return str(content)
+
+
+def flatten_messages(messages) -> list[dict]:
+    out = []
+    for m in messages or []:
+        if isinstance(m, dict):
+            out.append({"role": m.get("role", "assistant"), "content": flatten_content(m.get("content"))})
+        else:  # a ChatMessage-like object
+            out.append({"role": getattr(m, "role", "assistant"), "content": flatten_content(getattr(m, "content", ""))})
+    return out
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > PASSAGE_CHARS:
+        text = text[:PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"
+    return text.replace("\n", " ")
+
+
+def _md_escape(text: str) -> str:
+    """Escape what Markdown would treat as markup (and raw HTML) in text that comes from documents."""
+    out = text.replace("\\", "\\\\").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in "`*_[]#|":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def format_citations(answer: Answer) -> str:
+    if not answer.citations:
+        return ""
+    lines = ["", "", "**Sources**", ""]
+    for c in answer.citations:
+        where = f"{c.doc} — {c.section}" if c.section else c.doc
+        if c.page:
+            where += f", page {c.page}"
+        matched = " *(matched by wording)*" if c.inferred else ""
+        lines.append(f"[{c.n}] [{_md_escape(where)}]({doc_link(c.doc, c.section, c.page)}){matched}")
+        lines.append(f"> {_md_escape(_quote(c.text))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def format_timings(answer: Answer) -> str:
+    t = answer.timings
+    parts = [answer.mode + (f" ({answer.adapter})" if answer.adapter else "")]
+    if t.get("retrieve_ms"):
+        parts.append(f"retrieve {t['retrieve_ms']:.0f} ms")
+    if t.get("first_token_ms"):
+        parts.append(f"first token {t['first_token_ms'] / 1000:.1f} s")
+    if t.get("tokens_per_s"):
+        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+    parts.append(f"total {t.get('total_ms', 0) / 1000:.1f} s")
+    return " · ".join(parts)
+
+
+def format_answer(answer: Answer, *, timings: bool = True) -> str:
+    text = answer.answer
+    notes = [w for w in answer.warnings if "withheld" in w]
+    if notes:
+        text += "\n\n*The model's draft was not supported by the documents, so it was withheld.*"
+    text += format_citations(answer)
+    if timings:
+        text += f"\n\n<sub>{format_timings(answer)}</sub>"
+    return text
+
+
+# ---- the app ------------------------------------------------------------------------------------------------------
+
+def build_app(service: Ragtune) -> gr.Blocks:
+    ws = service.workspace
+
+    def user_of(request: gr.Request | None) -> User:
+        name = getattr(request, "username", None) if request is not None else None
+        user = service.user_named(name)
+        if user is None:
+            raise gr.Error("You are not logged in (or your account was removed); reload the page.")
+        return user
+
+    def admin_of(request: gr.Request | None) -> User:
+        user = user_of(request)
+        if not user.admin:
+            raise gr.Error("Only admins can do this.")
+        return user
+
+    def adapter_update(value: str | None = None):
+        names = service.adapters()
+        if not names:
+            return gr.update(choices=[NO_ADAPTER], value=NO_ADAPTER)
+        value = value if value in names else service.default_adapter()
+        return gr.update(choices=names, value=value)
+
+    def _adapter(value: str | None) -> str | None:
+        return None if not value or value == NO_ADAPTER else value
+
+    # ---- chat ---------------------------------------------------------------------------------------------------
+    def chat(message, display, history, mode, adapter, request: gr.Request):
+        user = user_of(request)
+        message = flatten_content(message).strip()
+        display = flatten_messages(display)
+        if not message:
+            yield display, "", history, ""
+            return
+        display = display + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+        yield display, "", history, "thinking…"
+        try:
+            ticket, stream = service.open_answer(user, message, mode, _adapter(adapter), history)
+        except (AnswerError, BusyError, ValueError) as e:
+            display[-1]["content"] = f"⚠️ {e}"
+            yield display, "", history, ""
+            return
+        text = ""
+        try:
+            if service.gate.waiting > 1:
+                display[-1]["content"] = f"… waiting for the model ({service.gate.waiting - 1} ahead)"
+                yield display, "", history, "queued"
+            for piece in service.run_answer(ticket, stream):
+                text += piece
+                display[-1]["content"] = text
+                yield display, "", history, "answering…"
+        except Exception as e:  # noqa: BLE001 - a failed generation is shown in the chat, not as a modal
+            display[-1]["content"] = (text + "\n\n" if text else "") + f"⚠️ the answer failed: {e}"
+            yield display, "", history, ""
+            return
+        finally:  # the page went away mid-answer (Gradio closes this generator): give the place in line back
+            service.abandon(ticket, stream)
+        result = stream.result
+        if result is None:
+            return
+        display[-1]["content"] = format_answer(result)
+        history = list(history) + [{"role": "user", "content": message},
+                                   {"role": "assistant", "content": result.answer}]
+        yield display, "", history, format_timings(result)
+
+    def clear_chat():
+        return [], [], ""
+
+    # ---- compare ------------------------------------------------------------------------------------------------
+    def compare(question, adapter, request: gr.Request):
+        user = user_of(request)
+        question = (question or "").strip()
+        outs = {m: "" for m in COMPARE_MODES}
+        times = {m: "" for m in COMPARE_MODES}
+        state: dict = {}
+
+        def view():
+            return [outs[m] for m in COMPARE_MODES] + [times[m] for m in COMPARE_MODES] + [state]
+
+        if not question:
+            yield view()
+            return
+        for m in COMPARE_MODES:
+            outs[m], times[m] = "*waiting…*", ""
+        yield view()
+        answers, timings = {}, {}
+        for m in COMPARE_MODES:
+            try:
+                ticket, stream = service.open_answer(user, question, m, _adapter(adapter), [])
+            except (AnswerError, BusyError, ValueError) as e:
+                outs[m], times[m] = f"⚠️ {e}", "not run"
+                answers[m] = f"(not run: {e})"
+                yield view()
+                continue
+            text = ""
+            try:
+                for piece in service.run_answer(ticket, stream):
+                    text += piece
+                    outs[m] = text
+                    yield view()
+            except Exception as e:  # noqa: BLE001 - shown in its column; the other modes still run
+                outs[m], times[m] = f"⚠️ the answer failed: {e}", "failed"
+                answers[m] = f"(failed: {e})"
+                yield view()
+                continue
+            finally:
+                service.abandon(ticket, stream)
+            res = stream.result
+            if res is None:
+                return
+            outs[m] = format_answer(res, timings=False)
+            times[m] = format_timings(res)
+            answers[m] = res.answer
+            timings[m] = {k: res.timings.get(k) for k in ("retrieve_ms", "first_token_ms", "total_ms")}
+            yield view()
+        state = {"question": question, "answers": answers, "timings": timings, "adapter": _adapter(adapter)}
+        yield view()
+
+    def vote(choice: str, state: dict, request: gr.Request):
+        user = user_of(request)
+        if not state or not state.get("question"):
+            return "Ask a question and wait for the three answers first.", tally(ws)
+        record_vote(ws, user.name, state["question"], state["answers"], choice, state.get("adapter"),
+                    state.get("timings"))
+        return f"Recorded: **{choice}** was best for “{_md_escape(state['question'])}”.", tally(ws)
+
+    # ---- documents ------------------------------------------------------------------------------------------------
+    def doc_rows(user: User) -> list[list]:
+        rows = service.docs.status_rows(service.groups_of(user), user.admin)
+        for r in rows:
+            if r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]:
+                r[0] = f"[{_md_escape(r[0])}]({doc_link(r[0])})"
+            else:
+                r[0] = _md_escape(r[0])
+        return rows
+
+    def doc_choices() -> list[str]:
+        from ingest import find_documents
+
+        try:
+            return [s.path for s in find_documents(service.docs.docs_dir)]
+        except FileNotFoundError:
+            return []
+
+    def refresh_docs(request: gr.Request):
+        user = user_of(request)
+        fails = service.docs.failures() if user.admin else []
+        return doc_rows(user), fails, gr.update(choices=doc_choices()) if user.admin else gr.update()
+
+    def _wait_reindex(job, progress) -> str:
+        while job.running:
+            progress(job.fraction, desc=job.phase)
+            time.sleep(0.3)
+        progress(1.0, desc=job.phase)
+        return job.summary()
+
+    def reindex(request: gr.Request, progress=gr.Progress()):
+        user = admin_of(request)
+        job = service.docs.start_reindex(reason=f"requested by {user.name}")
+        summary = _wait_reindex(job, progress)
+        return summary, doc_rows(user), service.docs.failures(), gr.update(choices=doc_choices())
+
+    def upload(files, groups, folder, request: gr.Request, progress=gr.Progress()):
+        user = admin_of(request)
+        files = files or []
+        if not isinstance(files, list):
+            files = [files]
+        if not files:
+            raise gr.Error("Choose one or more files to upload first.")
+        saved, problems = [], []
+        for f in files:
+            path = getattr(f, "name", None) or str(f)
+            try:
+                saved.append(service.docs.save_upload(path, Path(path).name, groups, folder))
+            except (DocsError, OSError) as e:
+                problems.append(f"- {_md_escape(str(e))}")
+            finally:  # Gradio's copy in its temp cache must not outlive the upload (it may be restricted)
+                Path(path).unlink(missing_ok=True)
+        msg = ""
+        if saved:
+            job = service.docs.start_reindex(reason=f"upload by {user.name}")
+            msg = f"Uploaded {', '.join(saved)}. " + _wait_reindex(job, progress)
+        if problems:
+            msg += "\n\nRefused:\n" + "\n".join(problems)
+        return msg, doc_rows(user), service.docs.failures(), gr.update(choices=doc_choices()), None
+
+    def set_groups(rel, groups, request: gr.Request, progress=gr.Progress()):
+        user = admin_of(request)
+        if not rel:
+            raise gr.Error("Pick a document first.")
+        try:
+            applied = service.docs.set_groups(rel, groups)
+        except DocsError as e:
+            raise gr.Error(str(e)) from None
+        job = service.docs.start_reindex(reason=f"groups changed by {user.name}")
+        summary = _wait_reindex(job, progress)
+        return (f"{rel}: groups set to {', '.join(applied) or 'everyone'}. {summary}", doc_rows(user),
+                service.docs.failures(), gr.update(choices=doc_choices()))
+
+    def delete_doc(rel, request: gr.Request, progress=gr.Progress()):
+        user = admin_of(request)
+        if not rel:
+            raise gr.Error("Pick a document first.")
+        try:
+            service.docs.delete(rel)
+        except DocsError as e:
+            raise gr.Error(str(e)) from None
+        job = service.docs.start_reindex(reason=f"delete by {user.name}")
+        summary = _wait_reindex(job, progress)
+        return (f"Deleted {rel}. {summary}", doc_rows(user), service.docs.failures(),
+                gr.update(choices=doc_choices(), value=None))
+
+    def doc_groups_of(rel, request: gr.Request):
+        if not rel or not user_of(request).admin:  # also fires when page load fills the list: no error popup
+            return ""
+        meta = service.docs.indexed_docs().get(rel) or {}
+        return ", ".join(meta.get("groups") or [])
+
+    # ---- tune ----------------------------------------------------------------------------------------------------
+    def adapter_rows() -> list[list]:
+        from tune.adapters import list_adapter_cards
+
+        current = service.default_adapter()
+        rows = []
+        for a in list_adapter_cards(ws):
+            c = a["card"]
+            rows.append([a["name"], c.get("base_model", ""), _num(c.get("val_loss_before")),
+                         _num(c.get("val_loss_after")), c.get("steps", ""), c.get("created", ""),
+                         "yes" if a["name"] == current else ""])
+        return rows
+
+    def card_markdown(name) -> str:
+        if not name or name == NO_ADAPTER:
+            return "*No adapter selected.*"
+        readme = ws / "adapters" / name / "README.md"
+        if readme.is_file():
+            return readme.read_text(encoding="utf-8")
+        return f"*Adapter `{name}` has no card.*"
+
+    def loss_plot(job):
+        """A matplotlib figure of the run's train and validation loss (None before the first step)."""
+        rows = list(job.losses) if job is not None else []
+        if not rows:
+            return None
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 2.8), dpi=100)
+        ax = fig.add_subplot()
+        for kind, style in (("train", "-o"), ("val", "-s")):
+            pts = sorted((r["step"], r["loss"]) for r in rows if r["kind"] == kind)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, markersize=3, label=kind)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        return fig
+
+    def job_view(job) -> str:
+        if job is None:
+            return "No tuning run yet in this server session."
+        elapsed = max(0.0, (job.finished or time.time()) - job.started)
+        head = f"**{job.kind}**: {job.phase} ({elapsed:.0f} s)"
+        if job.running:
+            filled = int(round(20 * max(0.0, min(1.0, job.fraction))))
+            head += f" `{'█' * filled}{'░' * (20 - filled)}` {job.fraction:.0%}"
+        if job.error:
+            head += f"\n\n❌ {_md_escape(job.error)}"
+        return head + ("\n\n```\n" + "\n".join(job.log[-12:]) + "\n```" if job.log else "")
+
+    def start_tune(name, limit, max_steps, epochs, batch_tokens, request: gr.Request):
+        admin_of(request)
+        from tune.adapters import check_name
+
+        name = (name or "").strip() or time.strftime("app-%Y%m%d-%H%M%S")
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        if name in service.adapters() or name in getattr(service.generator, "adapters", []):
+            raise gr.Error(f"An adapter named {name!r} exists already; choose a new name.")
+        if not service.has_index():
+            raise gr.Error("There is no index to make training data from: upload documents first.")
+        try:
+            job = service.jobs.start("tune", {"name": name, "limit": int(limit) if limit else None,
+                                              "max_steps": int(max_steps) if max_steps else None,
+                                              "epochs": float(epochs or 1),
+                                              "batch_tokens": int(batch_tokens) if batch_tokens else 2048})
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        yield from _poll(job)
+
+    def _poll(job):
+        """Stream the job's state every second (no progress overlay: it would hide the live loss plot)."""
+        drawn = -1
+        while True:
+            running = job.running
+            plot = gr.update()
+            if len(job.losses) != drawn:
+                drawn = len(job.losses)
+                plot = loss_plot(job)
+            if running:
+                yield job_view(job), plot, gr.update(), gr.update(), gr.update(), gr.update()
+                time.sleep(1.0)
+                continue
+            yield job_view(job), loss_plot(job), adapter_rows(), adapter_update(), adapter_update(), \
+                adapter_update()
+            return
+
+    def watch_tune(request: gr.Request):
+        admin_of(request)
+        job = service.jobs.last.get("tune")
+        if job is None:
+            yield job_view(None), None, adapter_rows(), adapter_update(), adapter_update(), adapter_update()
+            return
+        yield from _poll(job)
+
+    def stop_tune(request: gr.Request):
+        admin_of(request)
+        job = service.jobs.last.get("tune")
+        if job is None or not job.running or job.proc is None:
+            return "No tuning run is going on."
+        job.proc.terminate()
+        return "Stopping the tuning run …"
+
+    def show_card(name, request: gr.Request):
+        if not user_of(request).admin:  # fires when page load fills the list: answer quietly, show nothing
+            return ""
+        return card_markdown(name)
+
+    def use_adapter(name, request: gr.Request):
+        admin_of(request)
+        if not name or name == NO_ADAPTER:
+            raise gr.Error("Pick an adapter first.")
+        try:
+            service.set_default_adapter(name)
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        return f"The app now uses adapter **{name}** for tuned and hybrid answers.", adapter_rows(), \
+            adapter_update(name), adapter_update(name)
+
+    # ---- evaluate -------------------------------------------------------------------------------------------------
+    def report_view(folder: Path | None):
+        if folder is None or not folder.is_dir():
+            return "*No evaluation report yet. Run one above (it takes a while on a CPU: start with a few " \
+                   "questions).*", []
+        images = []
+        for png in ("answers.png", "retrieval.png", "cost.png"):
+            if (folder / png).is_file():
+                from PIL import Image
+
+                with Image.open(folder / png) as im:
+                    images.append((im.convert("RGB"), png))
+        base = f"ragtune/evals/{folder.name}"
+        md = f"[report.md]({base}/report.md) · [results.json]({base}/results.json)\n\n"
+        report = folder / "report.md"
+        if report.is_file():
+            md += report.read_text(encoding="utf-8")
+        return md, images
+
+    def latest_report() -> Path | None:
+        try:
+            latest = json.loads((ws / "evals" / "latest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        folder = Path(latest.get("report", ""))
+        if not folder.is_dir():
+            folder = ws / "evals" / str(latest.get("name", ""))
+        return folder if folder.is_dir() and folder.parent.resolve() == (ws / "evals").resolve() else None
+
+    def run_evaluation(limit, modes, request: gr.Request, progress=gr.Progress()):
+        admin_of(request)
+        modes = [m for m in (modes or []) if m in ("base",) + UI_MODES] or ["rag"]
+        try:
+            job = service.jobs.start("eval", {"limit": max(1, int(limit or 5)), "modes": ",".join(modes)})
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        while job.running:
+            progress(None, desc=f"evaluating {job.params['limit']} questions ({time.time() - job.started:.0f} s)")
+            yield f"Running: {job.phase} ({time.time() - job.started:.0f} s)", gr.update(), gr.update()
+            time.sleep(1.0)
+        if job.error:
+            yield f"❌ {_md_escape(job.error)}", gr.update(), gr.update()
+            return
+        md, images = report_view(Path(job.result["report"]))
+        skipped = "; ".join(f"{m}: {r}" for m, r in (job.result.get("skipped") or {}).items())
+        yield (f"Done: {job.result['n']} questions." + (f" Skipped {skipped}" if skipped else "")), md, images
+
+    # ---- page load ------------------------------------------------------------------------------------------------
+    def on_load(request: gr.Request):
+        user = user_of(request)
+        if service.single_user:
+            who = "Single-user mode (no users file): you are the local admin; the server listens on this machine only."
+        else:
+            who = (f"Signed in as **{user.name}**" + (" (admin)" if user.admin else "") + " · groups: "
+                   + (", ".join(sorted(user.groups)) or "none (unrestricted documents only)"))
+        notice = ""
+        if not service.has_index():
+            notice = ("### No documents are indexed yet\n" + (
+                "Upload documents in the **Documents** tab; they are indexed automatically." if user.admin else
+                "Ask an admin to upload documents."))
+        admin = user.admin
+        md, images = report_view(latest_report()) if admin else ("", [])
+        return (who, gr.update(value=notice, visible=bool(notice)), adapter_update(), adapter_update(),
+                gr.update(visible=admin), gr.update(visible=admin), gr.update(visible=admin),
+                doc_rows(user), service.docs.failures() if admin else [],
+                gr.update(choices=doc_choices() if admin else []), tally(ws),
+                adapter_rows() if admin else [], adapter_update(), md, images,
+                job_view(service.jobs.last.get("tune")) if admin else "",
+                loss_plot(service.jobs.last.get("tune")) if admin else None)
+
+    # ---- layout ----------------------------------------------------------------------------------------------------
+    with gr.Blocks(title="ragtune") as demo:
+        with gr.Row():
+            gr.Markdown("## ragtune · company documents chat")
+            who = gr.Markdown(elem_id="who")
+        notice = gr.Markdown(visible=False, elem_id="notice")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                with gr.Row():
+                    mode = gr.Radio(list(UI_MODES), value="rag", label="Mode", elem_id="chat-mode",
+                                    info="rag: documents + base model · tuned: adapter, no documents · hybrid: both")
+                    adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="chat-adapter",
+                                          info="used by tuned and hybrid")
+                chatbot = gr.Chatbot(elem_id="chatbot", label="Answers with their sources", height=480,
+                                     buttons=["copy"], feedback_options=None,
+                                     placeholder="Ask about policies, how-tos, products… Sources are cited under "
+                                                 "each answer; click one to open the document.")
+                with gr.Row():
+                    msg = gr.Textbox(placeholder="Your question", show_label=False, elem_id="chat-input", scale=8,
+                                     lines=1, max_lines=4, submit_btn=False)
+                    send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
+                    clear = gr.Button("Clear", elem_id="chat-clear", scale=1)
+                chat_status = gr.Markdown(elem_id="status-line")
+                history = gr.State([])
+
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown("One question, answered by **rag**, **tuned** and **hybrid** side by side (they share one "
+                            "model, so the columns fill one after another). Pick the best answer to record a vote.")
+                with gr.Row():
+                    cq = gr.Textbox(label="Question", elem_id="compare-input", scale=6)
+                    c_adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
+                                            elem_id="compare-adapter")
+                    cgo = gr.Button("Compare", variant="primary", elem_id="compare-go", scale=1)
+                answer_boxes, time_boxes, vote_buttons = [], [], []
+                with gr.Row(equal_height=True):
+                    for m in COMPARE_MODES:
+                        with gr.Column(elem_id=f"col-{m}"):
+                            gr.Markdown(f"### {m}")
+                            answer_boxes.append(gr.Markdown(elem_id=f"compare-{m}", min_height=160))
+                            time_boxes.append(gr.Markdown(elem_id=f"compare-{m}-time"))
+                            vote_buttons.append(gr.Button(f"{m} is best", elem_id=f"vote-{m}", size="sm"))
+                vote_status = gr.Markdown(elem_id="vote-status")
+                tally_table = gr.Dataframe(headers=TALLY_HEADERS, label="Votes so far", interactive=False,
+                                           elem_id="tally")
+                cstate = gr.State({})
+
+            with gr.Tab("Documents", id="docs"):
+                gr.Markdown("Documents you may read (click to open). Restricted documents show their groups.")
+                docs_table = gr.Dataframe(headers=DOC_HEADERS, datatype=["markdown", "str", "str", "number", "str"],
+                                          interactive=False, elem_id="doc-table", wrap=True, show_search="search",
+                                          column_widths=["30%", "28%", "12%", "8%", "22%"])
+                refresh = gr.Button("Refresh", size="sm", elem_id="docs-refresh")
+                with gr.Group(visible=False) as admin_docs:
+                    gr.Markdown("### Manage documents (admins)\nUpload .md .txt .html .pdf .docx (up to "
+                                f"{service.config.max_upload_mb} MB each). Changes are re-indexed in the background; "
+                                "chats keep answering from the current index meanwhile.")
+                    with gr.Row():
+                        up_files = gr.File(file_count="multiple", label="Files", elem_id="upload-files",
+                                           file_types=[".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"])
+                        with gr.Column():
+                            up_groups = gr.Textbox(label="Groups (comma-separated; empty = everyone)",
+                                                   elem_id="upload-groups")
+                            up_folder = gr.Textbox(label="Folder inside the documents folder", value="uploads",
+                                                   elem_id="upload-folder")
+                            up_btn = gr.Button("Upload and index", variant="primary", elem_id="upload-btn")
+                    with gr.Row():
+                        pick = gr.Dropdown([], label="Document", elem_id="doc-pick", scale=3)
+                        pick_groups = gr.Textbox(label="Groups", elem_id="doc-groups", scale=2)
+                        set_btn = gr.Button("Set groups", elem_id="doc-set-groups", scale=1)
+                        del_btn = gr.Button("Delete", variant="stop", elem_id="doc-delete", scale=1)
+                    reindex_btn = gr.Button("Re-index now", elem_id="reindex")
+                    docs_status = gr.Markdown(elem_id="docs-status")
+                    fail_table = gr.Dataframe(headers=FAIL_HEADERS, label="Files that failed in the last index run",
+                                              interactive=False, elem_id="fail-table", wrap=True)
+
+            with gr.Tab("Tune", id="tune", visible=False) as tune_tab:
+                gr.Markdown("Make training data from the indexed documents (unrestricted ones only) and train a LoRA "
+                            "adapter in the background. On a CPU keep it small: a few dozen chunks and steps.")
+                with gr.Row():
+                    t_name = gr.Textbox(label="Adapter name", placeholder="app-YYYYMMDD-HHMMSS", elem_id="tune-name")
+                    t_limit = gr.Number(label="Chunks to use", value=40, precision=0, elem_id="tune-limit")
+                    t_steps = gr.Number(label="Max steps", value=20, precision=0, elem_id="tune-steps")
+                    t_epochs = gr.Number(label="Epochs (if no max steps)", value=1, elem_id="tune-epochs")
+                    t_batch = gr.Number(label="Tokens per step (memory)", value=2048, precision=0,
+                                        elem_id="tune-batch")
+                with gr.Row():
+                    t_start = gr.Button("Start tuning", variant="primary", elem_id="tune-start")
+                    t_watch = gr.Button("Show progress", elem_id="tune-watch")
+                    t_stop = gr.Button("Stop", variant="stop", elem_id="tune-stop")
+                t_status = gr.Markdown(elem_id="tune-status")
+                t_plot = gr.Plot(label="Loss (train, validation)", elem_id="tune-loss", format="png")
+                gr.Markdown("### Adapters")
+                a_table = gr.Dataframe(headers=ADAPTER_HEADERS, interactive=False, elem_id="adapter-table")
+                with gr.Row():
+                    a_pick = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="adapter-pick")
+                    a_use = gr.Button("Use this adapter in the app", elem_id="adapter-use")
+                a_status = gr.Markdown()
+                a_card = gr.Markdown(elem_id="adapter-card")
+
+            with gr.Tab("Evaluate", id="evaluate", visible=False) as eval_tab:
+                gr.Markdown("Ask a seeded sample of `data/eval/questions.jsonl` in each mode and score the answers "
+                            "(contains, F1, refusals, citations) and retrieval. Shares the model with users' chats.")
+                with gr.Row():
+                    e_limit = gr.Number(label="Questions", value=5, precision=0, elem_id="eval-limit")
+                    e_modes = gr.CheckboxGroup(["base", *UI_MODES], value=["rag", "tuned", "hybrid"], label="Modes",
+                                               elem_id="eval-modes")
+                    e_go = gr.Button("Run evaluation", variant="primary", elem_id="eval-go")
+                e_status = gr.Markdown(elem_id="eval-status")
+                e_plots = gr.Gallery(label="Plots", columns=3, height=360, object_fit="contain", elem_id="eval-plots")
+                e_report = gr.Markdown(elem_id="eval-report")
+
+        # ---- events ----------------------------------------------------------------------------------------------
+        gen = {"concurrency_id": "generate", "concurrency_limit": service.config.ui_concurrency,
+               "api_visibility": "private"}
+        priv = {"api_visibility": "private"}
+        chat_io = dict(fn=chat, inputs=[msg, chatbot, history, mode, adapter],
+                       outputs=[chatbot, msg, history, chat_status], **gen)
+        send.click(**chat_io)
+        msg.submit(**chat_io)
+        clear.click(clear_chat, outputs=[chatbot, history, chat_status], **priv)
+        cgo.click(compare, inputs=[cq, c_adapter], outputs=answer_boxes + time_boxes + [cstate], **gen)
+        cq.submit(compare, inputs=[cq, c_adapter], outputs=answer_boxes + time_boxes + [cstate], **gen)
+        for m, b in zip(COMPARE_MODES, vote_buttons):
+            b.click(_voter(vote, m), inputs=[cstate], outputs=[vote_status, tally_table], **priv)
+        refresh.click(refresh_docs, outputs=[docs_table, fail_table, pick], **priv)
+        reindex_btn.click(reindex, outputs=[docs_status, docs_table, fail_table, pick], concurrency_id="admin",
+                          **priv)
+        up_btn.click(upload, inputs=[up_files, up_groups, up_folder],
+                     outputs=[docs_status, docs_table, fail_table, pick, up_files], concurrency_id="admin", **priv)
+        set_btn.click(set_groups, inputs=[pick, pick_groups], outputs=[docs_status, docs_table, fail_table, pick],
+                      concurrency_id="admin", **priv)
+        del_btn.click(delete_doc, inputs=[pick], outputs=[docs_status, docs_table, fail_table, pick],
+                      concurrency_id="admin", **priv)
+        pick.change(doc_groups_of, inputs=[pick], outputs=[pick_groups], **priv)
+        tune_out = [t_status, t_plot, a_table, a_pick, adapter, c_adapter]
+        t_start.click(start_tune, inputs=[t_name, t_limit, t_steps, t_epochs, t_batch], outputs=tune_out,
+                      concurrency_id="jobs", show_progress="hidden", **priv)
+        t_watch.click(watch_tune, outputs=tune_out, concurrency_id="jobs", show_progress="hidden", **priv)
+        t_stop.click(stop_tune, outputs=[a_status], **priv)
+        a_pick.change(show_card, inputs=[a_pick], outputs=[a_card], **priv)
+        a_use.click(use_adapter, inputs=[a_pick], outputs=[a_status, a_table, adapter, c_adapter], **priv)
+        e_go.click(run_evaluation, inputs=[e_limit, e_modes], outputs=[e_status, e_report, e_plots],
+                   concurrency_id="jobs", **priv)
+        demo.load(on_load, outputs=[who, notice, adapter, c_adapter, admin_docs, tune_tab, eval_tab, docs_table,
+                                    fail_table, pick, tally_table, a_table, a_pick, e_report, e_plots, t_status,
+                                    t_plot], **priv)
+    demo.ragtune_handlers = {"stop_tune": stop_tune, "reindex": reindex, "upload": upload, "set_groups": set_groups,
+                             "delete": delete_doc,
+                             "start_tune": start_tune, "run_evaluation": run_evaluation, "use_adapter": use_adapter,
+                             "chat": chat, "compare": compare, "vote": vote, "on_load": on_load}
+    return demo
+
+
+def _voter(vote, mode: str):
+    def handler(state, request: gr.Request):
+        return vote(mode, state, request)
+
+    return handler
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))

@@ -1,0 +1,862 @@
+"""`ragtune serve`: one FastAPI server with the OpenAI-compatible API, the document viewer and the Gradio app.
+
+    /v1/models, /v1/chat/completions   OpenAI-compatible, bearer keys from the users file (serve/openai_api.py)
+    /ragtune/doc/<path>                a cited document as escaped HTML (or ?raw=1 the file), after a group check
+    /ragtune/evals/<report>/report.md  the evaluation report (admins)
+    /                                  the Gradio app (serve/app.py), Gradio's login checking the users file
+
+Users: with a users file, the browser logs in through Gradio and the API takes `Authorization: Bearer KEY`;
+each user reads only documents of their groups, everywhere (search, citations, viewer, documents list). Without
+a users file the server is single-user: it binds to loopback only, and every request (which can only come from
+this machine) acts as the local admin who may read every group.
+
+Concurrency: the local model answers one request at a time (LocalGenerator's lock). In front of it a FIFO gate
+admits requests in arrival order and refuses new ones (HTTP 429 / a message in the app) once `max_waiting` are
+queued, so a burst is bounded and nobody waits forever behind later arrivals. Generation runs in worker threads
+(API) or Gradio's worker threads (app), never on the event loop, so pages and other requests stay responsive.
+Searches share one embedder whose encode calls are serialised (a Hugging Face fast tokenizer must not be used by
+two threads at once) and cut into slices, so a background re-index delays a search by one slice at most.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
+from serve.openai_api import AuthError, BusyError, Completion, ModelNotFoundError
+from serve.users import User, UserStore
+
+LOCAL_USER_NAME = "local"
+MODEL_PREFIX = "ragtune-"
+UI_MODES = ("rag", "tuned", "hybrid")
+API_MODES = ("rag", "base", "tuned", "hybrid")
+
+
+class NoIndexError(AnswerError):
+    """The workspace has no index yet (the app still runs; an admin uploads documents)."""
+
+
+@dataclass
+class ServeConfig:
+    workspace: Path
+    docs_dir: Path | None = None  # default: the folder the index was built from, else WS/docs
+    users_file: Path | None = None  # None: single-user, loopback only
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_new_tokens: int = 128
+    k: int = 3
+    ui_concurrency: int = 4  # Gradio workers per event (chat, compare, ...); they wait at the gate for the model
+    max_waiting: int = 32  # generations queued at the gate (UI + API together) before new ones are refused
+    queue_size: int = 64  # Gradio's own queue bound
+    max_upload_mb: int = 20
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- the model gate --------------------------------------------------------------------------------------------
+
+class Gate:
+    """FIFO admission to the model: `reserve()` takes a place in line (or raises BusyError when `max_waiting`
+    are already waiting), `Ticket.wait()` blocks until it is at the front and a slot is free."""
+
+    def __init__(self, max_active: int = 1, max_waiting: int = 32) -> None:
+        self.max_active = max_active
+        self.max_waiting = max_waiting
+        self._cond = threading.Condition()
+        self._line: deque[Ticket] = deque()
+        self._active = 0
+        self.served = 0
+        self.refused = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def reserve(self, force: bool = False) -> "Ticket":
+        """A place in line; BusyError when `max_waiting` are queued (background jobs pass force=True: they wait
+        instead of failing)."""
+        with self._cond:
+            if len(self._line) >= self.max_waiting and not force:
+                self.refused += 1
+                raise BusyError(f"the server is busy: {len(self._line)} answers are already waiting for the model; "
+                                "try again in a moment")
+            ticket = Ticket(self)
+            self._line.append(ticket)
+            return ticket
+
+
+class Ticket:
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self.state = "waiting"  # waiting -> active -> done
+        self.waited_s = 0.0
+
+    def wait(self, cancel: threading.Event | None = None, timeout: float = 600.0) -> None:
+        g = self._gate
+        t0 = time.monotonic()
+        with g._cond:
+            while not (g._line and g._line[0] is self and g._active < g.max_active):
+                if cancel is not None and cancel.is_set():
+                    self._leave_line()
+                    raise BusyError("the request was cancelled while waiting")
+                if time.monotonic() - t0 > timeout:
+                    self._leave_line()
+                    raise BusyError(f"waited {timeout:.0f} s for the model; try again later")
+                g._cond.wait(0.25)
+            g._line.popleft()
+            g._active += 1
+            self.state = "active"
+            g._cond.notify_all()
+        self.waited_s = time.monotonic() - t0
+
+    def _leave_line(self) -> None:  # caller holds the condition
+        if self in self._gate._line:
+            self._gate._line.remove(self)
+        self.state = "done"
+        self._gate._cond.notify_all()
+
+    def release(self) -> None:
+        g = self._gate
+        with g._cond:
+            if self.state == "active":
+                g._active -= 1
+                g.served += 1
+            elif self.state == "waiting":
+                self._leave_line()
+            self.state = "done"
+            g._cond.notify_all()
+
+
+# ---- the shared embedder ----------------------------------------------------------------------------------------
+
+class SharedEmbedder:
+    """One embedding model for searches and background jobs. Encode calls are serialised and cut into slices of
+    `slice_size` texts. Indexing jobs get `for_job()`: the same model, but a tokenizer of their own for chunking."""
+
+    def __init__(self, base, slice_size: int = 32) -> None:
+        self._base = base
+        self._lock = threading.Lock()
+        self._slice = slice_size
+        self._job_tokenizer = None
+
+    @property
+    def base(self):
+        return self._base
+
+    def encode(self, texts, progress: bool = False, desc: str = "embedding"):
+        import numpy as np
+
+        texts = list(texts)
+        if len(texts) <= self._slice:
+            with self._lock:
+                return self._base.encode(texts)
+        parts = []
+        for start in range(0, len(texts), self._slice):
+            with self._lock:
+                parts.append(self._base.encode(texts[start:start + self._slice]))
+        return np.concatenate(parts, axis=0)
+
+    def for_job(self) -> "SharedEmbedder":
+        job = SharedEmbedder.__new__(SharedEmbedder)
+        job._base, job._lock, job._slice = self._base, self._lock, self._slice
+        if self._job_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._job_tokenizer = AutoTokenizer.from_pretrained(self._base.path)
+        job._job_tokenizer = self._job_tokenizer
+        return job
+
+    @property
+    def tokenizer(self):
+        return self._job_tokenizer if self._job_tokenizer is not None else self._base.tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+class LazySearcher:
+    """A Searcher created on first use, so the server starts without an index; raises NoIndexError until one
+    exists. Swaps to new generations by itself (retrieve.Searcher does that)."""
+
+    def __init__(self, workspace: Path, shared: "_EmbedderSlot") -> None:
+        self.workspace = Path(workspace)
+        self._slot = shared
+        self._searcher = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        if self._searcher is None:
+            from retrieve import Searcher
+            from retrieve.store import IndexMissingError
+
+            with self._lock:
+                if self._searcher is None:
+                    try:
+                        self._searcher = Searcher(self.workspace, embedder=self._slot.get())
+                    except IndexMissingError:
+                        raise NoIndexError("no documents are indexed yet: an admin can upload documents in the "
+                                           "Documents tab (or run `ragtune index DOCS --workspace WS`)") from None
+        return self._searcher
+
+    def search(self, *args, **kwargs):
+        return self.get().search(*args, **kwargs)
+
+    @property
+    def generation(self):
+        return self.get().generation
+
+    @property
+    def embedder(self):
+        return self.get().embedder
+
+
+class _EmbedderSlot:
+    """Holds the SharedEmbedder; made on first need from the index's embedder setting."""
+
+    def __init__(self, workspace: Path, embedder=None) -> None:
+        self.workspace = Path(workspace)
+        self._shared = SharedEmbedder(embedder) if embedder is not None else None
+        self._lock = threading.Lock()
+
+    def get(self) -> SharedEmbedder:
+        if self._shared is None:
+            with self._lock:
+                if self._shared is None:
+                    from retrieve import EmbedConfig, Embedder
+                    from retrieve.store import IndexMissingError, load_current
+
+                    try:
+                        model = load_current(self.workspace).manifest.settings.get("embed_model")
+                    except IndexMissingError:
+                        model = None
+                    self._shared = SharedEmbedder(Embedder(EmbedConfig(model=model) if model else EmbedConfig()))
+        return self._shared
+
+
+# ---- the service the API and the app share ------------------------------------------------------------------------
+
+class Ragtune:
+    """Everything `ragtune serve` does, as methods; the API routes and the Gradio handlers are thin layers."""
+
+    def __init__(self, config: ServeConfig, generator=None, embedder=None) -> None:
+        from serve.docs_admin import DocsAdmin
+
+        self.config = config
+        self.workspace = Path(config.workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.users: UserStore | None = UserStore(config.users_file) if config.users_file else None
+        if generator is None:
+            from serve.generate import LocalGenerator
+            from serve.models import ModelConfig, load_model
+
+            generator = LocalGenerator(load_model(ModelConfig(cache_dir=self.workspace / "models")))
+        self.generator = generator
+        self._embedders = _EmbedderSlot(self.workspace, embedder)
+        self.searcher = LazySearcher(self.workspace, self._embedders)
+        self.answer_config = AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens)
+        self.engine = AnswerEngine(self.workspace, generator, searcher=self.searcher, config=self.answer_config)
+        self.gate = Gate(max_active=1, max_waiting=config.max_waiting)
+        docs_dir = config.docs_dir or self._indexed_docs_dir() or self.workspace / "docs"
+        self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self._embedders.get().for_job(),
+                              max_upload_bytes=config.max_upload_mb * 2 ** 20)
+        self.jobs = Jobs(self)
+        self.started = time.time()
+        self.demo = None  # the Gradio Blocks, set by create_server
+
+    # ---- users -------------------------------------------------------------------------------------------------
+    @property
+    def single_user(self) -> bool:
+        return self.users is None
+
+    def index_groups(self) -> frozenset[str]:
+        out: set[str] = set()
+        for meta in self.docs.indexed_docs().values():
+            out.update(meta.get("groups") or ())
+        return frozenset(out)
+
+    def local_user(self) -> User:
+        return User(LOCAL_USER_NAME, self.index_groups(), True)
+
+    def user_named(self, name: str | None) -> User | None:
+        """The user behind a Gradio session (None: not logged in / unknown)."""
+        if self.users is None:
+            return self.local_user()
+        return self.users.get(name)
+
+    def authenticate(self, name: str, password: str) -> bool:
+        return self.users is not None and self.users.authenticate(name, password) is not None
+
+    def user_for_request(self, request, *, gradio_user: str | None = None) -> User:
+        """The caller of an HTTP request: a bearer key, else the Gradio session, else (single-user mode only) a
+        loopback client. Raises AuthError / PermissionError."""
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            key = header[7:].strip()
+            if self.users is None:
+                if is_loopback(request.client.host if request.client else None):
+                    return self.local_user()
+                raise PermissionError("single-user mode accepts requests from this machine only")
+            user = self.users.user_for_key(key)
+            if user is None:
+                raise AuthError("invalid API key: use `Authorization: Bearer KEY` with a key printed by "
+                                "`ragtune users add`")
+            return user
+        if gradio_user and self.users is not None:
+            user = self.users.get(gradio_user)
+            if user is not None:
+                return user
+        if self.users is None:
+            if is_loopback(request.client.host if request.client else None):
+                return self.local_user()
+            raise PermissionError("single-user mode accepts requests from this machine only")
+        raise AuthError("missing API key: send `Authorization: Bearer KEY` (keys come from `ragtune users add`)")
+
+    def groups_of(self, user: User) -> frozenset[str]:
+        return self.index_groups() if (self.single_user and user.name == LOCAL_USER_NAME) else user.groups
+
+    # ---- adapters ----------------------------------------------------------------------------------------------
+    def _settings_path(self) -> Path:
+        return self.workspace / "serve.json"
+
+    def adapters(self) -> list[str]:
+        return list_adapters(self.workspace)
+
+    def default_adapter(self) -> str | None:
+        available = self.adapters()
+        try:
+            chosen = json.loads(self._settings_path().read_text()).get("adapter")
+        except (OSError, ValueError):
+            chosen = None
+        if chosen in available:
+            return chosen
+        if not available:
+            return None
+        return "default" if "default" in available else available[-1]
+
+    def set_default_adapter(self, name: str) -> None:
+        if name not in self.adapters():
+            raise AnswerError(f"no adapter named {name!r}")
+        tmp = self._settings_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"adapter": name}))
+        os.replace(tmp, self._settings_path())
+
+    # ---- answering ---------------------------------------------------------------------------------------------
+    def has_index(self) -> bool:
+        from retrieve.store import current_generation_path
+
+        path = current_generation_path(self.workspace)
+        return path is not None and path.is_dir()
+
+    def open_answer(self, user: User, question: str, mode: str, adapter: str | None = None,
+                    history: list[dict] | None = None):
+        """Check the request, take a place at the gate and return (ticket, stream). The caller must
+        `ticket.wait()` before iterating and `ticket.release()` after (use `run_answer`)."""
+        if mode in RETRIEVAL_MODES and not self.has_index():
+            raise NoIndexError("no documents are indexed yet: an admin can upload documents in the Documents tab "
+                               "(or run `ragtune index DOCS --workspace WS`)")
+        if mode in ADAPTER_MODES:
+            adapter = adapter or self.default_adapter()
+            if adapter is None:
+                raise AnswerError(f"mode {mode!r} needs a tuned adapter and none exists yet: an admin can train one "
+                                  "in the Tune tab (or run `ragtune synth` and `ragtune tune`); use mode rag meanwhile")
+        stream = self.engine.start(question, mode=mode, adapter=adapter, groups=self.groups_of(user),
+                                   history=history or [])
+        ticket = self.gate.reserve()
+        return ticket, stream
+
+    @staticmethod
+    def run_answer(ticket: Ticket, stream, cancel: threading.Event | None = None):
+        """Iterate a stream from `open_answer` in turn at the gate; always releases the ticket."""
+        try:
+            ticket.wait(cancel)
+            for piece in stream:
+                if cancel is not None and cancel.is_set():
+                    break
+                yield piece
+        finally:
+            close = getattr(stream._pieces, "close", None)
+            if close is not None:
+                close()  # frees the model lock if we stopped early
+            ticket.release()
+
+    @staticmethod
+    def abandon(ticket: Ticket, stream) -> None:
+        """Give back a ticket (and the model) whatever state the answer is in; a no-op after `run_answer`
+        finished. Callers put it in a `finally`, so a page closed mid-answer never keeps its place in line."""
+        close = getattr(stream._pieces, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:  # "generator already executing": it is being finished by its own thread
+                pass
+        ticket.release()
+
+    # ---- the API -------------------------------------------------------------------------------------------------
+    def model_ids(self) -> list[str]:
+        ids = [f"{MODEL_PREFIX}rag", f"{MODEL_PREFIX}base"]
+        adapters = self.adapters()
+        if adapters:
+            ids += [f"{MODEL_PREFIX}tuned", f"{MODEL_PREFIX}hybrid"]
+            for a in adapters:
+                ids += [f"{MODEL_PREFIX}tuned:{a}", f"{MODEL_PREFIX}hybrid:{a}"]
+        return ids
+
+    def parse_model(self, model: str) -> tuple[str, str | None]:
+        name = (model or "").strip()
+        if not name.startswith(MODEL_PREFIX):
+            raise ModelNotFoundError(f"The model '{model}' does not exist; available: {self.model_ids()}")
+        mode, _, adapter = name[len(MODEL_PREFIX):].partition(":")
+        if mode not in API_MODES or (adapter and mode not in ADAPTER_MODES):
+            raise ModelNotFoundError(f"The model '{model}' does not exist; available: {self.model_ids()}")
+        if mode in ADAPTER_MODES:
+            if adapter and adapter not in self.adapters():
+                raise ModelNotFoundError(f"The model '{model}' does not exist: no adapter {adapter!r}; "
+                                         f"available: {self.model_ids()}")
+            if not adapter and self.default_adapter() is None:
+                raise ModelNotFoundError(f"The model '{model}' is not available: no tuned adapter exists yet")
+        return mode, adapter or None
+
+    def api_completion(self, user: User, model: str, messages: list[dict], max_tokens: int, temperature: float,
+                       base_url: str = "") -> Completion:
+        from serve.generate import GenerationStats
+
+        mode, adapter = self.parse_model(model)
+        turns = [m for m in messages if m.get("role") in ("user", "assistant")]
+        if not turns or turns[-1]["role"] != "user" or not str(turns[-1]["content"]).strip():
+            raise ValueError("the last message must be a non-empty user message (the question)")
+        question, history = turns[-1]["content"], turns[:-1]
+        engine = self.engine
+        if max_tokens != self.answer_config.max_new_tokens or temperature:
+            cfg = AnswerConfig(**{**self.answer_config.__dict__, "max_new_tokens": max_tokens,
+                                  "temperature": temperature})
+            engine = AnswerEngine(self.workspace, self.generator, searcher=self.searcher, config=cfg)
+        if mode in RETRIEVAL_MODES and not self.has_index():
+            raise NoIndexError("no documents are indexed yet")
+        if mode in ADAPTER_MODES:
+            adapter = adapter or self.default_adapter()
+        stream = engine.start(question, mode=mode, adapter=adapter, groups=self.groups_of(user), history=history)
+        ticket = self.gate.reserve()
+        completion = Completion(lambda: iter(()), lambda: (None, {}))
+        completion.pieces = lambda: self.run_answer(ticket, stream, completion.cancel)
+
+        def finish():
+            res = stream.result
+            if res is None:  # stopped early (client gone)
+                return None, {}
+            t = res.timings
+            stats = GenerationStats(first_token_ms=float(t.get("first_token_ms") or 0.0),
+                                    total_ms=float(t.get("total_ms") or 0.0), new_tokens=int(t.get("new_tokens") or 0),
+                                    tokens_per_s=float(t.get("tokens_per_s") or 0.0),
+                                    prompt_tokens=int(t.get("prompt_tokens") or 0),
+                                    finish_reason=str(t.get("finish_reason") or "stop"))
+            return stats, {"content": res.answer, "citations": [self.citation_json(c, base_url)
+                                                                 for c in res.citations],
+                           "ragtune": {"mode": res.mode, "adapter": res.adapter, "answer": res.answer,
+                                       "refused": res.refused, "timings": res.timings,
+                                       "sources": [{"n": c.n, "doc": c.doc, "section": c.section, "page": c.page}
+                                                   for c in res.sources],
+                                       "warnings": res.warnings, "user": user.name}}
+
+        completion.finish = finish
+        return completion
+
+    @staticmethod
+    def citation_json(c, base_url: str = "") -> dict:
+        from serve.docs_admin import doc_link
+
+        return {"n": c.n, "doc": c.doc, "section": c.section, "page": c.page, "text": c.text,
+                "inferred": c.inferred, "url": doc_link(c.doc, c.section, c.page, base=base_url)}
+
+    # ---- documents --------------------------------------------------------------------------------------------
+    def _indexed_docs_dir(self) -> Path | None:
+        from retrieve.store import IndexMissingError, load_current
+
+        try:
+            d = load_current(self.workspace).manifest.docs_dir
+        except (IndexMissingError, OSError, ValueError):
+            return None
+        return Path(d) if d and Path(d).is_dir() else None
+
+    def may_open(self, user: User, rel: str) -> bool:
+        """A user may open a document whose indexed groups (and current groups) they may read; admins any."""
+        from ingest.types import can_read
+
+        if user.admin:
+            return True
+        groups = self.docs.document_groups(rel)
+        if groups is None:  # not indexed: only admins
+            return False
+        return can_read(groups, self.groups_of(user))
+
+
+# ---- admin jobs (tune, evaluate) -----------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    kind: str
+    params: dict
+    started: float = field(default_factory=time.time)
+    phase: str = "starting"
+    fraction: float = 0.0
+    finished: float | None = None
+    error: str | None = None
+    result: dict = field(default_factory=dict)
+    losses: list[dict] = field(default_factory=list)  # {"step", "loss", "kind": train|val}
+    log: list[str] = field(default_factory=list)
+    proc: Any = None  # the child process of a tune job
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+    def note(self, msg: str) -> None:
+        self.log.append(f"{time.strftime('%H:%M:%S')} {msg}")
+
+
+class Jobs:
+    """One admin job at a time (tune or evaluate), run in a background thread; the UI polls `current`."""
+
+    def __init__(self, service: Ragtune) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self.current: Job | None = None
+        self.last: dict[str, Job] = {}
+
+    def start(self, kind: str, params: dict) -> Job:
+        with self._lock:
+            if self.current is not None and self.current.running:
+                raise AnswerError(f"a {self.current.kind} job is already running; wait for it to finish")
+            job = Job(kind, params)
+            self.current = job
+            self.last[kind] = job
+        target = {"tune": run_tune_job, "eval": run_eval_job}[kind]
+        threading.Thread(target=self._run, args=(target, job), name=f"ragtune-{kind}", daemon=True).start()
+        return job
+
+    def _run(self, target, job: Job) -> None:
+        try:
+            target(self.service, job)
+            job.phase, job.fraction = "done", 1.0
+            job.note("done")
+        except Exception as e:  # noqa: BLE001 - shown to the admin
+            job.error = f"{type(e).__name__}: {e}"
+            job.phase = "failed"
+            job.note(job.error)
+        finally:
+            job.finished = time.time()
+
+
+def _loss_callback(emit):
+    from transformers import TrainerCallback
+
+    class LossToJob(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.max_steps:
+                emit(phase=f"training: step {state.global_step}/{state.max_steps}",
+                     fraction=0.3 + 0.7 * state.global_step / state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                emit(loss={"step": int(state.global_step), "loss": float(logs["loss"]), "kind": "train"})
+            if "eval_loss" in logs:
+                emit(loss={"step": int(state.global_step), "loss": float(logs["eval_loss"]), "kind": "val"})
+
+    return LossToJob()
+
+
+def tune_in_process(workspace: Path, p: dict, emit) -> None:
+    """Synthesize a dataset from the live index, then train a LoRA adapter on it (tune/synth.py, tune/train.py).
+    The only place the app touches the tuning API. `emit(phase=, fraction=, loss=, note=, result=)` reports."""
+    from tune.synth import SynthConfig, synthesize
+    from tune.train import TuneConfig, train_adapter
+
+    emit(phase="synthesizing training data", fraction=0.05,
+         note=f"synth: dataset {p['name']}, up to {p.get('limit') or 'all'} chunks")
+    report = synthesize(SynthConfig(workspace=workspace, name=p["name"], limit=p.get("limit")), progress=False)
+    emit(result={"synth": {"train": report.train, "val": report.val, "dataset": str(report.dataset)}},
+         note=f"synth: {report.train} train / {report.val} val examples", phase="training", fraction=0.3)
+    tune = TuneConfig(workspace=workspace, dataset=Path(report.dataset), name=p["name"],
+                      max_steps=p.get("max_steps"), epochs=float(p.get("epochs") or 1.0),
+                      batch_tokens=int(p.get("batch_tokens") or 2048))
+    result = train_adapter(tune, progress=False, callbacks=[_loss_callback(emit)])
+    emit(result={"tune": result.to_json()},
+         note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
+
+
+def run_tune_job(service: Ragtune, job: Job) -> None:
+    """Run `tune_in_process` in a child process (`python -m serve.server tune-job PARAMS`): training needs
+    gigabytes, and if the machine runs out, the kernel kills the child (it volunteers through oom_score_adj), not
+    the server. The child reports JSON lines on stdout, which update `job` (phase, losses, notes)."""
+    import subprocess
+
+    params = {**job.params, "workspace": str(service.workspace)}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "serve.server", "tune-job", json.dumps(params)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    job.proc = proc
+    errors: deque[str] = deque(maxlen=20)
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    reader.start()
+    for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "phase" in msg:
+            job.phase = msg["phase"]
+        if "fraction" in msg:
+            job.fraction = float(msg["fraction"])
+        if "loss" in msg:
+            job.losses.append(msg["loss"])
+        if "result" in msg:
+            job.result.update(msg["result"])
+        if "note" in msg:
+            job.note(msg["note"])
+    rc = proc.wait()
+    reader.join(timeout=5)
+    if rc != 0:
+        why = " (killed: out of memory? try fewer chunks or a smaller batch)" if rc in (-9, 137) else ""
+        tail = [e.strip() for e in errors if e.strip() and "Warning" not in e and "warnings.warn" not in e][-3:]
+        detail = (": " + " | ".join(tail)) if tail else ""
+        raise RuntimeError(f"the tuning process exited with status {rc}{why}{detail}")
+
+
+def _tune_child(params: dict) -> int:
+    try:  # volunteer to the OOM killer before the server does
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("800")
+    except OSError:
+        pass
+
+    def emit(**msg) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    tune_in_process(Path(params["workspace"]), params, emit)
+    return 0
+
+
+def run_eval_job(service: Ragtune, job: Job) -> None:
+    """Run the evaluation (evals/run.py) with the server's model, sharing its queue with chats."""
+    from evals.run import EvalConfig, run_eval
+    from retrieve import Searcher
+
+    p = job.params
+    job.phase, job.fraction = "evaluating", 0.1
+    modes = p.get("modes") or "rag,tuned,hybrid"
+    if not service.adapters():
+        modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or "rag"
+    config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
+                        adapter=service.default_adapter(), max_new_tokens=p.get("max_new_tokens") or 48,
+                        command=f"ragtune serve: Evaluate tab (limit {p.get('limit') or 5}, modes {modes})")
+    searcher = Searcher(service.workspace, embedder=service._embedders.get().for_job())
+    engine = AnswerEngine(service.workspace, _GatedGenerator(service), searcher=searcher,
+                          config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
+    out = run_eval(config, engine=engine, progress=False)
+    job.result = {"report": out["report"], "n": out["n"], "results": out["results"], "skipped": out["skipped"]}
+
+
+class _GatedGenerator:
+    """The server's generator seen through the gate, so evaluation questions queue fairly with users' chats."""
+
+    def __init__(self, service: Ragtune) -> None:
+        self._service = service
+        self._gen = service.generator
+        self.last_stats = None
+
+    def stream(self, messages, **kwargs):
+        ticket = self._service.gate.reserve(force=True)
+        try:
+            ticket.wait(timeout=3600)
+            yield from self._gen.stream(messages, **kwargs)
+            self.last_stats = self._gen.last_stats  # read before the next request may overwrite it
+        finally:
+            ticket.release()
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+
+# ---- the FastAPI app ---------------------------------------------------------------------------------------------
+
+def create_server(service: Ragtune):
+    """The FastAPI app: API routes first, then the Gradio app mounted at / (it catches every later path)."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+    from starlette.routing import Mount
+
+    from ingest.types import can_read
+    from serve.app import build_app
+    from serve.docs_admin import DocsError
+    from serve.openai_api import add_chat_routes
+
+    app = FastAPI(title="ragtune", docs_url=None, redoc_url=None, openapi_url=None)
+    gradio_ref: dict[str, Any] = {}
+
+    def gradio_user(request) -> str | None:
+        """The user of the Gradio session cookie sent with this request, if any."""
+        gapp = gradio_ref.get("app")
+        if gapp is None:
+            return None
+        cid = getattr(gapp, "cookie_id", None)
+        token = request.cookies.get(f"access-token-{cid}") or request.cookies.get(f"access-token-unsecure-{cid}")
+        return getattr(gapp, "tokens", {}).get(token) if token else None
+
+    def caller(request) -> User:
+        return service.user_for_request(request, gradio_user=gradio_user(request))
+
+    def open_completion(user: User, model: str, messages: list[dict], max_tokens: int, temperature: float):
+        return service.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
+
+    add_chat_routes(app, list_models=lambda _user: service.model_ids(), open_completion=open_completion,
+                    authenticate=caller, default_max_tokens=service.config.max_new_tokens,
+                    max_tokens_limit=max(512, service.config.max_new_tokens))
+
+    def _deny(exc: Exception):
+        status = 401 if isinstance(exc, AuthError) else 403
+        return PlainTextResponse(f"{status}: {exc}", status_code=status)
+
+    @app.get("/ragtune/doc/{rel:path}", response_model=None)
+    async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
+                            raw: int = 0):
+        try:
+            user = caller(request)
+        except (AuthError, PermissionError) as e:
+            return _deny(e)
+        try:
+            path = service.docs.resolve(rel)
+        except DocsError:
+            return PlainTextResponse("404: no such document", status_code=404)
+        denied = PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
+        if not service.may_open(user, rel):
+            return denied
+        from fastapi.concurrency import run_in_threadpool
+
+        try:
+            doc = await run_in_threadpool(service.docs.read, rel)
+        except Exception as e:  # noqa: BLE001 - unreadable file: say why
+            return PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
+        if not (user.admin or can_read(doc.groups, service.groups_of(user))):
+            return denied  # restricted on disk since it was indexed
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
+                   "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+        if raw:
+            return FileResponse(path, filename=path.name, headers=headers,
+                                content_disposition_type="attachment", media_type="application/octet-stream")
+        return HTMLResponse(service.docs.render_html(doc, section, page), headers=headers)
+
+    @app.get("/ragtune/evals/{name}/{file}", response_model=None)
+    async def eval_file(name: str, file: str, request: Request):
+        try:
+            user = caller(request)
+        except (AuthError, PermissionError) as e:
+            return _deny(e)
+        if not user.admin:
+            return PlainTextResponse("403: evaluation reports are for admins", status_code=403)
+        if file not in ("report.md", "results.json", "answers.png", "retrieval.png", "cost.png") or "/" in name \
+                or name.startswith("."):
+            return PlainTextResponse("404", status_code=404)
+        path = service.workspace / "evals" / name / file
+        if not path.is_file():
+            return PlainTextResponse("404", status_code=404)
+        media = "text/plain; charset=utf-8" if file.endswith(".md") else None
+        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/ragtune/health")
+    async def health():
+        g = service.gate
+        return JSONResponse({"ok": True, "index": service.has_index(), "waiting": g.waiting, "active": g.active,
+                             "served": g.served, "refused": g.refused})
+
+    demo = build_app(service)
+    service.demo = demo  # tests call its handlers directly (demo.ragtune_handlers)
+    demo.queue(default_concurrency_limit=service.config.ui_concurrency, max_size=service.config.queue_size)
+    auth = None
+    if service.users is not None:
+        auth = service.authenticate
+    blocked = [str(service.workspace.resolve()), str(service.docs.docs_dir.resolve())]
+    if service.config.users_file is not None:
+        blocked.append(str(Path(service.config.users_file).resolve()))
+    gr.mount_gradio_app(app, demo, path="/", auth=auth, run_history=False, footer_links=["gradio"],
+                        blocked_paths=blocked,
+                        auth_message="ragtune: log in with the name and password from `ragtune users add`.",
+                        max_file_size=service.config.max_upload_mb * 2 ** 20, show_error=True,
+                        theme=gr.themes.Soft(), css=APP_CSS)
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path in ("", "/"):
+            gradio_ref["app"] = route.app
+    return app
+
+
+APP_CSS = """
+.citations {font-size: 0.9em}
+#status-line {font-size: 0.85em; color: #666}
+"""
+
+
+def build(config: ServeConfig, generator=None, embedder=None):
+    """(service, FastAPI app) for `config`; tests pass a ready generator and embedder."""
+    service = Ragtune(config, generator=generator, embedder=embedder)
+    app = create_server(service)
+    return service, app
+
+
+def check_host(host: str, users_file: Path | None) -> None:
+    if users_file is None and not is_loopback(host):
+        raise ValueError(f"refusing to listen on {host} without --users: single-user mode has no login and serves "
+                         "this machine only (127.0.0.1). Create users with `ragtune users add NAME --users FILE` "
+                         "and pass --users FILE to serve other machines.")
+
+
+def run(config: ServeConfig, *, on_ready=None) -> None:
+    """Start the server and block (used by `ragtune serve`)."""
+    import uvicorn
+
+    check_host(config.host, config.users_file)
+    service, app = build(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=5))
+    if on_ready is not None:
+        original = server.startup
+
+        async def startup(sockets=None):
+            await original(sockets=sockets)
+            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.port
+            on_ready(service, port)
+
+        server.startup = startup
+    server.run()
+
+
+if __name__ == "__main__":  # the child process of a tune job: python -m serve.server tune-job '{"name": ...}'
+    if len(sys.argv) == 3 and sys.argv[1] == "tune-job":
+        sys.exit(_tune_child(json.loads(sys.argv[2])))
+    sys.exit("usage: python -m serve.server tune-job PARAMS_JSON")

@@ -1,0 +1,93 @@
+"""`ragtune serve` and `ragtune users add`, registered in serve/cli.py. Only typer and the standard library are
+imported here; the server (gradio, fastapi, torch) is imported when `serve` runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+users_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Manage the users file of `ragtune serve` (logins, groups, admins, API keys).")
+
+
+@users_app.callback()
+def _users() -> None:
+    """Manage the users file of `ragtune serve` (logins, groups, admins, API keys)."""
+
+
+def serve_command(
+    workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
+                                   help="Workspace with the index, models and adapters (default $RAGTUNE_WORKSPACE, "
+                                        "else ./workspace)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Without --users only a loopback "
+                             "address is allowed."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on (0 picks a free one)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="Users file (from `ragtune users add`): enables "
+                                         "logins, per-user groups and API keys. Without it: single-user mode on "
+                                         "127.0.0.1."),
+    docs: Optional[Path] = typer.Option(None, "--docs", help="Documents folder that uploads go to and re-indexing "
+                                        "reads (default: the folder the index was built from, else WS/docs)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer in tokens."),
+) -> None:
+    """Run the intranet app (chat, compare, documents, tune, evaluate) and the OpenAI-compatible API."""
+    from serve.server import ServeConfig, check_host, is_loopback
+
+    check_host(host, users)  # before anything heavy is imported
+    if users is not None and not users.is_file():
+        raise FileNotFoundError(f"users file not found: {users} (create it with `ragtune users add NAME --users "
+                                f"{users}`)")
+    if port < 0 or port > 65535:
+        raise ValueError(f"--port must be 0-65535, not {port}")
+    config = ServeConfig(workspace=workspace, docs_dir=docs, users_file=users, host=host, port=port,
+                         max_new_tokens=max_new_tokens)
+    sys.stderr.write("ragtune serve: loading the model and the app ...\n")
+    sys.stderr.flush()
+
+    def ready(service, bound_port: int) -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        if users is None:
+            print("single-user mode: no --users file, so there is no login and the server listens on this machine "
+                  "only; every request acts as the local admin.")
+        else:
+            where = "this machine only" if is_loopback(host) else f"{host} (other machines can connect)"
+            print(f"multi-user mode: logins and API keys from {users}; listening on {where}.")
+        if not service.has_index():
+            print(f"no index in {workspace} yet: upload documents in the Documents tab (they go to "
+                  f"{service.docs.docs_dir}).")
+        print(f"OpenAI-compatible API: http://{shown}:{bound_port}/v1  (models: {', '.join(service.model_ids())})")
+        print(f"ragtune is running at http://{shown}:{bound_port}/", flush=True)
+
+    from serve.server import run
+
+    run(config, on_ready=ready)
+
+
+@users_app.command("add")
+def users_add_command(
+    name: str = typer.Argument(..., help="User name (lowercase letters, digits, '_', '.', '@', '-')."),
+    users: Path = typer.Option(..., "--users", help="The users file (YAML if it ends in .yaml/.yml, else JSON); "
+                               "created if missing."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Comma-separated access groups, e.g. hr,finance."),
+    admin: bool = typer.Option(False, "--admin", help="May manage documents, tune and evaluate in the app."),
+    password: Optional[str] = typer.Option(None, "--password", help="The login password (asked for when absent; "
+                                           "passing it here leaves it in your shell history)."),
+) -> None:
+    """Add a user and print their new API key (the last line of the output; shown only once)."""
+    from serve.users import MIN_PASSWORD, add_user
+
+    if password is None:
+        password = typer.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    key = add_user(users, name, password, groups or "", admin)
+    print(f"added user {name.strip().lower()} to {users}" + (" (admin)" if admin else "")
+          + (f", groups: {groups}" if groups else ", no groups (unrestricted documents only)"), flush=True)
+    print("API key (shown once; use it as `Authorization: Bearer KEY`):", file=sys.stderr)
+    print(key, flush=True)
+
+
+users_add = users_add_command  # the name the issue's brief uses
