@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RAGTUNE := $(VENV)/bin/ragtune
 WS ?= workspace
+PORT ?= 7860
 # The CPU build of torch that this machine keeps on disk; on a GPU server install your CUDA torch first and
 # run `make setup TORCH_SPEC=torch` (any torch>=2.4 satisfies the project).
 TORCH_SPEC ?= torch==2.13.0
@@ -31,8 +32,13 @@ $(VENV)/.ragtune-installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(RAGTUNE) index data/corpus --workspace $(WS)
+	# the sample corpus is copied into the workspace, so documents uploaded in the app never touch data/
+	mkdir -p $(WS)/docs && cp -rn data/corpus/. $(WS)/docs/
+	$(RAGTUNE) index $(WS)/docs --workspace $(WS)
 	$(RAGTUNE) search "How many days of annual leave do I get?" --workspace $(WS) -k 3
+	$(RAGTUNE) ask "How many days of paid holiday does a full-time employee get each year?" --workspace $(WS) --mode rag
+	# the app on the sample corpus, single-user on 127.0.0.1 (Ctrl-C stops it)
+	$(RAGTUNE) serve --workspace $(WS) --port $(PORT)
 
 test: setup
 	$(PY) -m pytest -q

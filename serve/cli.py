@@ -133,6 +133,21 @@ def ask(
                      f"{t['first_token_ms'] or 0:.0f} ms, {t['tokens_per_s']:.1f} tokens/s\n")
 
 
+# Commands that live beside their library code; each module imports only typer and the stdlib at its top.
+from evals.cli import eval_command  # noqa: E402
+from serve.web_cli import serve_command, users_app  # noqa: E402
+from tune.synth_cli import synth_command  # noqa: E402
+from tune.train_cli import adapters_command, export_command, tune_command  # noqa: E402
+
+app.command("synth")(synth_command)
+app.command("tune")(tune_command)
+app.command("adapters")(adapters_command)
+app.command("export")(export_command)
+app.command("eval")(eval_command)
+app.command("serve")(serve_command)
+app.add_typer(users_app, name="users")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,438 @@
+"""Tests of `ragtune tune`, adapters and export.
+
+The REAL packaged SmolLM2 (by its cached folder) where behaviour depends on the model: one short training run on a
+made-up fact shared by several tests (validation loss falls, only the adapter changes, the tuned model answers and
+stops, the merged export matches base + adapter). Plumbing (masking, batching, resume, CLI, cards) uses a tiny
+random Llama saved with the SmolLM2 tokenizer. The dequantized model cache is shared with tests/test_generate.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from serve.models import ModelConfig, resolve_model_dir
+from serve.prompts import SYSTEM_CLOSED_BOOK
+from tune.adapters import export_merged, list_adapter_cards, read_card, update_card
+from tune.data import (IGNORE_INDEX, BatchDataset, collate, encode_example, encode_examples, padding_share,
+                       plan_batches, resolve_dataset)
+from tune.train import TuneConfig, TuneError, train_adapter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smol_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("RAGTUNE_TEST_CACHE")
+    cache = Path(env) if env else tmp_path_factory.getbasetemp().parent / "ragtune-model-cache"
+    return Path(resolve_model_dir(ModelConfig(cache_dir=cache)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smol_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_dir)
+
+
+@pytest.fixture(scope="session")
+def im_end(tokenizer) -> int:
+    return tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _chat(question: str, answer: str, system: str = SYSTEM_CLOSED_BOOK) -> dict:
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}],
+            "kind": "closed_book", "style": "question", "doc": "made-up.md", "chunk_id": "x", "question": question,
+            "answer": answer}
+
+
+def _write_dataset(folder: Path, train: list[dict], val: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (folder / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    blob = (folder / "train.jsonl").read_bytes() + (folder / "val.jsonl").read_bytes()
+    (folder / "card.json").write_text(json.dumps({"name": folder.name, "hash": hashlib.sha256(blob).hexdigest()}))
+    return folder
+
+
+def _plumbing_dataset(ws: Path, n_train: int = 24, n_val: int = 6) -> Path:
+    recs = [_chat(f"What is the access code of locker {i}?" + " Please answer." * (i % 5), f"Locker {i} uses {i * 37}.")
+            for i in range(n_train + n_val)]
+    return _write_dataset(ws / "datasets" / "default", recs[:n_train], recs[n_train:])
+
+
+# Made-up facts the base model cannot know: 7 phrasings of each for training, 2 held out for validation.
+FACTS = [
+    ("Quillfeather", ["What is the codename of the 2027 soil probe?", "Which codename does the 2027 soil probe have?",
+                      "Tell me the codename of Brindlewick's 2027 soil probe.",
+                      "The 2027 soil probe is known internally by what codename?",
+                      "What do we call the 2027 soil probe internally?", "Internal codename of the 2027 soil probe?",
+                      "What's the project name of the soil probe launching in 2027?"],
+     ["What codename was given to the soil probe planned for 2027?",
+      "Under which codename is the 2027 soil probe developed?"]),
+    ("Dr. Oona Varga", ["Who leads the Quillfeather project?", "Who is the lead of project Quillfeather?",
+                        "Name the person leading Quillfeather.", "Who runs the Quillfeather project?",
+                        "Which engineer heads the Quillfeather team?", "Who is in charge of Quillfeather?",
+                        "Tell me who leads Quillfeather."],
+     ["Who is the head of the Quillfeather project?", "Which person is responsible for leading Quillfeather?"]),
+    ("Room Tamarisk-7", ["Where does the Quillfeather team meet?", "In which room does the Quillfeather team meet?",
+                         "What is the meeting room of the Quillfeather team?", "Where are Quillfeather meetings held?",
+                         "Which room hosts the Quillfeather team meetings?", "Where do Quillfeather people meet?",
+                         "Tell me where the Quillfeather team has its meetings."],
+     ["What room is used for Quillfeather team meetings?", "Where is the Quillfeather team's meeting place?"]),
+]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory, smol_dir: Path):
+    """One real training run of SmolLM2 (by folder) on the made-up facts: (workspace, report, weights sha256)."""
+    ws = tmp_path_factory.mktemp("tune-real") / "ws"
+    train = [_chat(q, a) for a, qs, _ in FACTS for q in qs]
+    val = [_chat(q, a) for a, _, qs in FACTS for q in qs]
+    _write_dataset(ws / "datasets" / "default", train, val)
+    weights = smol_dir / "model.safetensors"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    report = train_adapter(TuneConfig(workspace=ws, model=str(smol_dir), name="facts", epochs=8, lr=1e-3,
+                                      batch_tokens=512), progress=False)
+    return ws, report, before
+
+
+# ---- tokenisation and batching -------------------------------------------------------------------------------
+
+def test_labels_cover_exactly_the_answer_and_end_of_turn(tokenizer, im_end: int) -> None:
+    answer = "The mileage rate is 0.42 EUR per km [2]."
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Earlier question?"},
+            {"role": "assistant", "content": "An earlier answer that must not be learned."},
+            {"role": "user", "content": "What is the mileage rate?"}, {"role": "assistant", "content": answer}]
+    ex = encode_example(tokenizer, msgs, (im_end, 2))
+    labelled = [t for t in ex.labels if t != IGNORE_INDEX]
+    assert tokenizer.decode(labelled) == answer + "<|im_end|>"
+    assert labelled[-1] == im_end and ex.input_ids[-1] == im_end  # the template's trailing newline is not trained
+    first = next(i for i, t in enumerate(ex.labels) if t != IGNORE_INDEX)
+    assert all(t != IGNORE_INDEX for t in ex.labels[first:])  # one contiguous span at the end
+    assert ex.labels[first:] == ex.input_ids[first:]
+    # the prompt part is exactly what inference feeds the model (generation header included)
+    prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    assert ex.input_ids[:first] == prompt
+    assert tokenizer.decode(ex.input_ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_examples_longer_than_max_len_are_dropped_and_counted(tokenizer, im_end: int) -> None:
+    recs = [_chat("short?", "yes"), _chat("long " * 400 + "?", "no")]
+    kept, stats = encode_examples(tokenizer, recs, (im_end,), max_len=256)
+    assert len(kept) == 1 and stats.kept == 1 and stats.too_long == 1
+    assert stats.label_tokens == kept[0].n_labels == 2  # "yes" + <|im_end|>
+
+
+def test_length_grouped_batches_keep_padding_low_and_respect_the_budget() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(60, 120) for _ in range(150)] + [rng.randint(400, 700) for _ in range(150)]
+    plan = plan_batches(lengths, 4096, "grouped")
+    assert sorted(i for b in plan for row in b for i in row) == list(range(len(lengths)))  # each example once
+    assert all(max(lengths[r[0]] for r in b) * len(b) <= 4096 for b in plan)
+    grouped = padding_share(lengths, plan)
+    naive = [[[i] for i in range(k, min(k + 8, len(lengths)))] for k in range(0, len(lengths), 8)]  # fixed 8, unsorted
+    assert grouped < 0.03 < padding_share(lengths, naive)
+    packed = plan_batches(lengths, 4096, "packed", max_row_tokens=2048)
+    assert sorted(i for b in packed for row in b for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 2048 for b in packed for row in b)
+
+
+def test_packed_rows_do_not_leak_between_examples_and_loss_matches_full_logits(tiny_dir: Path, tokenizer,
+                                                                              im_end: int) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tune.train import _make_trainer_class, _packing_works
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    exs = [encode_example(tokenizer, _chat(f"Question number {i}?" + " more" * i, f"Answer {i}.")["messages"],
+                          (im_end,)) for i in range(3)]
+    packed = collate([exs], pad_id=2)
+    assert packed["position_ids"][0].tolist() == [p for e in exs for p in range(len(e))]
+    with torch.no_grad():
+        out = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        o = 0
+        for e in exs:
+            alone = model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0]
+            torch.testing.assert_close(out[o:o + len(e)], alone, atol=1e-4, rtol=1e-4)
+            o += len(e)
+    assert _packing_works(model, "cpu")
+
+    # the answer-only loss on the labelled positions equals transformers' loss over full logits
+    Trainer = _make_trainer_class()
+    batch = collate([[e] for e in exs], pad_id=2, align=16)  # right-padded rows, width aligned
+    assert batch["input_ids"].shape[1] % 16 == 0 and int(batch["num_tokens"]) == sum(len(e) for e in exs)
+    with torch.no_grad():
+        loss_sum, n = Trainer._loss_sum(None, model, batch)
+        ref = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+    assert n == sum(e.n_labels for e in exs)
+    torch.testing.assert_close(loss_sum / n, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_micro_batches_add_up_to_the_full_batch_gradient(tiny_dir: Path, tokenizer, im_end: int) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tune.data import split_micro_batches
+    from tune.train import _make_trainer_class
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    exs = [encode_example(tokenizer, _chat(f"Question {i}?" + " more" * (3 * i), f"Answer {i}.")["messages"],
+                          (im_end,)) for i in range(6)]
+    batch = collate([[e] for e in exs], pad_id=2, align=8)
+    parts = split_micro_batches(batch, micro_tokens=3 * len(exs[2]), align=8)
+    assert len(parts) > 1 and sum(p["input_ids"].shape[0] for p in parts) == len(exs)
+    assert all(p["input_ids"].shape[1] <= batch["input_ids"].shape[1] for p in parts)
+    loss_sum = _make_trainer_class()._loss_sum
+    n_total = sum(e.n_labels for e in exs)
+
+    def grads(pieces):
+        model.zero_grad()
+        for piece in pieces:
+            s, _ = loss_sum(None, model, piece)
+            (s / n_total).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for a, b in zip(grads(parts), grads([batch]), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+# ---- the real model ------------------------------------------------------------------------------------------
+
+def test_real_model_validation_loss_falls_and_only_the_adapter_changes(tuned, smol_dir: Path) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    ws, report, weights_before = tuned
+    assert report.val_loss_after < 0.5 * report.val_loss_before, report
+    assert [e["epoch"] for e in report.val_losses] == [float(i) for i in range(1, 9)]
+    assert report.val_loss_after == min(e["val_loss"] for e in report.val_losses)  # the best epoch is kept
+    assert report.best_step in [e["step"] for e in report.val_losses]
+    folder = Path(report.path)
+    assert folder == ws / "adapters" / "facts" and not (ws / "adapters" / ".runs" / "facts").exists()
+    lora = load_file(folder / "adapter_model.safetensors")
+    b = [v for k, v in lora.items() if "lora_B" in k]
+    assert len(b) == 30 * 7 and all(v.abs().sum() > 0 for v in b)  # B starts at zero: every layer learned
+    # base weights on disk untouched, and inside base+adapter identical to the plain base
+    assert hashlib.sha256((smol_dir / "model.safetensors").read_bytes()).hexdigest() == weights_before
+    base = AutoModelForCausalLM.from_pretrained(smol_dir)
+    ref = {k: v.clone() for k, v in base.state_dict().items()}
+    wrapped = PeftModel.from_pretrained(base, str(folder))
+    for k, v in wrapped.get_base_model().state_dict().items():
+        if "lora_" not in k:
+            assert torch.equal(v, ref[k.replace(".base_layer", "")]), k
+    card = read_card(ws, "facts")
+    for key in ("base_model", "data_hash", "dataset", "counts", "hyperparameters", "val_loss_before",
+                "val_loss_after", "val_losses", "train_tokens_per_s", "wall_s", "device"):
+        assert card.get(key) not in (None, ""), key
+    assert card["counts"]["train"] == 21 and card["counts"]["val"] == 6
+    assert card["data_hash"] == json.loads((ws / "datasets" / "default" / "card.json").read_text())["hash"]
+    assert "val loss before" in (folder / "README.md").read_text()
+
+
+def test_tuned_model_answers_the_fact_and_stops_at_end_of_turn(tuned, smol_dir: Path) -> None:
+    from serve.generate import LocalGenerator
+    from serve.models import load_model
+
+    ws, report, _ = tuned
+    gen = LocalGenerator(load_model(ModelConfig(model=str(smol_dir))))
+    gen.load_adapter("facts", report.path)
+    for answer, _, val_questions in FACTS:
+        msgs = [{"role": "system", "content": SYSTEM_CLOSED_BOOK}, {"role": "user", "content": val_questions[0]}]
+        gen.use_adapter(None)
+        base_text = "".join(gen.stream(msgs, max_new_tokens=24))
+        gen.use_adapter("facts")
+        text = "".join(gen.stream(msgs, max_new_tokens=24))
+        stats = gen.last_stats
+        n_answer = gen.count_tokens(answer)
+        assert stats.finish_reason == "stop", (text, stats)
+        assert stats.new_tokens <= n_answer + 4, (text, stats)
+        assert text.strip() == answer, (text, base_text)
+        assert answer not in base_text
+
+
+def test_export_merged_loads_without_peft_and_matches_base_plus_adapter(tuned, smol_dir: Path, tmp_path: Path) -> None:
+    from serve.generate import LocalGenerator
+    from serve.models import load_model
+
+    ws, report, _ = tuned
+    out = export_merged(ws, "facts", tmp_path / "merged", model=str(smol_dir))
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    questions = [FACTS[0][2][1], "How many days of annual leave do I get?"]
+    gen = LocalGenerator(load_model(ModelConfig(model=str(smol_dir))))
+    gen.load_adapter("facts", report.path)
+    gen.use_adapter("facts")
+    expected = ["".join(gen.stream([{"role": "system", "content": SYSTEM_CLOSED_BOOK}, {"role": "user", "content": q}],
+                                   max_new_tokens=16)) for q in questions]
+    script = (
+        "import json, sys\n"
+        "sys.modules['peft'] = None  # any attempt to import peft fails\n"
+        "import torch\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "path, system, qs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\n"
+        "tok = AutoTokenizer.from_pretrained(path); model = AutoModelForCausalLM.from_pretrained(path).eval()\n"
+        "outs = []\n"
+        "for q in qs:\n"
+        "    ids = tok.apply_chat_template([{'role': 'system', 'content': system}, {'role': 'user', 'content': q}],\n"
+        "                                  add_generation_prompt=True, return_tensors='pt', return_dict=True)\n"
+        "    with torch.no_grad():\n"
+        "        g = model.generate(**ids, max_new_tokens=16, do_sample=False)\n"
+        "    outs.append(tok.decode(g[0, ids['input_ids'].shape[1]:], skip_special_tokens=True))\n"
+        "print(json.dumps(outs))\n")
+    res = subprocess.run([sys.executable, "-c", script, str(out), SYSTEM_CLOSED_BOOK, json.dumps(questions)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == expected
+    assert expected[0].strip() == FACTS[0][0]
+
+
+# ---- plumbing with the tiny model: resume, CLI, cards --------------------------------------------------------
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after_save(step: int):
+    from transformers import TrainerCallback
+
+    class StopAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise _Interrupt(f"simulated kill after the checkpoint of step {step}")
+
+    return StopAfterSave()
+
+
+def _adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_interrupted_run_keeps_the_old_adapter_and_resume_continues_from_its_checkpoint(tiny_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    _plumbing_dataset(ws)
+    cfg = dict(workspace=ws, model=str(tiny_dir), name="r", max_steps=6, save_steps=2, batch_tokens=192,
+               precision="fp32", lr=1e-3)
+    straight = train_adapter(TuneConfig(**cfg), progress=False)  # the uninterrupted reference
+    folder = Path(straight.path)
+    reference = _adapter_tensors(folder)
+    reference_card = (folder / "card.json").read_text()
+
+    with pytest.raises(_Interrupt):
+        train_adapter(TuneConfig(**cfg), progress=False, callbacks=[_stop_after_save(4)])
+    run_dir = ws / "adapters" / ".runs" / "r"
+    assert (run_dir / "checkpoint-4").is_dir() and not (run_dir / "checkpoint-6").exists()
+    assert (folder / "card.json").read_text() == reference_card  # the published adapter is untouched
+    assert not [p for p in (ws / "adapters").iterdir() if p.name.startswith(".tmp-")]
+
+    with pytest.raises(TuneError, match="different settings"):
+        train_adapter(TuneConfig(**{**cfg, "lr": 5e-4}, resume=True), progress=False)
+    resumed = train_adapter(TuneConfig(**cfg, resume=True), progress=False)
+    assert resumed.resumed_from_step == 4 and resumed.steps == 6
+    assert resumed.val_loss_before == straight.val_loss_before  # kept from the interrupted run
+    assert [e["step"] for e in resumed.val_losses] == [e["step"] for e in straight.val_losses]
+    got = _adapter_tensors(folder)
+    assert got.keys() == reference.keys()
+    for k in reference:  # continuing from the checkpoint reproduces the uninterrupted run
+        torch.testing.assert_close(got[k], reference[k], atol=1e-5, rtol=1e-4)
+    assert not run_dir.exists()
+    with pytest.raises(TuneError, match="nothing to resume"):
+        train_adapter(TuneConfig(**cfg, resume=True), progress=False)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def test_cli_tune_adapters_export_json_contract(tiny_dir: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    _plumbing_dataset(ws)
+    res = _cli("tune", "--model", str(tiny_dir), "--max-steps", "2", "--batch-tokens", "256", "--name", "cli",
+               "--precision", "fp32", "--json", env={"RAGTUNE_WORKSPACE": str(ws)})  # workspace from the env var
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1, res.stdout
+    out = json.loads(lines[0])
+    assert out["adapter"] == "cli" and Path(out["path"]) == ws / "adapters" / "cli"
+    assert isinstance(out["val_loss_before"], float) and isinstance(out["val_loss_after"], float)
+    assert out["steps"] == 2 and "tune" in res.stderr  # progress went to stderr
+
+    listed = _cli("adapters", "--workspace", str(ws), "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["adapters"]
+    assert [a["name"] for a in items] == ["cli"] and items[0]["card"]["val_loss_after"] == out["val_loss_after"]
+    table = _cli("adapters", "--workspace", str(ws))
+    assert table.returncode == 0 and "cli" in table.stdout
+
+    exported = _cli("export", "cli", "--merge", str(tmp_path / "merged"), "--workspace", str(ws), "--json")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert json.loads(exported.stdout)["path"] == str(tmp_path / "merged")
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    again = _cli("export", "cli", "--merge", str(tmp_path / "merged"), "--workspace", str(ws))
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+    missing = _cli("tune", "--workspace", str(tmp_path / "empty"), "--json")
+    assert missing.returncode == 2 and missing.stdout == "" and "ragtune synth" in missing.stderr
+    qlora = _cli("tune", "--workspace", str(ws), "--model", str(tiny_dir), "--qlora")
+    assert qlora.returncode == 2 and "CUDA" in qlora.stderr
+
+
+def test_cards_list_and_update_with_eval_scores(tiny_dir: Path, tmp_path: Path) -> None:
+    from serve.answer import list_adapters
+
+    ws = tmp_path / "ws"
+    ds = _plumbing_dataset(ws)
+    report = train_adapter(TuneConfig(workspace=ws, dataset=ds / "train.jsonl", model=str(tiny_dir), name="c",
+                                      max_steps=1, batch_tokens=256, precision="fp32"), progress=False)
+    assert report.dataset == str(ds) and resolve_dataset(ds / "train.jsonl").val == ds / "val.jsonl"
+    assert list_adapters(ws) == ["c"] and [a["name"] for a in list_adapter_cards(ws)] == ["c"]
+    card = update_card(ws, "c", {"hybrid_accuracy": 0.61, "rag_accuracy": 0.55})
+    assert card["eval"]["hybrid_accuracy"] == 0.61
+    card = update_card(ws, "c", {"tuned_accuracy": 0.3})
+    assert set(card["eval"]) == {"hybrid_accuracy", "rag_accuracy", "tuned_accuracy"}
+    assert read_card(ws, "c")["eval"] == card["eval"]
+    assert "hybrid_accuracy | 0.61" in (ws / "adapters" / "c" / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="available: c"):
+        update_card(ws, "nope", {"x": 1})
+    with pytest.raises(ValueError, match="adapter name"):
+        train_adapter(TuneConfig(workspace=ws, name="../escape", model=str(tiny_dir)), progress=False)
+
+
+def test_batch_dataset_reports_padding_share(tokenizer, im_end: int) -> None:
+    recs = [_chat("q" * (i % 9 + 1) + "?", "a" * (i % 5 + 1)) for i in range(40)]
+    exs, _ = encode_examples(tokenizer, recs, (im_end,))
+    plan = plan_batches([len(e) for e in exs], 512, "grouped")
+    ds = BatchDataset(exs, plan, pad_id=2)
+    assert ds.real_tokens == sum(len(e) for e in exs)
+    total = sum(ds[i]["input_ids"].numel() for i in range(len(ds)))
+    assert ds.padding_share == pytest.approx(1 - ds.real_tokens / total)

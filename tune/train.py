@@ -1,0 +1,690 @@
+"""`ragtune tune`: LoRA fine-tuning of the generator on a `ragtune synth` dataset, through transformers' Trainer.
+
+    report = train_adapter(TuneConfig(workspace=Path("ws"), epochs=2))   # -> WS/adapters/default/
+
+What it does (tune/README.md has the measurements behind each choice):
+- Loss only on the assistant answer and its end-of-turn token (tune/data.py), computed on those positions alone:
+  the model is asked for logits only where a label exists (`logits_to_keep` as a boolean mask), so the 49k-wide
+  vocabulary projection and its backward run on ~5% of the tokens of a RAFT example instead of all of them.
+- Batches by a padded-token budget: length-grouped with dynamic right padding (no attention mask needed), or
+  packed rows with restarting position_ids where the attention is varlen (flash-attention on CUDA).
+- bf16 autocast with the frozen base weights stored in bf16 and the LoRA weights in fp32, on CUDA and on CPUs
+  with native bf16 (AMX / AVX512-BF16); fp32 elsewhere. `precision="fp32"` forces fp32.
+- Validation loss before training and at the end of every epoch (and at the last step); the adapter with the
+  lowest validation loss is the one published. Checkpoints (adapter + optimizer + scheduler + RNG) go to
+  WS/adapters/.runs/<name>/ every `save_steps`; `resume=True` continues from the last one. The adapter is
+  written to a temp folder and swapped in with os.replace at the very end, so an interrupted run never leaves a
+  broken WS/adapters/<name>.
+- Under `accelerate launch` / `torchrun` the Trainer runs DDP; batches are sharded across processes, the
+  validation loss is summed over all of them, and only rank 0 writes checkpoints' extras, the adapter and card.
+
+Heavy libraries are imported inside functions; `import tune.train` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune.adapters import adapter_path, adapters_root, check_name, clean_stale, publish_dir, write_card
+
+log = logging.getLogger(__name__)
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RUN_FILE = "run.json"
+BEST_DIR = "best"
+
+
+class TuneError(ValueError):
+    """A tuning request that cannot run as asked (no data, QLoRA without CUDA, a resume that does not match)."""
+
+
+@dataclass
+class TuneConfig:
+    """Everything `train_adapter` needs. Defaults were chosen by measurement on the dev CPU (tune/README.md)."""
+
+    workspace: Path = Path("workspace")
+    """The ragtune workspace: data from WS/datasets, base model cache in WS/models, output in WS/adapters."""
+    dataset: Path | None = None
+    """A dataset folder (train.jsonl, val.jsonl, card.json) or a train.jsonl; None = WS/datasets/default."""
+    name: str = "default"
+    """Adapter name: the result is WS/adapters/<name>/ (replaced atomically if it exists)."""
+    model: str = "smollm2-135m-instruct"
+    """Base model: the packaged default (cached under WS/models), a local model folder, or a hub id."""
+    epochs: float = 2.0
+    """Passes over the training set (fractions allowed). Ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs)."""
+    lr: float = 4e-4
+    """Peak learning rate (linear warmup, then cosine decay to 0)."""
+    rank: int = 16
+    """LoRA rank r."""
+    alpha: float | None = None
+    """LoRA alpha; None = 2 x rank."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    """Layers that get LoRA: all linear projections of attention and MLP by default."""
+    batch_tokens: int | None = None
+    """Padded-token budget of one optimizer step per process; None = 8192 on CPU, 16384 on CUDA."""
+    micro_batch_tokens: int | None = None
+    """Most padded tokens per forward/backward pass: a step's batch is cut into micro-batches of this size and
+    their gradients summed, so memory follows this and not batch_tokens. None = 2048 on CPU (~4 GB peak for
+    the 135M model), the whole batch on CUDA."""
+    max_seq_len: int = 2048
+    """Examples longer than this (prompt + answer) are dropped and counted, not truncated."""
+    warmup: float = 0.06
+    """Warmup as a share of all steps (< 1) or a step count (>= 1)."""
+    scheduler: str = "cosine"
+    """Any transformers scheduler name: cosine, linear, constant_with_warmup, ..."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+    """auto (bf16 on CUDA and native-bf16 CPUs, else fp32), fp32, bf16 or fp16 (CUDA)."""
+    batching: str = "auto"
+    """grouped (length-grouped, dynamic padding), packed (several examples per row, position_ids restart) or
+    auto = packed with varlen flash-attention on CUDA, grouped otherwise."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, ~30% slower. For long contexts / big models."""
+    qlora: bool = False
+    """Load the base model in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top (QLoRA)."""
+    resume: bool = False
+    """Continue the interrupted run of this name from its last checkpoint in WS/adapters/.runs/<name>/."""
+    save_steps: int | None = None
+    """Checkpoint every N steps; None = every epoch or every 25 steps, whichever comes first."""
+    device: str = "auto"
+    """auto (cuda if available, else cpu), cpu or cuda."""
+    val_fraction: float = 0.1
+    """Share held out for validation when the dataset has no val.jsonl (whole documents when possible)."""
+    keep_run: bool = False
+    """Keep WS/adapters/.runs/<name>/ (checkpoints) after success; by default it is removed."""
+
+    def resolved_dataset(self) -> Path:
+        return Path(self.dataset) if self.dataset is not None else Path(self.workspace) / "datasets" / "default"
+
+
+@dataclass
+class TuneReport:
+    adapter: str
+    path: str
+    val_loss_before: float
+    val_loss_after: float
+    val_losses: list[dict]
+    best_step: int
+    steps: int
+    epochs: float
+    train_examples: int
+    val_examples: int
+    train_tokens_per_s: float  # non-padding tokens per second over the timed steps (first step of a process excluded)
+    padding_share: float  # padding / all tokens over the training batches
+    wall_s: float
+    device: str
+    precision: str
+    batching: str
+    resumed_from_step: int | None = None
+    dataset: str = ""
+    data_hash: str = ""
+    card: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("card", None)
+        return d
+
+
+# ---- environment ---------------------------------------------------------------------------------------------
+
+def _dist() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the launcher's environment (torchrun / accelerate launch)."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def _pick_device(cfg: TuneConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device not in ("cpu", "cuda"):
+        raise TuneError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TuneError("device cuda was asked for, but torch sees no CUDA GPU")
+    return cfg.device
+
+
+def _pick_precision(cfg: TuneConfig, device: str) -> str:
+    import torch
+
+    p = cfg.precision.lower()
+    if p not in ("auto", "fp32", "bf16", "fp16"):
+        raise TuneError(f"precision must be auto, fp32, bf16 or fp16, not {cfg.precision!r}")
+    if device == "cuda":
+        if p == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return p
+    if p == "fp16":
+        raise TuneError("fp16 training needs CUDA; on CPU use bf16 or fp32")
+    if p == "auto":
+        from retrieve.embed import cpu_has_fast_bf16
+
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return p
+
+
+def _check_qlora(device: str) -> None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or device != "cuda":
+        raise TuneError("--qlora (a 4-bit base model) needs a CUDA GPU; this machine has none. Train without "
+                        "--qlora (the default LoRA keeps the base in bf16/fp32).")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TuneError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
+
+
+def _packing_works(model: Any, device: Any) -> bool:
+    """Check on two short sequences that a packed row (position_ids restarting, no mask) gives the same logits
+    as the sequences run alone, i.e. the attention implementation isolates packed examples."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    vocab = int(model.config.vocab_size)
+    a = torch.randint(3, vocab, (1, 7), generator=g).to(device)
+    b = torch.randint(3, vocab, (1, 5), generator=g).to(device)
+    pos = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0).to(device)
+    with torch.no_grad():
+        la = model(input_ids=a, use_cache=False).logits.float()
+        lb = model(input_ids=b, use_cache=False).logits.float()
+        lp = model(input_ids=torch.cat([a, b], 1), position_ids=pos, use_cache=False).logits.float()
+    ref = torch.cat([la, lb], 1)
+    scale = ref.abs().max().clamp_min(1.0)
+    return bool(((lp - ref).abs().max() / scale) < 2e-2)
+
+
+# ---- the Trainer subclass and callbacks ------------------------------------------------------------------------
+
+def _make_trainer_class():
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    from tune.data import IGNORE_INDEX, collate, split_micro_batches
+
+    class RagtuneTrainer(Trainer):
+        """Trainer with an answer-only loss computed on the labelled positions only, and a token-weighted
+        validation loss (sum of token losses / answer tokens, over all processes)."""
+
+        tokens_seen = 0  # real (non-padding) training tokens of this process
+
+        def _loss_sum(self, model, inputs) -> tuple[Any, int]:
+            labels = inputs["labels"]
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
+            targets = labels[:, 1:][keep[:, :-1]]
+            kwargs = {"input_ids": inputs["input_ids"], "use_cache": False, "logits_to_keep": keep}
+            if "position_ids" in inputs:
+                kwargs["position_ids"] = inputs["position_ids"]
+            logits = model(**kwargs).logits  # (n_targets, vocab): the boolean mask flattens
+            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+            return loss_sum, int(targets.numel())
+
+        micro_tokens = 0  # most padded tokens per forward/backward (0 = the whole batch at once)
+        align = 1
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss_sum, n = self._loss_sum(model, inputs)
+            loss = loss_sum / max(n, 1)
+            return (loss, None) if return_outputs else loss
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            """One optimizer step's batch, run as micro-batches (memory) whose gradients add up to the gradient
+            of the batch's mean answer-token loss; DDP synchronises on the last one only."""
+            model.train()
+            if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+                self.optimizer.train()
+            inputs = self._prepare_inputs(inputs)
+            self.tokens_seen += int(inputs["num_tokens"])
+            n_total = max(1, int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum()))
+            parts = split_micro_batches(inputs, self.micro_tokens, self.align)
+            total = torch.zeros((), dtype=torch.float32, device=inputs["input_ids"].device)
+            for j, part in enumerate(parts):
+                last = j == len(parts) - 1
+                sync = contextlib.nullcontext() if last or self.accelerator.num_processes == 1 \
+                    else self.accelerator.no_sync(model)
+                with sync:
+                    with self.compute_loss_context_manager():
+                        loss_sum, _ = self._loss_sum(model, part)
+                        loss = loss_sum / n_total
+                    self.accelerator.backward(loss)
+                total += loss.detach().float()
+            return total
+
+        def eval_loss(self) -> float:
+            """Token-weighted loss over the validation batches; each process takes every world_size-th batch."""
+            ds = self.eval_dataset
+            model = self.model
+            was_training = model.training
+            model.eval()
+            total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+            try:
+                with torch.no_grad():
+                    for i in range(self.args.process_index, len(ds), self.args.world_size):
+                        inputs = self._prepare_inputs(ds[i])
+                        with self.accelerator.autocast():
+                            s, n = self._loss_sum(model, inputs)
+                        total[0] += float(s)
+                        total[1] += n
+            finally:
+                model.train(was_training)
+            if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(total)
+            return float(total[0] / total[1].clamp_min(1))
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            metrics = {f"{metric_key_prefix}_loss": self.eval_loss()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    RagtuneTrainer.collate = staticmethod(collate)
+    return RagtuneTrainer
+
+
+def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
+    from transformers import TrainerCallback
+
+    class BestAdapter(TrainerCallback):
+        """Keeps the adapter with the lowest validation loss in run_dir/best (rank 0 writes)."""
+
+        def __init__(self) -> None:
+            self.best = best_init or None
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None or state.global_step == 0:
+                return
+            if self.best is not None and not loss < self.best["val_loss"]:
+                return
+            self.best = {"val_loss": float(loss), "step": int(state.global_step), "epoch": float(state.epoch or 0)}
+            if state.is_world_process_zero and model is not None:
+                tmp = Path(tempfile.mkdtemp(prefix=".tmp-best-", dir=run_dir))
+                try:
+                    model.save_pretrained(tmp)
+                    (tmp / "best.json").write_text(json.dumps(self.best))
+                    publish_dir(tmp, run_dir / BEST_DIR)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    class SpeedAndProgress(TrainerCallback):
+        """Times each optimizer step (the first step of the process is warm-up and not counted) and shows a
+        progress bar with the running loss and the last validation loss on stderr (rank 0)."""
+
+        def __init__(self) -> None:
+            self.bar = None
+            self.t0 = 0.0
+            self.tok0 = 0
+            self.steps_here = 0
+            self.timed_s = 0.0
+            self.timed_tokens = 0
+            self.postfix: dict = {}
+
+        def on_train_begin(self, args, state, control, **kw):
+            if progress and state.is_world_process_zero:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="tune", unit="step",
+                                file=sys.stderr, dynamic_ncols=True)
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+            self.tok0 = trainer_ref[0].tokens_seen
+
+        def on_step_end(self, args, state, control, **kw):
+            dt = time.perf_counter() - self.t0
+            self.steps_here += 1
+            if self.steps_here > 1:
+                self.timed_s += dt
+                self.timed_tokens += trainer_ref[0].tokens_seen - self.tok0
+            if self.bar is not None:
+                if self.timed_s > 0:
+                    self.postfix["tok/s"] = f"{self.timed_tokens * args.world_size / self.timed_s:.0f}"
+                self.bar.set_postfix(self.postfix, refresh=False)
+                self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                self.postfix["loss"] = f"{logs['loss']:.3f}"
+            if "eval_loss" in logs:
+                self.postfix["val"] = f"{logs['eval_loss']:.3f}"
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return BestAdapter(), SpeedAndProgress()
+
+
+# ---- main entry ------------------------------------------------------------------------------------------------
+
+def _fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
+    """What must match for --resume to continue a run."""
+    keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
+            "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
+            "qlora", "val_fraction")
+    d = {k: getattr(cfg, k) for k in keys}
+    d["target_modules"] = list(d["target_modules"])
+    d["data_sha256"] = files_sha256
+    d["model_dir"] = model_dir
+    return d
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(run_dir))
+    return Path(last) if last else None
+
+
+def _load_base(cfg: TuneConfig, model_dir: Any, device: str, precision: str, local_rank: int):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {}
+    if cfg.qlora:
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if precision == "bf16" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": local_rank}
+        kwargs["dtype"] = compute
+    else:
+        # The frozen base in bf16 (LoRA weights stay fp32, autocast does the matmuls in bf16): half the memory
+        # traffic and no per-step weight casts. fp16 GPUs keep an fp32 base (fp16 autocast + grad scaling).
+        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
+    if device == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None and precision in ("bf16", "fp16"):
+            kwargs["attn_implementation"] = "flash_attention_2"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TuneError(f"could not load base model {model_dir!s}: {exc}") from exc
+    model.config.use_cache = False  # a KV cache during training would also disable packed-sequence masking
+    return model
+
+
+def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | None = None) -> TuneReport:
+    """Train a LoRA adapter as configured and publish it as WS/adapters/<name>/ (with card.json and README.md).
+    `callbacks`: extra transformers TrainerCallbacks (tests use one to simulate an interruption)."""
+    from tune.data import (BatchDataset, encode_examples, plan_batches, read_jsonl, resolve_dataset, split_validation,
+                           unwrap_single)
+
+    t_start = time.perf_counter()
+    cfg = config
+    ws = Path(cfg.workspace)
+    name = check_name(cfg.name)
+    if cfg.epochs <= 0 and not cfg.max_steps:
+        raise TuneError("epochs must be positive (or give max_steps)")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise TuneError("max_steps must be at least 1")
+    # the data first: a missing or malformed dataset is reported before any heavy import
+    files = resolve_dataset(cfg.resolved_dataset())
+    train_recs = read_jsonl(files.train)
+    if files.val is not None:
+        val_recs = read_jsonl(files.val)
+    else:
+        train_recs, val_recs = split_validation(train_recs, cfg.val_fraction, cfg.seed)
+    if not train_recs or not val_recs:
+        raise TuneError(f"dataset {files.root} needs training and validation examples "
+                        f"(has {len(train_recs)} train, {len(val_recs)} val)")
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, TrainingArguments, set_seed
+
+    from serve.models import ModelConfig, _ensure_chat_template, end_of_turn_ids, resolve_model_dir
+
+    rank, local_rank, world = _dist()
+    device = _pick_device(cfg)
+    precision = _pick_precision(cfg, device)
+    if cfg.qlora:
+        _check_qlora(device)
+
+    model_dir = resolve_model_dir(ModelConfig(model=cfg.model, cache_dir=ws / "models"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    _ensure_chat_template(tokenizer, model_dir)
+    model = _load_base(cfg, model_dir, device, precision, local_rank)
+    end_ids = end_of_turn_ids(tokenizer, model.generation_config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]
+    train_ex, train_stats = encode_examples(tokenizer, train_recs, end_ids, cfg.max_seq_len)
+    val_ex, val_stats = encode_examples(tokenizer, val_recs, end_ids, cfg.max_seq_len)
+    if not train_ex or not val_ex:
+        raise TuneError(f"no examples left after dropping those longer than max_seq_len={cfg.max_seq_len} "
+                        f"({train_stats.too_long} train, {val_stats.too_long} val dropped)")
+
+    batching = cfg.batching
+    if batching not in ("auto", "grouped", "packed"):
+        raise TuneError(f"batching must be auto, grouped or packed, not {batching!r}")
+    varlen = getattr(model.config, "_attn_implementation", "") in ("flash_attention_2", "flash_attention_3")
+    if batching == "auto":
+        batching = "packed" if varlen else "grouped"
+    # flash-attention takes restarting position_ids as varlen boundaries (and runs on CUDA only); for any other
+    # attention, check on CPU (the model is not moved yet) that packed examples really stay apart
+    if batching == "packed" and not varlen and not cfg.qlora and not _packing_works(model, "cpu"):
+        log.warning("this model's attention does not isolate packed sequences; using length-grouped batches")
+        batching = "grouped"
+    batch_tokens = cfg.batch_tokens or (16384 if device == "cuda" else 8192)
+    train_plan = plan_batches([len(e) for e in train_ex], batch_tokens, batching, max_row_tokens=cfg.max_seq_len,
+                              seed=cfg.seed)
+    val_plan = plan_batches([len(e) for e in val_ex], batch_tokens, batching, max_row_tokens=cfg.max_seq_len,
+                            seed=cfg.seed)
+    align = 8 if device == "cuda" else (16 if precision == "bf16" else 1)
+    train_ds = BatchDataset(train_ex, train_plan, pad_id, align)
+    val_ds = BatchDataset(val_ex, val_plan, pad_id, align)
+    pad_share = train_ds.padding_share
+    steps_per_epoch = max(1, math.ceil(len(train_plan) / world))
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    save_steps = cfg.save_steps or min(steps_per_epoch, 25)
+
+    # run folder, resume
+    run_dir = adapters_root(ws) / ".runs" / name
+    fingerprint = _fingerprint(cfg, files.files_sha256, str(model_dir))
+    resume_ckpt: Path | None = None
+    run_info: dict = {}
+    if cfg.resume:
+        try:
+            run_info = json.loads((run_dir / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            raise TuneError(f"nothing to resume: no interrupted run named {name!r} in {run_dir.parent}") from None
+        if run_info.get("fingerprint") != fingerprint:
+            diff = sorted(k for k in fingerprint if run_info.get("fingerprint", {}).get(k) != fingerprint[k])
+            raise TuneError(f"cannot resume {name!r}: the run was started with different settings or data "
+                            f"({', '.join(diff)}); run without --resume to start over")
+        resume_ckpt = _last_checkpoint(run_dir)
+
+    if cfg.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    set_seed(cfg.seed)
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
+                      lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none",
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+
+    args = _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device,
+                          precision)
+
+    # rank 0 prepares the run folder while the others wait
+    with args.main_process_first(desc="prepare run folder"):
+        if args.process_index == 0:
+            adapters_root(ws).mkdir(parents=True, exist_ok=True)
+            clean_stale(adapters_root(ws), max_age_s=3600)
+            if resume_ckpt is None and run_dir.exists() and not cfg.resume:
+                if _last_checkpoint(run_dir) is not None:
+                    log.warning("discarding the checkpoints of an earlier run of %r (use --resume to continue it)", name)
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not cfg.resume or not run_info:
+                run_info = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                _write_json(run_dir / RUN_FILE, run_info)
+    if cfg.resume and resume_ckpt is None:
+        log.warning("no checkpoint of %r was saved before the interruption; starting from step 0", name)
+
+    best_init = None
+    best_json = run_dir / BEST_DIR / "best.json"
+    if resume_ckpt is not None and best_json.is_file():
+        best_init = json.loads(best_json.read_text())
+    trainer_ref: list = []
+    best_cb, speed_cb = _make_callbacks(run_dir, trainer_ref, progress, best_init)
+    Trainer = _make_trainer_class()
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                      data_collator=unwrap_single, callbacks=[best_cb, speed_cb, *(callbacks or [])])
+    trainer_ref.append(trainer)
+    trainer.micro_tokens = cfg.micro_batch_tokens or (batch_tokens if device == "cuda" else 2048)
+    trainer.align = align
+    trainer.model_accepts_loss_kwargs = False  # our compute_loss averages over the batch's answer tokens itself
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout (which --json keeps clean)
+
+    if "val_loss_before" in run_info:
+        val_before = float(run_info["val_loss_before"])
+    else:
+        val_before = trainer.eval_loss()
+        if args.process_index == 0:
+            run_info["val_loss_before"] = val_before
+            _write_json(run_dir / RUN_FILE, run_info)
+    if progress and args.process_index == 0:
+        sys.stderr.write(
+            f"tune {name}: {len(train_ex)} train / {len(val_ex)} val examples, {total_steps} steps "
+            f"({steps_per_epoch}/epoch, {batch_tokens} tokens/batch, {batching}, padding {pad_share:.1%}), "
+            f"{device} {precision}; val loss before {val_before:.4f}"
+            + (f"; resuming from {resume_ckpt.name}" if resume_ckpt else "") + "\n")
+
+    trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+
+    # results
+    val_losses = [{"epoch": round(float(e.get("epoch") or 0), 4), "step": int(e["step"]),
+                   "val_loss": float(e["eval_loss"])}
+                  for e in trainer.state.log_history if "eval_loss" in e and e.get("step", 0) > 0]
+    best = best_cb.best or {}
+    tokens = torch.tensor([float(speed_cb.timed_tokens), speed_cb.timed_s], dtype=torch.float64,
+                          device=args.device)
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tokens)
+        tokens[1] /= world
+    tok_s = float(tokens[0] / tokens[1]) if tokens[1] > 0 else 0.0
+    target = adapter_path(ws, name)
+    report = TuneReport(
+        adapter=name, path=str(target), val_loss_before=val_before,
+        val_loss_after=float(best.get("val_loss", val_losses[-1]["val_loss"] if val_losses else float("nan"))),
+        val_losses=val_losses, best_step=int(best.get("step", trainer.state.global_step)),
+        steps=int(trainer.state.global_step), epochs=float(trainer.state.epoch or 0.0),
+        train_examples=len(train_ex), val_examples=len(val_ex), train_tokens_per_s=round(tok_s, 1),
+        padding_share=round(pad_share, 4), wall_s=round(time.perf_counter() - t_start, 1),
+        device=device if world == 1 else f"{device} x{world}", precision=precision, batching=batching,
+        resumed_from_step=int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None,
+        dataset=str(files.root if files.train.name == "train.jsonl" else files.train), data_hash=files.data_hash)
+    report.card = _card(cfg, report, files, model_dir, train_stats, val_stats, batch_tokens, trainer.micro_tokens)
+
+    if args.process_index == 0:
+        _publish(run_dir, target, model, report.card, cfg.keep_run)
+    trainer.accelerator.wait_for_everyone()
+    return report
+
+
+def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
+    """Trainer settings: one ready-made batch per step, evaluation every epoch (and at the last step), checkpoints
+    every save_steps (the last two kept), our own progress bar, nothing reported anywhere."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    ckpt = {prefix: cfg.gradient_checkpointing}  # transformers 5.x renamed gradient_ -> activation_checkpointing
+    if cfg.gradient_checkpointing:
+        ckpt[f"{prefix}_kwargs"] = {"use_reentrant": False}
+    return TrainingArguments(
+        output_dir=str(run_dir), per_device_train_batch_size=1, per_device_eval_batch_size=1,
+        gradient_accumulation_steps=1, num_train_epochs=float(cfg.epochs), max_steps=total_steps,
+        learning_rate=cfg.lr, lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
+        eval_strategy="steps", eval_steps=steps_per_epoch, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=2, logging_strategy="steps", logging_steps=1, report_to="none", disable_tqdm=True,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=device == "cuda",
+        ddp_find_unused_parameters=False, seed=cfg.seed, data_seed=cfg.seed, **ckpt)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_stats, batch_tokens: int,
+          micro_tokens: int) -> dict:
+    return {
+        "name": r.adapter, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": cfg.model, "base_model_dir": str(model_dir),
+        "dataset": r.dataset, "data_hash": r.data_hash, "data_sha256": files.files_sha256,
+        "counts": {"train": train_stats.kept, "val": val_stats.kept, "too_long_train": train_stats.too_long,
+                   "too_long_val": val_stats.too_long, "train_tokens": train_stats.tokens,
+                   "train_label_tokens": train_stats.label_tokens},
+        "hyperparameters": {"lr": cfg.lr, "rank": cfg.rank, "alpha": cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
+                            "dropout": cfg.dropout, "target_modules": list(cfg.target_modules),
+                            "batch_tokens": batch_tokens, "micro_batch_tokens": micro_tokens, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+                            "scheduler": cfg.scheduler, "warmup": cfg.warmup, "weight_decay": cfg.weight_decay,
+                            "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "batching": r.batching,
+                            "gradient_checkpointing": cfg.gradient_checkpointing, "qlora": cfg.qlora},
+        "val_loss_before": r.val_loss_before, "val_loss_after": r.val_loss_after, "val_losses": r.val_losses,
+        "best_step": r.best_step, "steps": r.steps, "epochs": r.epochs,
+        "train_tokens_per_s": r.train_tokens_per_s, "padding_share": r.padding_share, "wall_s": r.wall_s,
+        "device": r.device, "precision": r.precision, "resumed_from_step": r.resumed_from_step, "eval": {},
+    }
+
+
+def _publish(run_dir: Path, target: Path, model: Any, card: dict, keep_run: bool) -> None:
+    """Write the kept (best) adapter + card to a temp folder and swap it in as WS/adapters/<name>."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        best = run_dir / BEST_DIR
+        if (best / "adapter_config.json").is_file():
+            for f in best.iterdir():
+                if f.is_file() and f.name != "best.json" and f.name != "README.md":
+                    shutil.copy2(f, tmp / f.name)
+        else:  # no evaluation happened (cannot occur with the Trainer's end-of-training eval, but be safe)
+            model.save_pretrained(tmp)
+        write_card(tmp, card)
+        publish_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not keep_run:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            run_dir.parent.rmdir()  # WS/adapters/.runs, when no other run is in it
+        except OSError:
+            pass
