@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -163,9 +164,13 @@ def test_kill_during_reindex_leaves_previous_index_live(index_copy, embedder):
     old = load_current(ws)
     extra = docs / "bulk"
     extra.mkdir()
-    for i in range(30):  # enough new text that embedding takes several seconds
-        shutil.copy(docs / "hr" / "employee-handbook.md", extra / f"copy-{i}.md")
-        (extra / f"copy-{i}.md").write_text((extra / f"copy-{i}.md").read_text() + f"\n\nCopy number {i}.\n")
+    # Unique text in every file (identical chunks would reuse stored embeddings), enough that embedding takes
+    # several seconds even on a fast machine, so the kill below lands before the new generation is published.
+    rng = random.Random(0)
+    words = [w for w in (docs / "hr" / "employee-handbook.md").read_text().split() if w.isalpha()]
+    for i in range(150):
+        body = " ".join(rng.choice(words) for _ in range(2000))
+        (extra / f"copy-{i}.md").write_text(f"# Bulk copy {i}\n\n{body}\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "serve.cli", "index", str(docs), "--workspace", str(ws)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -184,7 +189,7 @@ def test_kill_during_reindex_leaves_previous_index_live(index_copy, embedder):
     while "embedding:" not in buf or "%|" not in buf.split("embedding:")[-1]:
         buf += proc.stderr.read(1)
         assert time.time() < deadline and proc.poll() is None, buf[-2000:]
-    time.sleep(1.0)
+    assert proc.poll() is None, "the indexer finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stop.set()
@@ -198,7 +203,8 @@ def test_kill_during_reindex_leaves_previous_index_live(index_copy, embedder):
     assert after_kill.path == old.path and len(after_kill.chunks) == len(old.chunks)
     assert Searcher(ws, embedder).search("annual leave days", k=1)
     report = build_index(docs, ws, embedder=embedder)
-    assert len(report.added) == 30 and not junk.exists()
+    assert len(report.added) == 150, report.failed
+    assert not junk.exists()
     assert len(load_current(ws).chunks) > len(old.chunks)
 
 
