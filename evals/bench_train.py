@@ -135,7 +135,8 @@ class PlainLoop:
     """A straightforward transformers + peft LoRA loop (see the module doc), run one step at a time so the
     benchmark can interleave it with ragtune's steps: both then see the same machine load."""
 
-    def __init__(self, folder: Path, records: list[dict], device: str, batch: int = 8, lr: float = 2e-4) -> None:
+    def __init__(self, folder: Path, records: list[dict], device: str, batch: int = 8, lr: float = 2e-4,
+                 dropout: float | None = None) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -146,9 +147,13 @@ class PlainLoop:
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
         self.exs, _ = encode_examples(tok, records, end_of_turn_ids(tok, model.generation_config), max_len=None)
+        from tune.train import TuneConfig
+
+        d = TuneConfig()  # the same LoRA as ragtune's defaults
         torch.manual_seed(0)
-        self.model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                      target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+        self.model = get_peft_model(model, LoraConfig(r=d.rank, lora_alpha=d.alpha or 2 * d.rank,
+                                                      lora_dropout=d.dropout if dropout is None else dropout,
+                                                      target_modules=list(d.target_modules), task_type="CAUSAL_LM"))
         self.model.train()
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr)
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else 2
