@@ -11,104 +11,25 @@ waits its turn at the service's gate for the one model.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from serve.answer import Answer, AnswerError
+from serve import app_views as views
+from serve.answer import AnswerError
+from serve.app_views import (NO_ADAPTER, _md_escape, _num, flatten_content, flatten_messages,
+                             format_answer, format_timings, job_view, loss_plot, report_view)
 from serve.docs_admin import DocsError, doc_link
 from serve.feedback import COMPARE_MODES, record_vote, tally
 from serve.openai_api import BusyError
 from serve.server import UI_MODES, Ragtune
 from serve.users import User
 
-PASSAGE_CHARS = 320
 DOC_HEADERS = ["document", "title", "groups", "chunks", "status"]
 TALLY_HEADERS = ["mode", "votes", "share %"]
 FAIL_HEADERS = ["document", "reason", "previous version still indexed"]
 ADAPTER_HEADERS = ["adapter", "base model", "val loss before", "val loss after", "steps", "created", "in use"]
-NO_ADAPTER = "(none yet)"
-
-
-# ---- formatting -------------------------------------------------------------------------------------------------
-
-def flatten_content(content) -> str:
-    """Gradio 6 gives message content as a list of blocks ([{"type": "text", "text": ...}]); make it a string."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or content.get("content") or "")
-    if isinstance(content, (list, tuple)):
-        return "".join(flatten_content(c) for c in content)
-    return str(content)
-
-
-def flatten_messages(messages) -> list[dict]:
-    out = []
-    for m in messages or []:
-        if isinstance(m, dict):
-            out.append({"role": m.get("role", "assistant"), "content": flatten_content(m.get("content"))})
-        else:  # a ChatMessage-like object
-            out.append({"role": getattr(m, "role", "assistant"), "content": flatten_content(getattr(m, "content", ""))})
-    return out
-
-
-def _quote(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) > PASSAGE_CHARS:
-        text = text[:PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"
-    return text.replace("\n", " ")
-
-
-def _md_escape(text: str) -> str:
-    """Escape what Markdown would treat as markup (and raw HTML) in text that comes from documents."""
-    out = text.replace("\\", "\\\\").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in "`*_[]#|":
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
-def format_citations(answer: Answer) -> str:
-    if not answer.citations:
-        return ""
-    lines = ["", "", "**Sources**", ""]
-    for c in answer.citations:
-        where = f"{c.doc} — {c.section}" if c.section else c.doc
-        if c.page:
-            where += f", page {c.page}"
-        matched = " *(matched by wording)*" if c.inferred else ""
-        lines.append(f"[{c.n}] [{_md_escape(where)}]({doc_link(c.doc, c.section, c.page)}){matched}")
-        lines.append(f"> {_md_escape(_quote(c.text))}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def format_timings(answer: Answer) -> str:
-    t = answer.timings
-    parts = [answer.mode + (f" ({answer.adapter})" if answer.adapter else "")]
-    if t.get("retrieve_ms"):
-        parts.append(f"retrieve {t['retrieve_ms']:.0f} ms")
-    if t.get("first_token_ms"):
-        parts.append(f"first token {t['first_token_ms'] / 1000:.1f} s")
-    if t.get("tokens_per_s"):
-        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
-    parts.append(f"total {t.get('total_ms', 0) / 1000:.1f} s")
-    return " · ".join(parts)
-
-
-def format_answer(answer: Answer, *, timings: bool = True) -> str:
-    text = answer.answer
-    notes = [w for w in answer.warnings if "withheld" in w]
-    if notes:
-        text += "\n\n*The model's draft was not supported by the documents, so it was withheld.*"
-    text += format_citations(answer)
-    if timings:
-        text += f"\n\n<sub>{format_timings(answer)}</sub>"
-    return text
 
 
 # ---- the app ------------------------------------------------------------------------------------------------------
@@ -345,47 +266,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
         return rows
 
     def card_markdown(name) -> str:
-        if not name or name == NO_ADAPTER:
-            return "*No adapter selected.*"
-        readme = ws / "adapters" / name / "README.md"
-        if readme.is_file():
-            return readme.read_text(encoding="utf-8")
-        return f"*Adapter `{name}` has no card.*"
+        return views.card_markdown(ws, name)
 
-    def loss_plot(job):
-        """A matplotlib figure of the run's train and validation loss (None before the first step)."""
-        rows = list(job.losses) if job is not None else []
-        if not rows:
-            return None
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(9, 2.8), dpi=100)
-        ax = fig.add_subplot()
-        for kind, style in (("train", "-o"), ("val", "-s")):
-            pts = sorted((r["step"], r["loss"]) for r in rows if r["kind"] == kind)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, markersize=3, label=kind)
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right")
-        fig.tight_layout()
-        return fig
-
-    def job_view(job) -> str:
-        if job is None:
-            return "No tuning run yet in this server session."
-        elapsed = max(0.0, (job.finished or time.time()) - job.started)
-        head = f"**{job.kind}**: {job.phase} ({elapsed:.0f} s)"
-        if job.running:
-            filled = int(round(20 * max(0.0, min(1.0, job.fraction))))
-            head += f" `{'█' * filled}{'░' * (20 - filled)}` {job.fraction:.0%}"
-        if job.error:
-            head += f"\n\n❌ {_md_escape(job.error)}"
-        return head + ("\n\n```\n" + "\n".join(job.log[-12:]) + "\n```" if job.log else "")
 
     def start_tune(name, limit, max_steps, epochs, batch_tokens, request: gr.Request):
         admin_of(request)
@@ -459,33 +341,9 @@ def build_app(service: Ragtune) -> gr.Blocks:
             adapter_update(name), adapter_update(name)
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
-    def report_view(folder: Path | None):
-        if folder is None or not folder.is_dir():
-            return "*No evaluation report yet. Run one above (it takes a while on a CPU: start with a few " \
-                   "questions).*", []
-        images = []
-        for png in ("answers.png", "retrieval.png", "cost.png"):
-            if (folder / png).is_file():
-                from PIL import Image
-
-                with Image.open(folder / png) as im:
-                    images.append((im.convert("RGB"), png))
-        base = f"ragtune/evals/{folder.name}"
-        md = f"[report.md]({base}/report.md) · [results.json]({base}/results.json)\n\n"
-        report = folder / "report.md"
-        if report.is_file():
-            md += report.read_text(encoding="utf-8")
-        return md, images
 
     def latest_report() -> Path | None:
-        try:
-            latest = json.loads((ws / "evals" / "latest.json").read_text())
-        except (OSError, ValueError):
-            return None
-        folder = Path(latest.get("report", ""))
-        if not folder.is_dir():
-            folder = ws / "evals" / str(latest.get("name", ""))
-        return folder if folder.is_dir() and folder.parent.resolve() == (ws / "evals").resolve() else None
+        return views.latest_report(ws)
 
     def run_evaluation(limit, modes, request: gr.Request, progress=gr.Progress()):
         admin_of(request)
@@ -686,7 +544,3 @@ def _voter(vote, mode: str):
         return vote(mode, state, request)
 
     return handler
-
-
-def _num(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))

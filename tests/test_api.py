@@ -246,7 +246,7 @@ def test_an_empty_workspace_starts_and_says_what_to_do(api, tmp_path: Path) -> N
 # ---- document admin and votes, as plain functions ----------------------------------------------------------
 
 def test_gradio_history_is_flattened_for_the_engine() -> None:
-    from serve.app import flatten_messages
+    from serve.app_views import flatten_messages
 
     history = [{"role": "user", "content": [{"type": "text", "text": "How long is "}, {"type": "text", "text": "it?"}]},
                {"role": "assistant", "content": "Six months.", "metadata": None},

@@ -114,15 +114,17 @@ def test_extract_teacher_items_cloze_and_question():
     class C:  # a chunk-like object
         id, doc, title, section, page, text, groups = "c1", "d.md", "Leave Policy", "Leave Policy", None, (
             "Every new employee at Brindlewick receives 27 days of paid holiday each calendar year. "
-            "The probation period is 6 months."), ()
+            "The probation period is 6 months. Ashcombe Mutual has run the pension fund since 2019 for every "
+            "employee who joined the company in any of its offices."), ()
 
     items = ExtractTeacher().items(C)
     by = {(i.style, i.answer): i for i in items}
-    cloze = by[("cloze", "27 days")]
+    cloze = by[("cloze", "27 days of paid holiday each calendar year")]  # the span and the rest of its sentence
     assert cloze.question == cloze_question("Every new employee at Brindlewick receives")
     assert cloze.search_query == "Every new employee at Brindlewick receives"  # the round trip searches the prefix
     assert by[("question", "6 months")].question == "How many months is the probation period?"
     assert ("cloze", "6 months") not in by  # the prefix "The probation period is" has fewer than 6 words
+    assert ("question", "2019") in by and not any(i.style == "cloze" and i.answer.startswith("2019") for i in items)
     assert all(supported(i.answer, C.text) for i in items)
 
 

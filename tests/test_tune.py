@@ -169,7 +169,7 @@ def test_packed_rows_do_not_leak_between_examples_and_loss_matches_full_logits(t
                                                                               im_end: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tune.train import _make_trainer_class, _packing_works
+    from tune.trainer import _make_trainer_class, _packing_works
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
     exs = [encode_example(tokenizer, _chat(f"Question number {i}?" + " more" * i, f"Answer {i}.")["messages"],
@@ -200,7 +200,7 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(tiny_dir: Path, tokeniz
     from transformers import AutoModelForCausalLM
 
     from tune.data import split_micro_batches
-    from tune.train import _make_trainer_class
+    from tune.trainer import _make_trainer_class
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     exs = [encode_example(tokenizer, _chat(f"Question {i}?" + " more" * (3 * i), f"Answer {i}.")["messages"],
@@ -436,3 +436,22 @@ def test_batch_dataset_reports_padding_share(tokenizer, im_end: int) -> None:
     assert ds.real_tokens == sum(len(e) for e in exs)
     total = sum(ds[i]["input_ids"].numel() for i in range(len(ds)))
     assert ds.padding_share == pytest.approx(1 - ds.real_tokens / total)
+
+
+def test_torchrun_two_processes_train_one_adapter(tiny_dir: Path, tmp_path: Path) -> None:
+    """The multi-GPU path on CPU: torchrun starts two DDP processes (gloo); batches are sharded, only rank 0
+    reports and writes the adapter."""
+    ws = tmp_path / "ws"
+    _plumbing_dataset(ws)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "serve.cli", "tune", "--workspace", str(ws), "--model", str(tiny_dir),
+                          "--max-steps", "2", "--batch-tokens", "256", "--name", "ddp", "--precision", "fp32",
+                          "--json"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1, res.stdout  # rank 1 stays silent
+    out = json.loads(lines[0])
+    assert out["device"] == "cpu x2" and out["steps"] == 2
+    assert (ws / "adapters" / "ddp" / "adapter_model.safetensors").is_file()
+    assert read_card(ws, "ddp")["val_loss_after"] == out["val_loss_after"]

@@ -26,26 +26,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.adapters import adapter_path, adapters_root, check_name, clean_stale, publish_dir, write_card
+from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
+from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
+                          _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json)
 
 log = logging.getLogger(__name__)
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RUN_FILE = "run.json"
-BEST_DIR = "best"
 
-
-class TuneError(ValueError):
-    """A tuning request that cannot run as asked (no data, QLoRA without CUDA, a resume that does not match)."""
 
 
 @dataclass
@@ -106,6 +103,9 @@ class TuneConfig:
     """auto (cuda if available, else cpu), cpu or cuda."""
     val_fraction: float = 0.1
     """Share held out for validation when the dataset has no val.jsonl (whole documents when possible)."""
+    max_val_examples: int | None = 256
+    """Validation uses at most this many examples (a fixed random sample): each evaluation then costs seconds, not
+    minutes, on a CPU. None = all of them."""
     keep_run: bool = False
     """Keep WS/adapters/.runs/<name>/ (checkpoints) after success; by default it is removed."""
 
@@ -142,252 +142,13 @@ class TuneReport:
         return d
 
 
-# ---- environment ---------------------------------------------------------------------------------------------
-
-def _dist() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) from the launcher's environment (torchrun / accelerate launch)."""
-    return (int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
-            int(os.environ.get("WORLD_SIZE", "1")))
-
-
-def _pick_device(cfg: TuneConfig) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device not in ("cpu", "cuda"):
-        raise TuneError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise TuneError("device cuda was asked for, but torch sees no CUDA GPU")
-    return cfg.device
-
-
-def _pick_precision(cfg: TuneConfig, device: str) -> str:
-    import torch
-
-    p = cfg.precision.lower()
-    if p not in ("auto", "fp32", "bf16", "fp16"):
-        raise TuneError(f"precision must be auto, fp32, bf16 or fp16, not {cfg.precision!r}")
-    if device == "cuda":
-        if p == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return p
-    if p == "fp16":
-        raise TuneError("fp16 training needs CUDA; on CPU use bf16 or fp32")
-    if p == "auto":
-        from retrieve.embed import cpu_has_fast_bf16
-
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return p
-
-
-def _check_qlora(device: str) -> None:
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available() or device != "cuda":
-        raise TuneError("--qlora (a 4-bit base model) needs a CUDA GPU; this machine has none. Train without "
-                        "--qlora (the default LoRA keeps the base in bf16/fp32).")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise TuneError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
-
-
-def _packing_works(model: Any, device: Any) -> bool:
-    """Check on two short sequences that a packed row (position_ids restarting, no mask) gives the same logits
-    as the sequences run alone, i.e. the attention implementation isolates packed examples."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    vocab = int(model.config.vocab_size)
-    a = torch.randint(3, vocab, (1, 7), generator=g).to(device)
-    b = torch.randint(3, vocab, (1, 5), generator=g).to(device)
-    pos = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0).to(device)
-    with torch.no_grad():
-        la = model(input_ids=a, use_cache=False).logits.float()
-        lb = model(input_ids=b, use_cache=False).logits.float()
-        lp = model(input_ids=torch.cat([a, b], 1), position_ids=pos, use_cache=False).logits.float()
-    ref = torch.cat([la, lb], 1)
-    scale = ref.abs().max().clamp_min(1.0)
-    return bool(((lp - ref).abs().max() / scale) < 2e-2)
-
-
-# ---- the Trainer subclass and callbacks ------------------------------------------------------------------------
-
-def _make_trainer_class():
-    import contextlib
-
-    import torch
-    import torch.nn.functional as F
-    from transformers import Trainer
-
-    from tune.data import IGNORE_INDEX, collate, split_micro_batches
-
-    class RagtuneTrainer(Trainer):
-        """Trainer with an answer-only loss computed on the labelled positions only, and a token-weighted
-        validation loss (sum of token losses / answer tokens, over all processes)."""
-
-        tokens_seen = 0  # real (non-padding) training tokens of this process
-
-        def _loss_sum(self, model, inputs) -> tuple[Any, int]:
-            labels = inputs["labels"]
-            keep = torch.zeros_like(labels, dtype=torch.bool)
-            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
-            targets = labels[:, 1:][keep[:, :-1]]
-            kwargs = {"input_ids": inputs["input_ids"], "use_cache": False, "logits_to_keep": keep}
-            if "position_ids" in inputs:
-                kwargs["position_ids"] = inputs["position_ids"]
-            logits = model(**kwargs).logits  # (n_targets, vocab): the boolean mask flattens
-            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-            return loss_sum, int(targets.numel())
-
-        micro_tokens = 0  # most padded tokens per forward/backward (0 = the whole batch at once)
-        align = 1
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss_sum, n = self._loss_sum(model, inputs)
-            loss = loss_sum / max(n, 1)
-            return (loss, None) if return_outputs else loss
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            """One optimizer step's batch, run as micro-batches (memory) whose gradients add up to the gradient
-            of the batch's mean answer-token loss; DDP synchronises on the last one only."""
-            model.train()
-            if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
-                self.optimizer.train()
-            inputs = self._prepare_inputs(inputs)
-            self.tokens_seen += int(inputs["num_tokens"])
-            n_total = max(1, int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum()))
-            parts = split_micro_batches(inputs, self.micro_tokens, self.align)
-            total = torch.zeros((), dtype=torch.float32, device=inputs["input_ids"].device)
-            for j, part in enumerate(parts):
-                last = j == len(parts) - 1
-                sync = contextlib.nullcontext() if last or self.accelerator.num_processes == 1 \
-                    else self.accelerator.no_sync(model)
-                with sync:
-                    with self.compute_loss_context_manager():
-                        loss_sum, _ = self._loss_sum(model, part)
-                        loss = loss_sum / n_total
-                    self.accelerator.backward(loss)
-                total += loss.detach().float()
-            return total
-
-        def eval_loss(self) -> float:
-            """Token-weighted loss over the validation batches; each process takes every world_size-th batch."""
-            ds = self.eval_dataset
-            model = self.model
-            was_training = model.training
-            model.eval()
-            total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-            try:
-                with torch.no_grad():
-                    for i in range(self.args.process_index, len(ds), self.args.world_size):
-                        inputs = self._prepare_inputs(ds[i])
-                        with self.accelerator.autocast():
-                            s, n = self._loss_sum(model, inputs)
-                        total[0] += float(s)
-                        total[1] += n
-            finally:
-                model.train(was_training)
-            if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(total)
-            return float(total[0] / total[1].clamp_min(1))
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            metrics = {f"{metric_key_prefix}_loss": self.eval_loss()}
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            return metrics
-
-    RagtuneTrainer.collate = staticmethod(collate)
-    return RagtuneTrainer
-
-
-def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
-    from transformers import TrainerCallback
-
-    class BestAdapter(TrainerCallback):
-        """Keeps the adapter with the lowest validation loss in run_dir/best (rank 0 writes)."""
-
-        def __init__(self) -> None:
-            self.best = best_init or None
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            loss = (metrics or {}).get("eval_loss")
-            if loss is None or state.global_step == 0:
-                return
-            if self.best is not None and not loss < self.best["val_loss"]:
-                return
-            self.best = {"val_loss": float(loss), "step": int(state.global_step), "epoch": float(state.epoch or 0)}
-            if state.is_world_process_zero and model is not None:
-                tmp = Path(tempfile.mkdtemp(prefix=".tmp-best-", dir=run_dir))
-                try:
-                    model.save_pretrained(tmp)
-                    (tmp / "best.json").write_text(json.dumps(self.best))
-                    publish_dir(tmp, run_dir / BEST_DIR)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-
-    class SpeedAndProgress(TrainerCallback):
-        """Times each optimizer step (the first step of the process is warm-up and not counted) and shows a
-        progress bar with the running loss and the last validation loss on stderr (rank 0)."""
-
-        def __init__(self) -> None:
-            self.bar = None
-            self.t0 = 0.0
-            self.tok0 = 0
-            self.steps_here = 0
-            self.timed_s = 0.0
-            self.timed_tokens = 0
-            self.postfix: dict = {}
-
-        def on_train_begin(self, args, state, control, **kw):
-            if progress and state.is_world_process_zero:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="tune", unit="step",
-                                file=sys.stderr, dynamic_ncols=True)
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-            self.tok0 = trainer_ref[0].tokens_seen
-
-        def on_step_end(self, args, state, control, **kw):
-            dt = time.perf_counter() - self.t0
-            self.steps_here += 1
-            if self.steps_here > 1:
-                self.timed_s += dt
-                self.timed_tokens += trainer_ref[0].tokens_seen - self.tok0
-            if self.bar is not None:
-                if self.timed_s > 0:
-                    self.postfix["tok/s"] = f"{self.timed_tokens * args.world_size / self.timed_s:.0f}"
-                self.bar.set_postfix(self.postfix, refresh=False)
-                self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            if "loss" in logs:
-                self.postfix["loss"] = f"{logs['loss']:.3f}"
-            if "eval_loss" in logs:
-                self.postfix["val"] = f"{logs['eval_loss']:.3f}"
-            if self.bar is not None:
-                self.bar.set_postfix(self.postfix)
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
-    return BestAdapter(), SpeedAndProgress()
-
-
 # ---- main entry ------------------------------------------------------------------------------------------------
 
 def _fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
     """What must match for --resume to continue a run."""
     keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
             "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
-            "qlora", "val_fraction")
+            "qlora", "val_fraction", "max_val_examples")
     d = {k: getattr(cfg, k) for k in keys}
     d["target_modules"] = list(d["target_modules"])
     d["data_sha256"] = files_sha256
@@ -456,6 +217,8 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         val_recs = read_jsonl(files.val)
     else:
         train_recs, val_recs = split_validation(train_recs, cfg.val_fraction, cfg.seed)
+    if cfg.max_val_examples is not None and len(val_recs) > cfg.max_val_examples:
+        val_recs = random.Random(cfg.seed).sample(val_recs, cfg.max_val_examples)
     if not train_recs or not val_recs:
         raise TuneError(f"dataset {files.root} needs training and validation examples "
                         f"(has {len(train_recs)} train, {len(val_recs)} val)")
@@ -616,35 +379,6 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     return report
 
 
-def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
-    """Trainer settings: one ready-made batch per step, evaluation every epoch (and at the last step), checkpoints
-    every save_steps (the last two kept), our own progress bar, nothing reported anywhere."""
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    prefix = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-    ckpt = {prefix: cfg.gradient_checkpointing}  # transformers 5.x renamed gradient_ -> activation_checkpointing
-    if cfg.gradient_checkpointing:
-        ckpt[f"{prefix}_kwargs"] = {"use_reentrant": False}
-    return TrainingArguments(
-        output_dir=str(run_dir), per_device_train_batch_size=1, per_device_eval_batch_size=1,
-        gradient_accumulation_steps=1, num_train_epochs=float(cfg.epochs), max_steps=total_steps,
-        learning_rate=cfg.lr, lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
-        eval_strategy="steps", eval_steps=steps_per_epoch, save_strategy="steps", save_steps=save_steps,
-        save_total_limit=2, logging_strategy="steps", logging_steps=1, report_to="none", disable_tqdm=True,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
-        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=device == "cuda",
-        ddp_find_unused_parameters=False, seed=cfg.seed, data_seed=cfg.seed, **ckpt)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_stats, batch_tokens: int,
           micro_tokens: int) -> dict:
     return {
@@ -665,26 +399,3 @@ def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_sta
         "train_tokens_per_s": r.train_tokens_per_s, "padding_share": r.padding_share, "wall_s": r.wall_s,
         "device": r.device, "precision": r.precision, "resumed_from_step": r.resumed_from_step, "eval": {},
     }
-
-
-def _publish(run_dir: Path, target: Path, model: Any, card: dict, keep_run: bool) -> None:
-    """Write the kept (best) adapter + card to a temp folder and swap it in as WS/adapters/<name>."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        best = run_dir / BEST_DIR
-        if (best / "adapter_config.json").is_file():
-            for f in best.iterdir():
-                if f.is_file() and f.name != "best.json" and f.name != "README.md":
-                    shutil.copy2(f, tmp / f.name)
-        else:  # no evaluation happened (cannot occur with the Trainer's end-of-training eval, but be safe)
-            model.save_pretrained(tmp)
-        write_card(tmp, card)
-        publish_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not keep_run:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        try:
-            run_dir.parent.rmdir()  # WS/adapters/.runs, when no other run is in it
-        except OSError:
-            pass

@@ -60,6 +60,8 @@ def tune_command(
     qlora: bool = typer.Option(False, "--qlora", help="4-bit base model (QLoRA); needs CUDA and bitsandbytes."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (CUDA)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (LoRA init, dropout, batch order)."),
+    val_examples: int = typer.Option(256, "--val-examples", help="Validation uses at most this many examples (a "
+                                     "fixed sample); 0 = all."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fine-tune a LoRA adapter on a synth dataset; saves WS/adapters/NAME with a card."""
@@ -68,7 +70,8 @@ def tune_command(
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
                      max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
-                     gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed)
+                     gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed,
+                     max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         report = train_adapter(cfg, progress=True)

@@ -1,0 +1,215 @@
+"""Admin jobs of the app (tune, evaluate): one at a time, in a background thread; tuning runs in a child process
+(`python -m serve.jobs tune-job PARAMS`) so running out of memory kills the child, not the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from serve.answer import ADAPTER_MODES, AnswerConfig, AnswerEngine, AnswerError
+
+if TYPE_CHECKING:
+    from serve.server import Ragtune
+
+# ---- admin jobs (tune, evaluate) -----------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    kind: str
+    params: dict
+    started: float = field(default_factory=time.time)
+    phase: str = "starting"
+    fraction: float = 0.0
+    finished: float | None = None
+    error: str | None = None
+    result: dict = field(default_factory=dict)
+    losses: list[dict] = field(default_factory=list)  # {"step", "loss", "kind": train|val}
+    log: list[str] = field(default_factory=list)
+    proc: Any = None  # the child process of a tune job
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+    def note(self, msg: str) -> None:
+        self.log.append(f"{time.strftime('%H:%M:%S')} {msg}")
+
+
+class Jobs:
+    """One admin job at a time (tune or evaluate), run in a background thread; the UI polls `current`."""
+
+    def __init__(self, service: Ragtune) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self.current: Job | None = None
+        self.last: dict[str, Job] = {}
+
+    def start(self, kind: str, params: dict) -> Job:
+        with self._lock:
+            if self.current is not None and self.current.running:
+                raise AnswerError(f"a {self.current.kind} job is already running; wait for it to finish")
+            job = Job(kind, params)
+            self.current = job
+            self.last[kind] = job
+        target = {"tune": run_tune_job, "eval": run_eval_job}[kind]
+        threading.Thread(target=self._run, args=(target, job), name=f"ragtune-{kind}", daemon=True).start()
+        return job
+
+    def _run(self, target, job: Job) -> None:
+        try:
+            target(self.service, job)
+            job.phase, job.fraction = "done", 1.0
+            job.note("done")
+        except Exception as e:  # noqa: BLE001 - shown to the admin
+            job.error = f"{type(e).__name__}: {e}"
+            job.phase = "failed"
+            job.note(job.error)
+        finally:
+            job.finished = time.time()
+
+
+def _loss_callback(emit):
+    from transformers import TrainerCallback
+
+    class LossToJob(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.max_steps:
+                emit(phase=f"training: step {state.global_step}/{state.max_steps}",
+                     fraction=0.3 + 0.7 * state.global_step / state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                emit(loss={"step": int(state.global_step), "loss": float(logs["loss"]), "kind": "train"})
+            if "eval_loss" in logs:
+                emit(loss={"step": int(state.global_step), "loss": float(logs["eval_loss"]), "kind": "val"})
+
+    return LossToJob()
+
+
+def tune_in_process(workspace: Path, p: dict, emit) -> None:
+    """Synthesize a dataset from the live index, then train a LoRA adapter on it (tune/synth.py, tune/train.py).
+    The only place the app touches the tuning API. `emit(phase=, fraction=, loss=, note=, result=)` reports."""
+    from tune.synth import SynthConfig, synthesize
+    from tune.train import TuneConfig, train_adapter
+
+    emit(phase="synthesizing training data", fraction=0.05,
+         note=f"synth: dataset {p['name']}, up to {p.get('limit') or 'all'} chunks")
+    report = synthesize(SynthConfig(workspace=workspace, name=p["name"], limit=p.get("limit")), progress=False)
+    emit(result={"synth": {"train": report.train, "val": report.val, "dataset": str(report.dataset)}},
+         note=f"synth: {report.train} train / {report.val} val examples", phase="training", fraction=0.3)
+    tune = TuneConfig(workspace=workspace, dataset=Path(report.dataset), name=p["name"],
+                      max_steps=p.get("max_steps"), epochs=float(p.get("epochs") or 1.0),
+                      batch_tokens=int(p.get("batch_tokens") or 2048))
+    result = train_adapter(tune, progress=False, callbacks=[_loss_callback(emit)])
+    emit(result={"tune": result.to_json()},
+         note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
+
+
+def run_tune_job(service: Ragtune, job: Job) -> None:
+    """Run `tune_in_process` in a child process (`python -m serve.jobs tune-job PARAMS`): training needs
+    gigabytes, and if the machine runs out, the kernel kills the child (it volunteers through oom_score_adj), not
+    the server. The child reports JSON lines on stdout, which update `job` (phase, losses, notes)."""
+    import subprocess
+
+    params = {**job.params, "workspace": str(service.workspace)}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "serve.jobs", "tune-job", json.dumps(params)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    job.proc = proc
+    errors: deque[str] = deque(maxlen=20)
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    reader.start()
+    for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "phase" in msg:
+            job.phase = msg["phase"]
+        if "fraction" in msg:
+            job.fraction = float(msg["fraction"])
+        if "loss" in msg:
+            job.losses.append(msg["loss"])
+        if "result" in msg:
+            job.result.update(msg["result"])
+        if "note" in msg:
+            job.note(msg["note"])
+    rc = proc.wait()
+    reader.join(timeout=5)
+    if rc != 0:
+        why = " (killed: out of memory? try fewer chunks or a smaller batch)" if rc in (-9, 137) else ""
+        tail = [e.strip() for e in errors if e.strip() and "Warning" not in e and "warnings.warn" not in e][-3:]
+        detail = (": " + " | ".join(tail)) if tail else ""
+        raise RuntimeError(f"the tuning process exited with status {rc}{why}{detail}")
+
+
+def _tune_child(params: dict) -> int:
+    try:  # volunteer to the OOM killer before the server does
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("800")
+    except OSError:
+        pass
+
+    def emit(**msg) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    tune_in_process(Path(params["workspace"]), params, emit)
+    return 0
+
+
+def run_eval_job(service: Ragtune, job: Job) -> None:
+    """Run the evaluation (evals/run.py) with the server's model, sharing its queue with chats."""
+    from evals.run import EvalConfig, run_eval
+    from retrieve import Searcher
+
+    p = job.params
+    job.phase, job.fraction = "evaluating", 0.1
+    modes = p.get("modes") or "rag,tuned,hybrid"
+    if not service.adapters():
+        modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or "rag"
+    config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
+                        adapter=service.default_adapter(), max_new_tokens=p.get("max_new_tokens") or 48,
+                        command=f"ragtune serve: Evaluate tab (limit {p.get('limit') or 5}, modes {modes})")
+    searcher = Searcher(service.workspace, embedder=service._embedders.get().for_job())
+    engine = AnswerEngine(service.workspace, _GatedGenerator(service), searcher=searcher,
+                          config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
+    out = run_eval(config, engine=engine, progress=False)
+    job.result = {"report": out["report"], "n": out["n"], "results": out["results"], "skipped": out["skipped"]}
+
+
+class _GatedGenerator:
+    """The server's generator seen through the gate, so evaluation questions queue fairly with users' chats."""
+
+    def __init__(self, service: Ragtune) -> None:
+        self._service = service
+        self._gen = service.generator
+        self.last_stats = None
+
+    def stream(self, messages, **kwargs):
+        ticket = self._service.gate.reserve(force=True)
+        try:
+            ticket.wait(timeout=3600)
+            yield from self._gen.stream(messages, **kwargs)
+            self.last_stats = self._gen.last_stats  # read before the next request may overwrite it
+        finally:
+            ticket.release()
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+
+if __name__ == "__main__":  # the child process of a tune job: python -m serve.jobs tune-job '{"name": ...}'
+    if len(sys.argv) == 3 and sys.argv[1] == "tune-job":
+        sys.exit(_tune_child(json.loads(sys.argv[2])))
+    sys.exit("usage: python -m serve.jobs tune-job PARAMS_JSON")
