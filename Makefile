@@ -9,7 +9,7 @@ RAGTUNE := $(VENV)/bin/ragtune
 WS ?= workspace
 PORT ?= 7860
 # LoRA steps of the demo's tuning run: ~30 s each on a 2-core laptop CPU, a second or two on a GPU
-DEMO_STEPS ?= 12
+DEMO_STEPS ?= 16
 # The CPU build of torch that this machine keeps on disk; on a GPU server install your CUDA torch first and
 # run `make setup TORCH_SPEC=torch` (any torch>=2.4 satisfies the project).
 TORCH_SPEC ?= torch==2.13.0
@@ -42,7 +42,7 @@ demo: setup
 	# tuning: question/answer data made from the indexed documents, then a short LoRA run (skipped if it exists)
 	test -f $(WS)/adapters/demo/adapter_config.json || ( \
 	  $(RAGTUNE) synth --workspace $(WS) --name demo && \
-	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) \
+	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) --lr 1e-3 \
 	    --val-examples 64 )
 	@echo "adapter: $(WS)/adapters/demo (card: $(WS)/adapters/demo/README.md)"
 	$(RAGTUNE) ask "How many days of paid holiday does a full-time employee get each year?" --workspace $(WS) \
