@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.files import fsync_tree
 from ingest.types import Chunk
 
 FORMAT_VERSION = 1
@@ -136,21 +137,12 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest.__dict__, indent=1, ensure_ascii=False))
 
 
-def _fsync_tree(path: Path) -> None:
-    for p in [*path.rglob("*"), path]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def publish(workspace: Path, staging: Path) -> Path:
     """Make a complete staging folder the live generation. Call only while holding `writer_lock`."""
     root = index_dir(workspace)
     numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"gen-(\d+)", p.name))]
     final = root / f"gen-{max(numbers, default=0) + 1:06d}"
-    _fsync_tree(staging)
+    fsync_tree(staging)
     os.rename(staging, final)
     tmp_pointer = root / f"CURRENT.{uuid.uuid4().hex[:8]}"
     tmp_pointer.write_text(final.name + "\n")

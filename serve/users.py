@@ -23,15 +23,15 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from ingest.files import write_text_atomic
 
 KEY_PREFIX = "rt-"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
@@ -162,17 +162,7 @@ def _locked(path: Path):
 
 
 def _write(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_dump(path, data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, _dump(path, data), mode=0o600)  # it holds password hashes and key hashes
 
 
 def add_user(path: Path, name: str, password: str, groups=(), admin: bool = False, *, replace: bool = False) -> str:

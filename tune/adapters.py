@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest.files import _umask, fsync_tree, write_text_atomic
+
 CARD = "card.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -49,38 +51,11 @@ def adapter_path(workspace: Path, name: str) -> Path:
     return adapters_root(workspace) / check_name(name)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; cards are as readable as any other file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def publish_dir(tmp: Path, target: Path) -> None:
     """Move the finished folder `tmp` to `target`, replacing what was there. os.replace cannot replace a
     non-empty folder, so an old target is first renamed aside (for a moment the name is absent, never broken)."""
     tmp, target = Path(tmp), Path(target)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     mask = _umask()
     os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700, some writers 0600: give the usual permissions
     for p in tmp.rglob("*"):
@@ -162,8 +137,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 def write_card(folder: Path, card: dict) -> None:
     folder = Path(folder)
-    _atomic_write(folder / CARD, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(folder / "README.md", render_card_markdown(card))
+    write_text_atomic(folder / CARD, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(folder / "README.md", render_card_markdown(card))
 
 
 def update_card(workspace: Path, name: str, scores: dict) -> dict:
