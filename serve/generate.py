@@ -130,8 +130,9 @@ class LocalGenerator:
     """
 
     def __init__(self, loaded: LoadedModel, *, static_cache: bool | None = None,
-                 compile_decode: bool | None = None) -> None:
-        """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc)."""
+                 compile_decode: bool | None = None, merge_adapters: bool = True) -> None:
+        """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc).
+        `merge_adapters`: merge the active LoRA adapter into the base weights (faster decoding; see _apply_active)."""
         self.name: str = loaded.name
         self.last_stats: GenerationStats | None = None
         self._loaded = loaded
@@ -155,6 +156,8 @@ class LocalGenerator:
         self._peft: Any = None
         self._adapters: list[str] = []
         self._active: str | None = None
+        self._merged: str | None = None  # the adapter whose weights are merged into the base right now
+        self._merge = merge_adapters
 
     # ---- budgeting helpers -------------------------------------------------------------------------------
     @property
@@ -212,13 +215,24 @@ class LocalGenerator:
             self._apply_active()
 
     def _apply_active(self) -> None:
+        """Make the model compute with `self._active`. The active adapter is merged into the base weights (peft
+        merge_adapter), so a tuned answer decodes as fast as a base one: unmerged LoRA layers run two extra
+        matmuls per projection per token (measured 16.6 vs 23.1 tok/s). Switching unmerges first; peft
+        subtracts the same delta it added, so the base weights come back to within float rounding."""
         if self._peft is None:
             return
+        tuner = self._peft.base_model
+        if self._merged is not None and self._merged != self._active:
+            tuner.unmerge_adapter()
+            self._merged = None
         if self._active is None:
-            self._peft.base_model.disable_adapter_layers()  # LoRA layers then return the base layer's output
-        else:
-            self._peft.set_adapter(self._active)
-            self._peft.base_model.enable_adapter_layers()
+            tuner.disable_adapter_layers()  # LoRA layers then return the base layer's output
+            return
+        self._peft.set_adapter(self._active)
+        tuner.enable_adapter_layers()
+        if self._merge and self._merged is None:
+            tuner.merge_adapter([self._active])
+            self._merged = self._active
 
     # ---- generation ----------------------------------------------------------------------------------------
     def warmup(self) -> None:
