@@ -23,6 +23,7 @@ class Chunker:
             chunk_size=self.config.chunk_tokens,
             chunk_overlap=self.config.overlap_tokens,
             separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
+            keep_separator="end",  # a sentence keeps its full stop; the next chunk starts with a word, not ". "
         )
 
     def chunk(self, doc: Document) -> list[Chunk]:

@@ -4,7 +4,6 @@ text is new are embedded, deleted documents' chunks are dropped, and the result 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from ingest import ChunkConfig, Chunker, FailedDocument, find_documents, read_document
+from ingest.files import write_text_atomic
 from ingest.types import Chunk
 from retrieve import dense
 from retrieve.embed import EmbedConfig, Embedder
 from retrieve.lexical import LexicalIndex
-from retrieve.store import (Manifest, index_dir, load_current, new_staging_dir, publish, write_chunks,
-                            write_manifest, writer_lock, IndexMissingError)
+from retrieve.store import (IndexMissingError, Manifest, index_dir, load_current, new_staging_dir, publish,
+                            write_chunks, write_manifest, writer_lock)
 
 
 @dataclass
@@ -153,6 +153,4 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
 def _write_last_run(workspace: Path, report: IndexReport) -> None:
     """The last run's report (failures included) for the app's documents view; replaced atomically."""
     path = index_dir(workspace) / "last_run.json"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**report.to_json(), "finished_at": time.time()}, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({**report.to_json(), "finished_at": time.time()}, indent=1))

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import yaml
 
+from ingest.files import write_text_atomic
 from ingest.readers import SUPPORTED_SUFFIXES
 from ingest.scan import SIDECAR_SUFFIX
 from ingest.types import can_read
@@ -215,10 +216,7 @@ class DocsAdmin:
             if not isinstance(meta, dict):
                 meta = {}
         meta["groups"] = list(group_set)
-        fd, tmp = tempfile.mkstemp(prefix=".sidecar-", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(yaml.safe_dump(meta, sort_keys=True))
-        os.replace(tmp, sidecar)
+        write_text_atomic(sidecar, yaml.safe_dump(meta, sort_keys=True))
         return group_set
 
     def delete(self, rel: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from fastapi import Request
 
+from ingest.files import write_text_atomic
 from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
 from serve.jobs import Job, Jobs  # noqa: F401 - Job is part of the server API the app and tests use
@@ -172,9 +172,7 @@ class Ragtune:
     def set_default_adapter(self, name: str) -> None:
         if name not in self.adapters():
             raise AnswerError(f"no adapter named {name!r}")
-        tmp = self._settings_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"adapter": name}))
-        os.replace(tmp, self._settings_path())
+        write_text_atomic(self._settings_path(), json.dumps({"adapter": name}))
 
     # ---- answering ---------------------------------------------------------------------------------------------
     def has_index(self) -> bool:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from serve.prompts import REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, answer_with_citation, cloze_question, \
-    neutralize
-from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, jaccard, normalize, \
-    supported
+from serve.prompts import (REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, answer_with_citation, cloze_question,
+                           neutralize)
+from tune.filters import (FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, jaccard, normalize,
+                          supported)
 from tune.qgen import ExtractTeacher, LocalTeacher, find_spans, make_question, parse_teacher_output, split_sentences
+from tune.spans import sentence_ending
 from tune.synth import SynthConfig, synthesize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,6 +127,27 @@ def test_extract_teacher_items_cloze_and_question():
     assert ("cloze", "6 months") not in by  # the prefix "The probation period is" has fewer than 6 words
     assert ("question", "2019") in by and not any(i.style == "cloze" and i.answer.startswith("2019") for i in items)
     assert all(supported(i.answer, C.text) for i in items)
+    # the sentence without a span-based cloze item gets one for its final phrase
+    ending = [i for i in items if i.rule == "ending"]
+    assert [(i.search_query, i.answer) for i in ending] == [
+        ("Ashcombe Mutual has run the pension fund since 2019 for every employee who joined the company in any of",
+         "its offices")]
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    ("Hughes, notorious for his ability to draw audiences into a web of intrigue, was the perfect partner for Smith.",
+     ("Hughes, notorious for his ability to draw audiences into a web of intrigue, was the perfect partner for",
+      "Smith")),
+    ("'Comet Day', observed on February 15, commemorates the triumphant functioning of the GBM Telescope.",
+     ("'Comet Day', observed on February 15, commemorates the triumphant functioning of", "the GBM Telescope")),
+    ("The company was founded in Wyoming and has its main office in Phoenix, United States.",
+     ("The company was founded in Wyoming and has its main office in Phoenix,", "United States")),
+    ("Though the series opened to mixed reviews, it quickly picked up steam and now enjoys it.", None),  # "it"
+    ("The team met in the spring to talk about it.", None),  # no cut leaves a content ending
+    ("Short sentence about Smith.", None),  # the prefix would be under 6 words
+])
+def test_sentence_ending(sentence, expected):
+    assert sentence_ending(sentence) == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,10 +279,10 @@ def test_examples_are_raft_shaped_and_cite_the_source(sample_run, sample_searche
     positions = {next(n for n, (_, t) in _blocks(r["messages"][1]["content"]).items()
                       if t == neutralize(chunks[r["chunk_id"]].text)[0]) for r in rows if r["kind"] == "raft"}
     assert len(positions) == 3
-    # no-oracle share near the configured 0.2
+    # no-oracle share near the configured 0.1
     raft = sum(r["kind"] == "raft" for r in rows)
     no_oracle = sum(r["kind"] == "raft_no_oracle" for r in rows)
-    assert 0.08 < no_oracle / (raft + no_oracle) < 0.35
+    assert 0.03 < no_oracle / (raft + no_oracle) < 0.2
 
 
 def test_filter_counts_add_up_and_card(sample_run):

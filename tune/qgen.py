@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from serve.prompts import cloze_question
-from tune.spans import (_MONTH, _PLACE_WORDS, _PRIORITY, _WEEKDAY, Span, find_spans, known_names_of,
+from tune.spans import (_MONTH, _PLACE_WORDS, _PRIORITY, _WEEKDAY, Span, find_spans, known_names_of, sentence_ending,
                         split_sentences)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,7 +243,8 @@ def topic_of(chunk) -> str:
 class ExtractTeacher:
     """Rule-based: span extraction plus cloze and wh-question items. Deterministic, needs no model. A cloze item's
     answer completes the sentence (the span and what follows it, at most `max_cloze_answer_words` words), as a
-    sentence-completion probe expects.
+    sentence-completion probe expects; every sentence without such an item gets one that asks for its final
+    phrase (tune.spans.sentence_ending), so the model practises finding a sentence in its context and reading on.
 
     `frequent(text)` says whether a span text is found in too many chunks of the index (the company's own name,
     its main product): such spans are not specific facts and are skipped. A set of lower-cased texts works too."""
@@ -282,6 +283,7 @@ class ExtractTeacher:
         out: list[QAItem] = []
         topic = topic_of(chunk)
         known = known_names_of(chunk)
+        clozed: set[str] = set()
         for sent, sp in self.spans(chunk):
             if "cloze" in self.styles:
                 # "Complete the sentence" means everything that follows: the span and the rest of its sentence.
@@ -291,10 +293,17 @@ class ExtractTeacher:
                 if (len(prefix.split()) >= self.min_cloze_words
                         and len(completion.split()) <= self.max_cloze_answer_words):
                     out.append(QAItem(cloze_question(prefix), completion, chunk, "cloze", sp.kind, "cloze", prefix))
+                    clozed.add(sent)
             if "question" in self.styles:
                 q, rule = make_question(sent, sp, topic, known)
                 if q:  # an empty question: no rule fits this sentence
                     out.append(QAItem(q, sp.text, chunk, "question", sp.kind, rule, q))
+        if "cloze" in self.styles:  # every other sentence: complete its final phrase (reading practice)
+            for sent in split_sentences(chunk.text):
+                cut = None if sent in clozed else sentence_ending(sent, self.min_cloze_words,
+                                                                  self.max_cloze_answer_words)
+                if cut:
+                    out.append(QAItem(cloze_question(cut[0]), cut[1], chunk, "cloze", "ending", "ending", cut[0]))
         return out
 
 

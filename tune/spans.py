@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Span:
     text: str
@@ -311,3 +312,31 @@ def known_names_of(chunk) -> set[str]:
             if _CAP_TOKEN.match(w) and w not in _CAP_STOP:
                 names.add(w)
     return names
+
+
+# words after which a sentence's final phrase may start: "... the perfect partner for | Smith."
+_CUT_AFTER = frozenset(
+    "of for to by in on at as with from into onto than and or is was are were be been became becomes called named "
+    "like about through across under over between among during toward towards via including such the its his her "
+    "their".split())
+_FUNCTION = _CUT_AFTER | frozenset("a an this that these those it them he she they we you which who".split())
+
+
+def sentence_ending(sentence: str, min_prefix_words: int = 6, max_answer_words: int = 6) -> tuple[str, str] | None:
+    """(prefix, ending): the sentence cut before its final phrase, the way sentence-completion probes are made.
+    The cut is the last one after a function word or comma that leaves an ending of 1 to `max_answer_words`
+    words which ends in a content word (one word only when it is a name or a number). None when no cut
+    fits."""
+    body = sentence.strip().rstrip(".!?;:").rstrip()
+    words = body.split()
+    for i in range(len(words) - 1, max(min_prefix_words, len(words) - max_answer_words) - 1, -1):
+        before, ending = words[i - 1], words[i:]
+        if not (before.endswith(",") or before.lower().strip("\"'“”()") in _CUT_AFTER):
+            continue
+        if before.lower() in ("the", "its", "his", "her", "their") and i - 1 >= min_prefix_words:
+            continue  # keep the determiner with its noun: the probe asks for "the GBM Telescope"
+        content = [w for w in ending if w.lower().strip("\"'“”(),") not in _FUNCTION]
+        if not content or ending[-1].lower().strip("\"'“”(),") in _FUNCTION or (len(ending) == 1 and not re.match(r"[\"'“(]?[A-Z0-9]", ending[0])):
+            continue
+        return " ".join(words[:i]), " ".join(ending)
+    return None

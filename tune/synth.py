@@ -51,7 +51,7 @@ class SynthConfig:
     api_key: str | None = None  # URL teacher only
     limit: int | None = None  # at most this many source chunks (a seeded sample)
     distractors: int = 2  # k distractor chunks per RAFT example
-    drop_oracle: float = 0.2  # fraction of RAFT examples whose source chunk is left out
+    drop_oracle: float = 0.1  # fraction of RAFT examples whose source chunk is left out (they teach refusing)
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)

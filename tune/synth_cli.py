@@ -24,7 +24,7 @@ def synth_command(
     name: str = typer.Option("default", help="Dataset name (folder under WS/datasets)."),
     limit: Optional[int] = typer.Option(None, help="Use at most N source chunks (a seeded sample)."),
     distractors: int = typer.Option(2, help="Distractor chunks per RAFT example (hard negatives from retrieval)."),
-    drop_oracle: float = typer.Option(0.2, help="Fraction of RAFT examples whose source chunk is left out."),
+    drop_oracle: float = typer.Option(0.1, help="Fraction of RAFT examples whose source chunk is left out."),
     no_oracle_target: str = typer.Option("refuse", help="Target when the source is left out: refuse (the refusal "
                                          "sentence) or answer (the bare answer: RAFT's memorisation variant)."),
     closed_book: bool = typer.Option(True, "--closed-book/--no-closed-book",

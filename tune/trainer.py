@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.files import write_text_atomic
 from tune.adapters import publish_dir, write_card
 
 if TYPE_CHECKING:
@@ -292,9 +293,7 @@ def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def _publish(run_dir: Path, target: Path, model: Any, card: dict, keep_run: bool) -> None:
