@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,3 +71,30 @@ def link_model_cache(workspace: Path, model_cache_dir: Path) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     if not (workspace / "models").exists():
         (workspace / "models").symlink_to(model_cache_dir, target_is_directory=True)
+
+
+@contextmanager
+def served_copy(root: Path, built_index, *, generator, embedder, users: dict[str, tuple[str, tuple[str, ...], bool]],
+                prepare: Callable[[Path], None] | None = None) -> Iterator[SimpleNamespace]:
+    """The real server (API + app) over a private copy of the built index, in a thread. `users` maps a name to
+    (password, groups, admin); `prepare(root)` runs on the copy before the server starts. Yields url, keys (each
+    user's API key), service and root; the server stops on exit."""
+    from serve.openai_api import serve_in_thread
+    from serve.server import ServeConfig, build
+    from serve.users import add_user
+
+    docs, ws, _ = built_index
+    shutil.copytree(docs, root / "docs")
+    shutil.copytree(ws, root / "ws")
+    if prepare is not None:
+        prepare(root)
+    users_file = root / "users.yaml"
+    keys = {name: add_user(users_file, name, password, groups, admin=admin)
+            for name, (password, groups, admin) in users.items()}
+    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24)
+    service, app = build(config, generator=generator, embedder=embedder)
+    url, stop = serve_in_thread(app)
+    try:
+        yield SimpleNamespace(url=url, keys=keys, service=service, root=root)
+    finally:
+        stop()

@@ -6,11 +6,9 @@ safety rules and the vote tally (plain functions, no server)."""
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import openai
@@ -22,7 +20,7 @@ from serve.docs_admin import DocsAdmin, DocsError, safe_filename, safe_folder
 from serve.feedback import read_votes, record_vote, tally
 from serve.openai_api import serve_in_thread
 from serve.server import ServeConfig, build
-from serve.users import add_user
+from tests.conftest import served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -43,23 +41,17 @@ The Quillfeather project lead is Imogen Vasquez-Thorne.
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, built_index, embedder, local_generator):
-    docs, ws, _ = built_index
-    root = tmp_path_factory.mktemp("api")
-    shutil.copytree(docs, root / "docs")
-    shutil.copytree(ws, root / "ws")
-    (root / "docs" / "uploads").mkdir()
-    (root / "docs" / SECRET_DOC).write_text(SECRET_TEXT)
-    report = build_index(root / "docs", root / "ws", embedder=embedder)  # incremental: one new document
-    assert report.added == [SECRET_DOC] and report.embedded == 1
-    users = root / "users.yaml"
-    keys = {"alice": add_user(users, "alice", "alice-secret-1", "hr"),
-            "bob": add_user(users, "bob", "bob-secret-12")}
-    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users, max_new_tokens=24)
-    service, app = build(config, generator=local_generator, embedder=embedder)
-    url, stop = serve_in_thread(app)
-    yield SimpleNamespace(url=url, keys=keys, service=service, root=root, embedder=embedder,
-                          generator=local_generator)
-    stop()
+    def add_secret(root: Path) -> None:
+        (root / "docs" / "uploads").mkdir()
+        (root / "docs" / SECRET_DOC).write_text(SECRET_TEXT)
+        report = build_index(root / "docs", root / "ws", embedder=embedder)  # incremental: one new document
+        assert report.added == [SECRET_DOC] and report.embedded == 1
+
+    users = {"alice": ("alice-secret-1", ("hr",), False), "bob": ("bob-secret-12", (), False)}
+    with served_copy(tmp_path_factory.mktemp("api"), built_index, generator=local_generator, embedder=embedder,
+                     users=users, prepare=add_secret) as server:
+        server.embedder, server.generator = embedder, local_generator
+        yield server
 
 
 def client(api, who: str = "bob", **kw) -> OpenAI:

@@ -21,9 +21,7 @@ import gradio as gr
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from serve.openai_api import serve_in_thread
-from serve.server import ServeConfig, build
-from serve.users import add_user
+from tests.conftest import served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -62,25 +60,17 @@ def app_server(tmp_path_factory, built_index, embedder, model_cache_dir):
     from serve.generate import LocalGenerator
     from serve.models import ModelConfig, load_model
 
-    docs, ws, _ = built_index
-    root = tmp_path_factory.mktemp("app")
-    shutil.copytree(docs, root / "docs")
-    shutil.copytree(ws, root / "ws")
-    users = root / "users.yaml"
-    add_user(users, "alice", PASSWORDS["alice"], "hr", admin=True)
-    add_user(users, "bob", PASSWORDS["bob"])
     # a generator of our own: loading an adapter wraps its model, which must not leak into other test modules
     loaded = load_model(ModelConfig(cache_dir=model_cache_dir))
-    _tiny_adapter(loaded, root / "ws" / "adapters" / "tiny")
-    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users, max_new_tokens=24)
-    service, app = build(config, generator=LocalGenerator(loaded), embedder=embedder)
-    url, stop = serve_in_thread(app)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield SimpleNamespace(url=url + "/", service=service, browser=browser, root=root)
-        browser.close()
-    stop()
+    users = {"alice": (PASSWORDS["alice"], ("hr",), True), "bob": (PASSWORDS["bob"], (), False)}
+    with served_copy(tmp_path_factory.mktemp("app"), built_index, generator=LocalGenerator(loaded),
+                     embedder=embedder, users=users,
+                     prepare=lambda root: _tiny_adapter(loaded, root / "ws" / "adapters" / "tiny")) as server:
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            yield SimpleNamespace(url=server.url + "/", service=server.service, browser=browser, root=server.root)
+            browser.close()
 
 
 def login(server, name: str):
