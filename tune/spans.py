@@ -317,26 +317,28 @@ def known_names_of(chunk) -> set[str]:
 # words after which a sentence's final phrase may start: "... the perfect partner for | Smith."
 _CUT_AFTER = frozenset(
     "of for to by in on at as with from into onto than and or is was are were be been became becomes called named "
-    "like about through across under over between among during toward towards via including such the its his her "
-    "their".split())
-_FUNCTION = _CUT_AFTER | frozenset("a an this that these those it them he she they we you which who".split())
+    "like about through across under over between among during toward towards via including such".split())
+_FUNCTION = _CUT_AFTER | frozenset("a an the its his her their this that these those it them he she they we you which "
+                                   "who".split())
+
+
+def _bare(word: str) -> str:
+    return word.lower().strip("\"'“”(),")
 
 
 def sentence_ending(sentence: str, min_prefix_words: int = 6, max_answer_words: int = 6) -> tuple[str, str] | None:
     """(prefix, ending): the sentence cut before its final phrase, the way sentence-completion probes are made.
-    The cut is the last one after a function word or comma that leaves an ending of 1 to `max_answer_words`
-    words which ends in a content word (one word only when it is a name or a number). None when no cut
-    fits."""
-    body = sentence.strip().rstrip(".!?;:").rstrip()
-    words = body.split()
+    The cut is the last one after a preposition, conjunction, copula or comma that leaves an ending of 1 to
+    `max_answer_words` words ending in a content word (a single word only when it is a name or a number); a
+    determiner stays with its noun ("the GBM Telescope"). None when no cut fits."""
+    words = sentence.strip().rstrip(".!?;:").rstrip().split()
     for i in range(len(words) - 1, max(min_prefix_words, len(words) - max_answer_words) - 1, -1):
         before, ending = words[i - 1], words[i:]
-        if not (before.endswith(",") or before.lower().strip("\"'“”()") in _CUT_AFTER):
+        if not (before.endswith(",") or _bare(before) in _CUT_AFTER):
             continue
-        if before.lower() in ("the", "its", "his", "her", "their") and i - 1 >= min_prefix_words:
-            continue  # keep the determiner with its noun: the probe asks for "the GBM Telescope"
-        content = [w for w in ending if w.lower().strip("\"'“”(),") not in _FUNCTION]
-        if not content or ending[-1].lower().strip("\"'“”(),") in _FUNCTION or (len(ending) == 1 and not re.match(r"[\"'“(]?[A-Z0-9]", ending[0])):
+        if _bare(ending[-1]) in _FUNCTION or all(_bare(w) in _FUNCTION for w in ending):
+            continue
+        if len(ending) == 1 and not re.match(r"[\"'“(]?[A-Z0-9]", ending[0]):
             continue
         return " ".join(words[:i]), " ".join(ending)
     return None
