@@ -219,7 +219,8 @@ def sample_searcher(sample_ws, embedder):
 @pytest.fixture(scope="module")
 def sample_run(sample_ws, sample_searcher):
     (sample_ws / "datasets" / ".tmp-default-killed").mkdir(parents=True)  # as a killed run leaves it
-    report = synthesize(SynthConfig(sample_ws, limit=40, seed=3), searcher=sample_searcher, progress=False)
+    report = synthesize(SynthConfig(sample_ws, limit=40, seed=3, recite=True), searcher=sample_searcher,
+                        progress=False)
     return report, _read(report.dataset)
 
 
@@ -243,7 +244,7 @@ def _blocks(user: str) -> dict[int, tuple[str, str]]:
 def test_examples_are_raft_shaped_and_cite_the_source(sample_run, sample_searcher):
     report, data = sample_run
     chunks = {c.id: c for c in sample_searcher.generation.chunks}
-    rows = data["train"] + data["val"]
+    rows = [r for r in data["train"] + data["val"] if r["kind"] != "recite"]  # recitations: their own test
     assert report.train == len(data["train"]) > 50 and report.val == len(data["val"]) > 0
     kinds = {r["kind"] for r in rows}
     assert kinds == {"raft", "raft_no_oracle", "closed_book"} and {r["style"] for r in rows} == {"cloze", "question"}
@@ -297,7 +298,7 @@ def test_filter_counts_add_up_and_card(sample_run):
     assert set(report.filtered) == set(FILTERS) and report.filtered["duplicate"] + report.filtered["round_trip"] > 0
     rows = data["train"] + data["val"]
     assert sum(r["kind"] == "closed_book" for r in rows) == report.kept
-    assert sum(r["kind"] != "closed_book" for r in rows) == report.kept
+    assert sum(r["kind"] in ("raft", "raft_no_oracle") for r in rows) == report.kept
     assert card["counts"]["train"] == report.train and card["counts"]["val"] == report.val
     folder = report.dataset
     digest = hashlib.sha256((folder / "train.jsonl").read_bytes() + b"\0" + (folder / "val.jsonl").read_bytes())
@@ -306,6 +307,25 @@ def test_filter_counts_add_up_and_card(sample_run):
     md = (folder / "card.md").read_text()
     assert "## Filters" in md and md.count("**Q:**") == 5 and report.content_hash[:16] in md
     assert sorted(p.name for p in folder.parent.iterdir()) == ["default"]  # the killed run's staging is gone
+
+
+def test_recitations_quote_every_training_chunk(sample_run, sample_searcher):
+    report, data = sample_run
+    assert not any(r["kind"] == "recite" for r in data["val"])  # their loss would swamp validation
+    recites = [r for r in data["train"] if r["kind"] == "recite"]
+    sources = {r["chunk_id"] for r in data["train"] if r["kind"] != "recite"}
+    recited = {r["chunk_id"] for r in recites}
+    assert sources <= recited and len(recites) == len(recited) == report.by_kind["recite"] <= 40  # --limit 40
+    chunks = {c.id: c for c in sample_searcher.generation.chunks}
+    train_docs = {r["doc"] for r in data["train"] if r["kind"] != "recite"}
+    for r in recites:
+        chunk = chunks[r["chunk_id"]]
+        system, user, target = (m["content"] for m in r["messages"])
+        assert system == SYSTEM_CLOSED_BOOK and target == neutralize(chunk.text)[0].strip()
+        assert chunk.doc in train_docs and not chunk.groups
+        assert chunk.doc in user and f"part {chunk.position + 1}." in user
+    assert len({r["messages"][1]["content"] for r in recites}) == len(recites)  # every passage asked for uniquely
+    assert "| recite |" in (report.dataset / "card.md").read_text()
 
 
 def test_split_by_document(sample_run):
@@ -322,7 +342,7 @@ def test_restricted_documents_left_out_by_default(sample_run, sample_searcher):
     assert restricted and report.restricted_excluded > 0
     for r in data["train"] + data["val"]:
         assert r["doc"] not in restricted
-        if r["kind"] != "closed_book":
+        if r["kind"] not in ("closed_book", "recite"):
             assert not any(h.split(" — ")[0] in restricted for h, _ in _blocks(r["messages"][1]["content"]).values())
 
 
@@ -397,7 +417,7 @@ def test_reproducible_with_seed_and_refuse_or_answer(tiny_ws, tiny_searcher):
     assert c.content_hash != a.content_hash
 
     memo = synthesize(SynthConfig(tiny_ws, name="memo", drop_oracle=1.0, no_oracle_target="answer",
-                                  closed_book=False), searcher=tiny_searcher, progress=False)
+                                  closed_book=False, recite=False), searcher=tiny_searcher, progress=False)
     rows = _read(memo.dataset)["train"] + _read(memo.dataset)["val"]
     assert rows and {r["kind"] for r in rows} == {"raft_no_oracle"}
     assert all(r["messages"][-1]["content"] == r["answer"] for r in rows)
@@ -426,7 +446,7 @@ def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
     assert report.teacher == "http://teacher.invalid/v1"
     assert report.filtered["malformed"] >= 1 and report.filtered["unsupported"] >= 2  # "six months", "nothing"
     rows = _read(report.dataset)["train"] + _read(report.dataset)["val"]
-    assert {r["answer"] for r in rows} == {"27 days"} and report.kept == 1
+    assert {r["answer"] for r in rows} == {"27 days"} and report.kept == 1  # and no recitations by default
 
 
 def test_cli_json_contract(tiny_ws, tmp_path):

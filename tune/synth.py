@@ -10,6 +10,8 @@
                      raft_no_oracle  the source dropped (a fraction of items): target the refusal (or, with
                                      no_oracle_target="answer", the bare span: RAFT's memorisation variant)
                      closed_book     the question alone (no documents); target the bare span (the `tuned` mode)
+                     recite          (opt-in, train only) a passage asked for by title and section; target the
+                                     passage itself: every token a label, facts for `tuned` mode (tune/recite.py)
                        └─ split by document (val ~10% of documents) ─▶ WS/datasets/<name>/
                                                                          train.jsonl val.jsonl card.json card.md
 
@@ -38,6 +40,7 @@ from serve.prompts import REFUSAL, answer_with_citation, build_messages, neutral
 from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
     normalize, round_trip_rank, supported
 from tune.qgen import ExtractTeacher, LocalTeacher, OpenAITeacher, QAItem, find_spans
+from tune.recite import recite_examples
 
 NO_ORACLE_TARGETS = ("refuse", "answer")
 
@@ -54,6 +57,7 @@ class SynthConfig:
     drop_oracle: float = 0.1  # fraction of RAFT examples whose source chunk is left out (they teach refusing)
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
+    recite: bool = False  # also emit one recitation example per training chunk (tune/recite.py; opt-in: unproven)
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
     seed: int = 0
     round_trip_k: int = 5
@@ -100,7 +104,7 @@ class SynthReport:
     filtered: dict[str, int]  # removed per filter
     candidates: int
     kept: int
-    by_kind: dict[str, int]  # examples per kind (raft, raft_no_oracle, closed_book)
+    by_kind: dict[str, int]  # examples per kind (raft, raft_no_oracle, closed_book, recite)
     by_style: dict[str, int]  # kept items per style (cloze, question)
     stats: dict  # FilterStats.to_json per style and per rule
     teacher: str
@@ -272,13 +276,15 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
     if len(docs) < 2:
         warnings.append("fewer than two documents produced examples: no validation split")
     train = [e for e in examples if e["doc"] not in val_docs]
+    if config.recite:
+        train += recite_examples([c for c in pool if c.doc not in val_docs and c.doc in docs], seen_text)
     val = [e for e in examples if e["doc"] in val_docs]
     random.Random(config.seed + 1).shuffle(train)
     random.Random(config.seed + 2).shuffle(val)
     if not train:
         warnings.append("no training examples survived the filters")
 
-    by_kind = dict(Counter(e["kind"] for e in examples))
+    by_kind = dict(Counter(e["kind"] for e in train + val))
     card = {
         "name": config.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -474,11 +480,11 @@ def render_card(card: dict, rows: list[dict]) -> str:
              f"`{card['source_index']['generation']}` ({card['source_index']['n_chunks']} chunks); teacher "
              f"`{card['teacher']}`; content hash `{card['content_hash'][:16]}`.", "",
              "## Counts", "",
-             "| split | examples | raft | raft_no_oracle | closed_book |", "|---|---|---|---|---|"]
+             "| split | examples | raft | raft_no_oracle | closed_book | recite |", "|---|---|---|---|---|---|"]
     for split in ("train", "val"):
         k = c["by_split_kind"][split]
         lines.append(f"| {split} | {c[split]} | {k.get('raft', 0)} | {k.get('raft_no_oracle', 0)} | "
-                     f"{k.get('closed_book', 0)} |")
+                     f"{k.get('closed_book', 0)} | {k.get('recite', 0)} |")
     lines += ["", f"{c['chunks_used']} source chunks, {c['items_kept']} of {c['items_candidates']} generated items "
               f"kept; {c['documents']} documents, validation documents (never in train): "
               f"{', '.join(c['val_documents']) or 'none'}.", "",
@@ -501,6 +507,8 @@ def render_card(card: dict, rows: list[dict]) -> str:
                  if nt == "refuse" else "the bare answer (`answer`: RAFT's variant, which makes the model "
                  "memorise the facts and answer even when retrieval missed)."),
               "- `closed_book`: the question alone; target the bare answer (facts for `tuned` mode).",
+              "- `recite` (train only): a passage asked for by document title, section and part; target the passage "
+              "itself, so every token is a label (facts for `tuned` mode, ~20x denser than question/answer pairs).",
               "- Split by document, so validation loss measures documents the model never saw.",
               f"- Restricted documents: {card['restricted']['note']}. Included groups: "
               f"{', '.join(card['restricted']['included_groups']) or 'none'} "

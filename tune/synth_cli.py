@@ -29,6 +29,10 @@ def synth_command(
                                          "sentence) or answer (the bare answer: RAFT's memorisation variant)."),
     closed_book: bool = typer.Option(True, "--closed-book/--no-closed-book",
                                      help="Also write question-only examples (facts for `tuned` mode)."),
+    recite: bool = typer.Option(False, "--recite/--no-recite",
+                                help="Also write one recitation example per training chunk (the passage is the "
+                                     "target, every token a label: facts for `tuned` mode; needs many epochs, "
+                                     "see tune/README.md)."),
     include_groups: Optional[str] = typer.Option(None, help="Comma-separated access groups whose restricted "
                                                  "documents may be used. Default: none, because a tuned model "
                                                  "cannot enforce access rules."),
@@ -42,8 +46,8 @@ def synth_command(
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
     config = SynthConfig(workspace=Path(workspace), name=name, teacher=teacher, teacher_model=teacher_model,
                          api_key=api_key, limit=limit, distractors=distractors, drop_oracle=drop_oracle,
-                         no_oracle_target=no_oracle_target, closed_book=closed_book, include_groups=groups,
-                         seed=seed, round_trip_k=round_trip_k)
+                         no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite,
+                         include_groups=groups, seed=seed, round_trip_k=round_trip_k)
     config.check()
     if groups:
         sys.stderr.write(f"warning: {restricted_warning(groups)}\n")
