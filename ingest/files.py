@@ -30,6 +30,14 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
         raise
 
 
+def share_tree(path: Path) -> None:
+    """Give a folder made by mkdtemp (0700; some writers also make 0600 files) and everything in it the permissions
+    a plain mkdir/open would: 0777 / 0666 minus the umask, so a service user can read a published model folder."""
+    mask = current_umask()
+    for p in [path, *Path(path).rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def fsync_tree(path: Path) -> None:
     """fsync every file and folder under `path` (and `path` itself), so a rename that publishes it is durable."""
     for p in [*path.rglob("*"), path]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.files import share_tree
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -142,10 +144,7 @@ def _build_default_cache(target: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         marker = {"source": str(pkg_dir / DEFAULT_GGUF), "source_bytes": (pkg_dir / DEFAULT_GGUF).stat().st_size}
         (tmp / _CACHE_MARKER).write_text(json.dumps(marker, indent=2))
-        # mkdtemp makes a private (0700) folder; the cache is shared like any model folder (e.g. with a service user)
-        os.chmod(tmp, 0o755)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
+        share_tree(tmp)  # mkdtemp makes a private (0700) folder; the cache is shared like any model folder
         if (target / _CACHE_MARKER).is_file():  # another process finished the same conversion meanwhile
             return target
         if target.exists():  # unmarked, so never completed by this code: replace it

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingest.files import current_umask, fsync_tree, write_text_atomic
+from ingest.files import fsync_tree, share_tree, write_text_atomic
 
 CARD = "card.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -56,10 +56,7 @@ def publish_dir(tmp: Path, target: Path) -> None:
     non-empty folder, so an old target is first renamed aside (for a moment the name is absent, never broken)."""
     tmp, target = Path(tmp), Path(target)
     fsync_tree(tmp)
-    mask = current_umask()
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700, some writers 0600: give the usual permissions
-    for p in tmp.rglob("*"):
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+    share_tree(tmp)
     old = None
     if target.exists():
         old = target.with_name(f".old-{target.name}-{os.getpid()}-{time.time_ns()}")
