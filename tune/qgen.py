@@ -261,12 +261,13 @@ class ExtractTeacher:
         self.max_cloze_answer_words = max_cloze_answer_words
         self.styles = styles
 
-    def spans(self, chunk) -> list[tuple[str, Span]]:
-        """(sentence, span) pairs worth asking about, at most `max_spans`, most specific kinds first."""
+    def spans(self, chunk, sentences: list[str] | None = None) -> list[tuple[str, Span]]:
+        """(sentence, span) pairs worth asking about, at most `max_spans`, most specific kinds first.
+        `sentences`: the chunk already split by split_sentences (it is split here otherwise)."""
         known = known_names_of(chunk)
         heading = f"{chunk.title} {chunk.section}".lower()
         found: list[tuple[int, int, str, Span]] = []
-        for si, sent in enumerate(split_sentences(chunk.text)):
+        for si, sent in enumerate(split_sentences(chunk.text) if sentences is None else sentences):
             for sp in find_spans(sent, known):
                 low = sp.text.lower()
                 if self.frequent(sp.text):
@@ -284,7 +285,8 @@ class ExtractTeacher:
         topic = topic_of(chunk)
         known = known_names_of(chunk)
         clozed: set[str] = set()
-        for sent, sp in self.spans(chunk):
+        sentences = split_sentences(chunk.text)
+        for sent, sp in self.spans(chunk, sentences):
             if "cloze" in self.styles:
                 # "Complete the sentence" means everything that follows: the span and the rest of its sentence.
                 # Spans far from the sentence's end get only a question item.
@@ -299,7 +301,7 @@ class ExtractTeacher:
                 if q:  # an empty question: no rule fits this sentence
                     out.append(QAItem(q, sp.text, chunk, "question", sp.kind, rule, q))
         if "cloze" in self.styles:  # every other sentence: complete its final phrase (reading practice)
-            for sent in split_sentences(chunk.text):
+            for sent in sentences:
                 cut = None if sent in clozed else sentence_ending(sent, self.min_cloze_words,
                                                                   self.max_cloze_answer_words)
                 if cut:
