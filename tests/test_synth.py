@@ -325,7 +325,8 @@ def test_recitations_quote_every_training_chunk(sample_run, sample_searcher):
         assert chunk.doc in train_docs and not chunk.groups
         assert chunk.doc in user and f"part {chunk.position + 1}." in user
     assert len({r["messages"][1]["content"] for r in recites}) == len(recites)  # every passage asked for uniquely
-    assert "| recite |" in (report.dataset / "card.md").read_text()
+    card_md = (report.dataset / "card.md").read_text()
+    assert "| recite |" in card_md and "- `recite` (train only)" in card_md
 
 
 def test_split_by_document(sample_run):
@@ -447,6 +448,7 @@ def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
     assert report.filtered["malformed"] >= 1 and report.filtered["unsupported"] >= 2  # "six months", "nothing"
     rows = _read(report.dataset)["train"] + _read(report.dataset)["val"]
     assert {r["answer"] for r in rows} == {"27 days"} and report.kept == 1  # and no recitations by default
+    assert "`recite`" not in (report.dataset / "card.md").read_text()  # the card describes only what it holds
 
 
 def test_cli_json_contract(tiny_ws, tmp_path):

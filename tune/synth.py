@@ -507,8 +507,9 @@ def render_card(card: dict, rows: list[dict]) -> str:
                  if nt == "refuse" else "the bare answer (`answer`: RAFT's variant, which makes the model "
                  "memorise the facts and answer even when retrieval missed)."),
               "- `closed_book`: the question alone; target the bare answer (facts for `tuned` mode).",
-              "- `recite` (train only): a passage asked for by document title, section and part; target the passage "
-              "itself, so every token is a label (facts for `tuned` mode, ~20x denser than question/answer pairs).",
+              *(["- `recite` (train only): a passage asked for by document title, section and part; target the "
+                 "passage itself, so every token is a label (facts for `tuned` mode, ~20x denser than "
+                 "question/answer pairs)."] if card["config"].get("recite") else []),
               "- Split by document, so validation loss measures documents the model never saw.",
               f"- Restricted documents: {card['restricted']['note']}. Included groups: "
               f"{', '.join(card['restricted']['included_groups']) or 'none'} "
