@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def current_umask() -> int:
+def _umask() -> int:
     """The process's umask (os.umask can only be read by setting it, so it is set back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -19,7 +19,7 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
     what a plain open() would give (0666 minus the umask); pass 0o600 for secrets."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)  # mkstemp alone makes 0600
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)  # mkstemp alone makes 0600
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -33,7 +33,7 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
 def share_tree(path: Path) -> None:
     """Give a folder made by mkdtemp (0700; some writers also make 0600 files) and everything in it the permissions
     a plain mkdir/open would: 0777 / 0666 minus the umask, so a service user can read a published model folder."""
-    mask = current_umask()
+    mask = _umask()
     for p in [path, *Path(path).rglob("*")]:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
