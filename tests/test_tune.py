@@ -369,6 +369,27 @@ def test_interrupted_run_keeps_the_old_adapter_and_resume_continues_from_its_che
         train_adapter(TuneConfig(**cfg, resume=True), progress=False)
 
 
+def test_init_from_continues_an_existing_adapter_and_refuses_one_that_does_not_fit(tiny_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    _plumbing_dataset(ws)
+    cfg = dict(workspace=ws, model=str(tiny_dir), batch_tokens=192, precision="fp32", lr=1e-3)
+    first = train_adapter(TuneConfig(**cfg, name="first", max_steps=6), progress=False)
+    fresh = train_adapter(TuneConfig(**cfg, name="fresh", max_steps=1), progress=False)
+    more = train_adapter(TuneConfig(**cfg, name="more", max_steps=1, init_from="first"), progress=False)
+    # it starts where "first" ended (same validation set), not from a fresh LoRA
+    assert more.val_loss_before == pytest.approx(first.val_loss_after, rel=1e-4)
+    assert fresh.val_loss_before > first.val_loss_after
+    card = json.loads((Path(more.path) / "card.json").read_text())
+    assert card["init_from"] == "first"
+    assert json.loads((Path(first.path) / "card.json").read_text())["init_from"] is None
+    with pytest.raises(TuneError, match="rank 16, this run 8"):
+        train_adapter(TuneConfig(**cfg, name="x", max_steps=1, init_from="first", rank=8), progress=False)
+    with pytest.raises(TuneError, match="no adapter"):
+        train_adapter(TuneConfig(**cfg, name="x", max_steps=1, init_from="nope"), progress=False)
+    assert not (ws / "adapters" / "x").exists()
+
+
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})

@@ -36,6 +36,6 @@ def recite_examples(chunks, seen_text) -> list[dict]:
             continue
         question = recite_question(chunk.title or chunk.doc, chunk.doc, chunk.section, chunk.position + 1)
         messages = build_messages(question, [], with_context=False) + [{"role": "assistant", "content": text}]
-        out.append({"messages": messages, "kind": KIND, "style": KIND, "doc": chunk.doc, "chunk_id": chunk.id,
-                    "question": question, "answer": ""})
+        out.append({"messages": messages, "kind": KIND, "style": KIND, "rule": KIND, "doc": chunk.doc,
+                    "chunk_id": chunk.id, "question": question, "answer": ""})
     return out

@@ -2,6 +2,7 @@
 
     chunks of the live index (restricted ones left out unless their groups are named)
       └─ teacher (tune.qgen: extract | local | URL) ─▶ (question, answer span, source chunk) items
+           (+ opt-in reworded copies of a share of them: fewer of the document's words, tune/reword.py)
            └─ filters (tune.filters): malformed, answer length, answer in question, answer type (model-written
               questions), unsupported, duplicate, round trip (the question retrieves its chunk in the top k)
                 └─ examples (chat messages built with serve.prompts, exactly as the answer engine prompts):
@@ -15,20 +16,15 @@
                        └─ split by document (val ~10% of documents) ─▶ WS/datasets/<name>/
                                                                          train.jsonl val.jsonl card.json card.md
 
-The dataset folder is written in a temporary folder and renamed into place, so a killed run never leaves half a
-dataset. Everything is seeded: the same index, config and seed give byte-identical train/val files.
+The dataset folder (tune/dataset_files.py) is written in a temporary folder and renamed into place, so a killed
+run never leaves half a dataset. Everything is seeded: the same index, config and seed give byte-identical train/val files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
-import shutil
 import sys
 import time
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -37,10 +33,12 @@ from pathlib import Path
 from ingest.types import can_read
 from serve.answer import Citation
 from serve.prompts import REFUSAL, answer_with_citation, build_messages, neutralize
+from tune.dataset_files import write_dataset
 from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
     normalize, round_trip_rank, supported
 from tune.qgen import ExtractTeacher, LocalTeacher, OpenAITeacher, QAItem, find_spans
 from tune.recite import recite_examples
+from tune.reword import reworded_items
 
 NO_ORACLE_TARGETS = ("refuse", "answer")
 
@@ -58,6 +56,7 @@ class SynthConfig:
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
     recite: bool = False  # also emit one recitation example per training chunk (tune/recite.py; opt-in: unproven)
+    reword: float = 0.0  # share of items that also get a reworded copy (tune/reword.py; opt-in: see tune/README)
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
     seed: int = 0
     round_trip_k: int = 5
@@ -84,6 +83,8 @@ class SynthConfig:
             raise ValueError("--distractors must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be >= 1")
+        if not 0.0 <= self.reword <= 1.0:
+            raise ValueError(f"--reword must be between 0 and 1, not {self.reword}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -229,8 +230,12 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
     proposed: list[QAItem] = []
     bar = tqdm(pool, desc="synth: questions", unit="chunk", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
+    reword_rng = random.Random(config.seed + 3)
     for chunk in bar:
-        proposed.extend(teacher.items(chunk))
+        items = teacher.items(chunk)
+        proposed.extend(items)
+        if config.reword:
+            proposed.extend(reworded_items(items, config.reword, reword_rng))
         if progress:
             bar.set_postfix(items=len(proposed), refresh=False)
     bar.close()
@@ -312,7 +317,7 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
                          "embedder": gen.manifest.embedder, "docs_dir": gen.manifest.docs_dir},
         "warnings": warnings,
     }
-    out, content_hash = _write_dataset(ws, config.name, train, val, card)
+    out, content_hash = write_dataset(ws, config.name, train, val, card)
     return SynthReport(
         dataset=out, train=len(train), val=len(val), filtered=dict(total.removed), candidates=total.candidates,
         kept=total.kept, by_kind=by_kind, by_style=dict(kept_items),
@@ -409,8 +414,8 @@ def _examples(item: QAItem, hits, config: SynthConfig, allowed, groups, pool, se
                   and c.id not in {d.id for d in distractors} and not supported(item.answer, c.text)]
         rng.shuffle(others)
         distractors.extend(others[: config.distractors - len(distractors)])
-    base = {"style": item.style, "doc": chunk.doc, "chunk_id": chunk.id, "question": item.question,
-            "answer": item.answer}
+    base = {"style": item.style, "rule": item.rule, "doc": chunk.doc, "chunk_id": chunk.id,
+            "question": item.question, "answer": item.answer}
     out = []
     drop = config.drop_oracle > 0 and rng.random() < config.drop_oracle
     if drop and not distractors:
@@ -432,100 +437,3 @@ def _examples(item: QAItem, hits, config: SynthConfig, allowed, groups, pool, se
         messages.append({"role": "assistant", "content": answer_with_citation(item.answer, None)})
         out.append({"messages": messages, "kind": "closed_book", **base})
     return out
-
-
-def _dump(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-
-
-def _write_dataset(ws: Path, name: str, train: list[dict], val: list[dict], card: dict) -> tuple[Path, str]:
-    root = ws / "datasets"
-    root.mkdir(parents=True, exist_ok=True)
-    for p in root.iterdir():  # staging folders of killed runs
-        if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-    train_b, val_b = _dump(train), _dump(val)
-    content_hash = hashlib.sha256(train_b + b"\0" + val_b).hexdigest()
-    card["content_hash"] = content_hash
-    final = root / name
-    card["path"] = str(final)
-    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        (tmp / "train.jsonl").write_bytes(train_b)
-        (tmp / "val.jsonl").write_bytes(val_b)
-        (tmp / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-        (tmp / "card.md").write_text(render_card(card, train or val))
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        old = None
-        if final.exists():
-            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final, content_hash
-
-
-def render_card(card: dict, rows: list[dict]) -> str:
-    c = card["counts"]
-    fs = card["filter_stats"]
-    lines = [f"# Dataset `{card['name']}`", "",
-             f"Synthetic question/answer training data made by `ragtune synth` from index generation "
-             f"`{card['source_index']['generation']}` ({card['source_index']['n_chunks']} chunks); teacher "
-             f"`{card['teacher']}`; content hash `{card['content_hash'][:16]}`.", "",
-             "## Counts", "",
-             "| split | examples | raft | raft_no_oracle | closed_book | recite |", "|---|---|---|---|---|---|"]
-    for split in ("train", "val"):
-        k = c["by_split_kind"][split]
-        lines.append(f"| {split} | {c[split]} | {k.get('raft', 0)} | {k.get('raft_no_oracle', 0)} | "
-                     f"{k.get('closed_book', 0)} | {k.get('recite', 0)} |")
-    lines += ["", f"{c['chunks_used']} source chunks, {c['items_kept']} of {c['items_candidates']} generated items "
-              f"kept; {c['documents']} documents, validation documents (never in train): "
-              f"{', '.join(c['val_documents']) or 'none'}.", "",
-              "## Filters (each item is counted under the first filter it fails)", "",
-              "| style / rule | candidates | kept | pass rate | " + " | ".join(card["filters"]["order"]) + " |",
-              "|---" * (4 + len(card["filters"]["order"])) + "|"]
-    rows_stats = [("all", fs["total"])] + [(f"style {k}", v) for k, v in fs["by_style"].items()] + \
-        [(f"rule {k}", v) for k, v in fs["by_rule"].items()]
-    for label, s in rows_stats:
-        rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
-        lines.append(f"| {label} | {s['candidates']} | {s['kept']} | {rate} | "
-                     + " | ".join(str(s["removed"][f]) for f in card["filters"]["order"]) + " |")
-    nt = card["no_oracle_target"]
-    lines += ["", "## How the examples are built", "",
-              f"- `raft`: the question with its source chunk and {card['config']['distractors']} hard-negative "
-              "distractors (top retrieval hits that are not the source and do not contain the answer), shuffled and "
-              "numbered as the answer engine numbers them; target `answer [n]`.",
-              f"- `raft_no_oracle` ({card['config']['drop_oracle']:.0%} of items): the distractors only; target "
-              + ("the refusal (`refuse`: the model learns to say the documents do not hold the answer)."
-                 if nt == "refuse" else "the bare answer (`answer`: RAFT's variant, which makes the model "
-                 "memorise the facts and answer even when retrieval missed)."),
-              "- `closed_book`: the question alone; target the bare answer (facts for `tuned` mode).",
-              *(["- `recite` (train only): a passage asked for by document title, section and part; target the "
-                 "passage itself, so every token is a label (facts for `tuned` mode, ~20x denser than "
-                 "question/answer pairs)."] if card["config"].get("recite") else []),
-              "- Split by document, so validation loss measures documents the model never saw.",
-              f"- Restricted documents: {card['restricted']['note']}. Included groups: "
-              f"{', '.join(card['restricted']['included_groups']) or 'none'} "
-              f"({card['restricted']['restricted_chunks_excluded']} restricted chunks left out).", ""]
-    if card["warnings"]:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in card["warnings"]] + [""]
-    lines += ["## Examples", ""]
-    shown, seen = 0, set()
-    for r in rows:
-        key = (r["kind"], r["style"])
-        if key in seen and len(seen) < 4:
-            continue
-        seen.add(key)
-        lines.append(f"- ({r['kind']}, {r['style']}, `{r['doc']}`) **Q:** {r['question']}  \n"
-                     f"  **target:** {r['messages'][-1]['content']}")
-        shown += 1
-        if shown == 5:
-            break
-    return "\n".join(lines) + "\n"

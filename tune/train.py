@@ -95,6 +95,9 @@ class TuneConfig:
     """Recompute activations in backward: less memory, ~30% slower. For long contexts / big models."""
     qlora: bool = False
     """Load the base model in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top (QLoRA)."""
+    init_from: str | None = None
+    """Start from the weights of the existing adapter WS/adapters/<init_from> (same base model, rank and target
+    layers) instead of a fresh LoRA: continue tuning after new documents or new data, without starting over."""
     resume: bool = False
     """Continue the interrupted run of this name from its last checkpoint in WS/adapters/.runs/<name>/."""
     save_steps: int | None = None
@@ -148,7 +151,7 @@ def _fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
     """What must match for --resume to continue a run."""
     keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
             "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
-            "qlora", "val_fraction", "max_val_examples")
+            "qlora", "val_fraction", "max_val_examples", "init_from")
     d = {k: getattr(cfg, k) for k in keys}
     d["target_modules"] = list(d["target_modules"])
     d["data_sha256"] = files_sha256
@@ -163,6 +166,40 @@ def _last_checkpoint(run_dir: Path) -> Path | None:
         return None
     last = get_last_checkpoint(str(run_dir))
     return Path(last) if last else None
+
+
+def _check_init_from(cfg: TuneConfig, ws: Path) -> Path:
+    """WS/adapters/<init_from>, checked to fit this run (clear errors before any heavy import)."""
+    src = adapter_path(ws, check_name(cfg.init_from))
+    try:
+        conf = json.loads((src / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        raise TuneError(f"--init-from {cfg.init_from!r}: no adapter at {src}") from None
+    card_path = src / "card.json"
+    base = json.loads(card_path.read_text()).get("base_model") if card_path.is_file() else None
+    problems = []
+    if base is not None and base != cfg.model:
+        problems.append(f"base model {base!r}, this run {cfg.model!r}")
+    if conf.get("r") != cfg.rank:
+        problems.append(f"rank {conf.get('r')}, this run {cfg.rank}")
+    if sorted(conf.get("target_modules") or []) != sorted(cfg.target_modules):
+        problems.append(f"target layers {sorted(conf.get('target_modules') or [])}")
+    if problems:
+        raise TuneError(f"--init-from {cfg.init_from!r} does not fit this run: " + "; ".join(problems))
+    return src
+
+
+def _load_init_weights(model: Any, src: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = src / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise TuneError(f"--init-from: {weights} is missing")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise TuneError(f"--init-from: {src} has weights this model lacks: {unexpected[:3]}")
 
 
 def _load_base(cfg: TuneConfig, model_dir: Any, device: str, precision: str, local_rank: int):
@@ -222,6 +259,8 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     if not train_recs or not val_recs:
         raise TuneError(f"dataset {files.root} needs training and validation examples "
                         f"(has {len(train_recs)} train, {len(val_recs)} val)")
+
+    init_dir = _check_init_from(cfg, ws) if cfg.init_from else None
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -296,6 +335,8 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
                       lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none",
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    if init_dir is not None and resume_ckpt is None:  # a resumed run restores its own checkpoint instead
+        _load_init_weights(model, init_dir)
 
     args = _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device,
                           precision)
@@ -397,5 +438,6 @@ def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_sta
         "val_loss_before": r.val_loss_before, "val_loss_after": r.val_loss_after, "val_losses": r.val_losses,
         "best_step": r.best_step, "steps": r.steps, "epochs": r.epochs,
         "train_tokens_per_s": r.train_tokens_per_s, "padding_share": r.padding_share, "wall_s": r.wall_s,
-        "device": r.device, "precision": r.precision, "resumed_from_step": r.resumed_from_step, "eval": {},
+        "device": r.device, "precision": r.precision, "resumed_from_step": r.resumed_from_step,
+        "init_from": cfg.init_from, "eval": {},
     }

@@ -53,6 +53,8 @@ def tune_command(
                                                "process (default 8192 on CPU, 16384 on CUDA)."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model: the packaged default, a local "
                               "model folder or a hub id."),
+    init_from: Optional[str] = typer.Option(None, help="Start from the weights of this existing adapter (same base "
+                                            "model and rank) instead of a fresh LoRA: keep tuning it on new data."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of NAME from its last "
                                 "checkpoint (WS/adapters/.runs/NAME)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute activations "
@@ -69,7 +71,7 @@ def tune_command(
     from tune.train import TuneConfig, train_adapter
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
-                     max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
+                     max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume, init_from=init_from,
                      gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed,
                      max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.
