@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -19,9 +18,8 @@ from serve.prompts import (REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, ans
                            neutralize)
 from tune.filters import (FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, jaccard, normalize,
                           supported)
-from tune.qgen import (ExtractTeacher, LocalTeacher, QAItem, find_spans, make_question, parse_teacher_output,
+from tune.qgen import (ExtractTeacher, LocalTeacher, find_spans, make_question, parse_teacher_output,
                        split_sentences)
-from tune.reword import reword, reworded_items
 from tune.spans import sentence_ending
 from tune.synth import SynthConfig, synthesize
 
@@ -137,31 +135,6 @@ def test_extract_teacher_items_cloze_and_question():
          "its offices")]
 
 
-def test_reworded_copy_drops_words_but_keeps_names_numbers_answer_and_source():
-    class C:
-        id, doc, title, section, page, text, groups = "c1", "d.md", "Leave Policy", "Leave Policy", None, (
-            "Every new employee at Brindlewick receives 27 days of paid holiday each calendar year. "
-            "The probation period for every new office employee is six months. "
-            "Ashcombe Mutual, the insurer chosen by the board after a long public tender, has managed the company "
-            "pension fund since 2019 for every employee who joined the company."), ()
-
-    item = next(i for i in ExtractTeacher().items(C) if i.answer == "2019 for every employee who joined the company")
-    copies = [reword(item, random.Random(seed)) for seed in range(20)]
-    copies = [c for c in copies if c is not None]
-    assert len(copies) >= 10 and len({c.question for c in copies}) >= 5
-    for c in copies:
-        assert (c.answer, c.chunk, c.style, c.rule) == (item.answer, item.chunk, "cloze", "reworded")
-        assert c.question.startswith("Complete the sentence: ") and c.question.endswith(" pension fund since ...")
-        assert "Ashcombe Mutual" in c.question and "2019" not in c.question  # names stay; the answer is not leaked
-        assert c.search_query in c.question and c.question != item.question
-    with_background = [c for c in copies if "probation" in c.question or "holiday" in c.question]
-    assert with_background and len(with_background) < len(copies)  # about half get another sentence in front
-    short = QAItem("How long is the probation period?", "six months", C, "question", "duration", "subject",
-                   "How long is the probation period?")
-    assert reword(short, random.Random(0)) is None
-    assert reworded_items([item] * 10, 0.0, random.Random(0)) == []
-
-
 @pytest.mark.parametrize("sentence, expected", [
     ("Hughes, notorious for his ability to draw audiences into a web of intrigue, was the perfect partner for Smith.",
      ("Hughes, notorious for his ability to draw audiences into a web of intrigue, was the perfect partner for",
@@ -247,7 +220,7 @@ def sample_searcher(sample_ws, embedder):
 @pytest.fixture(scope="module")
 def sample_run(sample_ws, sample_searcher):
     (sample_ws / "datasets" / ".tmp-default-killed").mkdir(parents=True)  # as a killed run leaves it
-    report = synthesize(SynthConfig(sample_ws, limit=40, seed=3, recite=True, reword=0.5), searcher=sample_searcher,
+    report = synthesize(SynthConfig(sample_ws, limit=40, seed=3, recite=True), searcher=sample_searcher,
                         progress=False)
     return report, _read(report.dataset)
 
@@ -328,9 +301,8 @@ def test_filter_counts_add_up_and_card(sample_run):
     assert sum(r["kind"] == "closed_book" for r in rows) == report.kept
     assert sum(r["kind"] in ("raft", "raft_no_oracle") for r in rows) == report.kept
     assert card["counts"]["train"] == report.train and card["counts"]["val"] == report.val
-    reworded = [r for r in rows if r["rule"] == "reworded"]  # --reword 0.5: copies that passed the same filters
-    assert reworded and stats["by_rule"]["reworded"]["kept"] * 2 == len(reworded)  # a RAFT + a closed-book row each
-    assert not {r["question"] for r in reworded} & {r["question"] for r in rows if r["rule"] != "reworded"}
+    for rule, s in stats["by_rule"].items():  # each row names the rule that made its item: a RAFT + a closed-book row
+        assert sum(r["rule"] == rule for r in rows) == 2 * s["kept"]
     folder = report.dataset
     digest = hashlib.sha256((folder / "train.jsonl").read_bytes() + b"\0" + (folder / "val.jsonl").read_bytes())
     assert card["content_hash"] == report.content_hash == digest.hexdigest()
@@ -445,7 +417,6 @@ def test_reproducible_with_seed_and_refuse_or_answer(tiny_ws, tiny_searcher):
     b = synthesize(SynthConfig(tiny_ws, name="b", seed=7), searcher=tiny_searcher, progress=False)
     assert a.content_hash == b.content_hash
     assert (a.dataset / "train.jsonl").read_bytes() == (b.dataset / "train.jsonl").read_bytes()
-    assert "reworded" not in json.loads((a.dataset / "card.json").read_text())["filter_stats"]["by_rule"]  # opt-in
     c = synthesize(SynthConfig(tiny_ws, name="c", seed=8), searcher=tiny_searcher, progress=False)
     assert c.content_hash != a.content_hash
 

@@ -422,6 +422,11 @@ def test_cli_tune_adapters_export_json_contract(tiny_dir: Path, tmp_path: Path) 
     again = _cli("export", "cli", "--merge", str(tmp_path / "merged"), "--workspace", str(ws))
     assert again.returncode == 2 and "not empty" in again.stderr
 
+    same = _cli("tune", "--model", str(tiny_dir), "--max-steps", "1", "--batch-tokens", "256", "--name", "again",
+                "--init-from", "cli", "--lr", "0", "--precision", "fp32", env={"RAGTUNE_WORKSPACE": str(ws)})
+    assert same.returncode == 0, same.stderr[-2000:]  # lr 0: the loss cannot fall, and the user is told so
+    assert "validation loss did not fall below adapter 'cli'" in same.stdout
+
     missing = _cli("tune", "--workspace", str(tmp_path / "empty"), "--json")
     assert missing.returncode == 2 and missing.stdout == "" and "ragtune synth" in missing.stderr
     qlora = _cli("tune", "--workspace", str(ws), "--model", str(tiny_dir), "--qlora")

@@ -89,10 +89,6 @@ def render_card(card: dict, rows: list[dict]) -> str:
               *(["- `recite` (train only): a passage asked for by document title, section and part; target the "
                  "passage itself, so every token is a label (facts for `tuned` mode, ~20x denser than "
                  "question/answer pairs)."] if card["config"].get("recite") else []),
-              *([f"- rule `reworded` ({card['config']['reword']:.0%} of items asked for a copy): the item's wording "
-                 "with about a quarter of its lower-case content words dropped and, for half of them, another "
-                 "sentence of the chunk in front (tune/reword.py); same filters, same answer."]
-                if card["config"].get("reword") else []),
               "- Split by document, so validation loss measures documents the model never saw.",
               f"- Restricted documents: {card['restricted']['note']}. Included groups: "
               f"{', '.join(card['restricted']['included_groups']) or 'none'} "

@@ -2,7 +2,6 @@
 
     chunks of the live index (restricted ones left out unless their groups are named)
       └─ teacher (tune.qgen: extract | local | URL) ─▶ (question, answer span, source chunk) items
-           (+ opt-in reworded copies of a share of them: fewer of the document's words, tune/reword.py)
            └─ filters (tune.filters): malformed, answer length, answer in question, answer type (model-written
               questions), unsupported, duplicate, round trip (the question retrieves its chunk in the top k)
                 └─ examples (chat messages built with serve.prompts, exactly as the answer engine prompts):
@@ -38,7 +37,6 @@ from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answ
     normalize, round_trip_rank, supported
 from tune.qgen import ExtractTeacher, LocalTeacher, OpenAITeacher, QAItem, find_spans
 from tune.recite import recite_examples
-from tune.reword import reworded_items
 
 NO_ORACLE_TARGETS = ("refuse", "answer")
 
@@ -56,7 +54,6 @@ class SynthConfig:
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
     recite: bool = False  # also emit one recitation example per training chunk (tune/recite.py; opt-in: unproven)
-    reword: float = 0.0  # share of items that also get a reworded copy (tune/reword.py; opt-in: see tune/README)
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
     seed: int = 0
     round_trip_k: int = 5
@@ -83,8 +80,6 @@ class SynthConfig:
             raise ValueError("--distractors must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be >= 1")
-        if not 0.0 <= self.reword <= 1.0:
-            raise ValueError(f"--reword must be between 0 and 1, not {self.reword}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -230,12 +225,8 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
     proposed: list[QAItem] = []
     bar = tqdm(pool, desc="synth: questions", unit="chunk", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
-    reword_rng = random.Random(config.seed + 3)
     for chunk in bar:
-        items = teacher.items(chunk)
-        proposed.extend(items)
-        if config.reword:
-            proposed.extend(reworded_items(items, config.reword, reword_rng))
+        proposed.extend(teacher.items(chunk))
         if progress:
             bar.set_postfix(items=len(proposed), refresh=False)
     bar.close()

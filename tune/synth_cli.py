@@ -33,9 +33,6 @@ def synth_command(
                                 help="Also write one recitation example per training chunk (the passage is the "
                                      "target, every token a label: facts for `tuned` mode; needs many epochs, "
                                      "see tune/README.md)."),
-    reword: float = typer.Option(0.0, help="Share of items that also get a reworded copy (a quarter of the words "
-                                 "dropped, another sentence of the chunk put in front): practice for questions "
-                                 "that do not repeat the document's wording; see tune/README.md."),
     include_groups: Optional[str] = typer.Option(None, help="Comma-separated access groups whose restricted "
                                                  "documents may be used. Default: none, because a tuned model "
                                                  "cannot enforce access rules."),
@@ -49,7 +46,7 @@ def synth_command(
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
     config = SynthConfig(workspace=Path(workspace), name=name, teacher=teacher, teacher_model=teacher_model,
                          api_key=api_key, limit=limit, distractors=distractors, drop_oracle=drop_oracle,
-                         no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite, reword=reword,
+                         no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite,
                          include_groups=groups, seed=seed, round_trip_k=round_trip_k)
     config.check()
     if groups:

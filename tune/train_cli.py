@@ -71,8 +71,8 @@ def tune_command(
     from tune.train import TuneConfig, train_adapter
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
-                     max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume, init_from=init_from,
-                     gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed,
+                     max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
+                     init_from=init_from, gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed,
                      max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
@@ -87,6 +87,10 @@ def tune_command(
              f"of {report.steps}), {report.train_tokens_per_s:.0f} train tokens/s, padding {report.padding_share:.1%}, "
              f"{report.wall_s:.0f} s on {report.device} {report.precision}",
              f"use it: ragtune ask QUESTION --workspace {workspace} --mode hybrid --adapter {report.adapter}"]
+    if not report.val_loss_after < report.val_loss_before:
+        start = f"adapter {init_from!r}" if init_from else "the base model"
+        lines.append(f"warning: validation loss did not fall below {start}'s; compare them with `ragtune eval` "
+                     "before using this adapter")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
