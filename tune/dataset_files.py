@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
+
+from tune.adapters import clean_stale, publish_dir
 
 
 def _dump(rows: list[dict]) -> bytes:
@@ -20,9 +21,7 @@ def write_dataset(ws: Path, name: str, train: list[dict], val: list[dict], card:
     hash of train + val), the hash also stored in the card."""
     root = ws / "datasets"
     root.mkdir(parents=True, exist_ok=True)
-    for p in root.iterdir():  # staging folders of killed runs
-        if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+    clean_stale(root)  # staging folders of killed runs
     train_b, val_b = _dump(train), _dump(val)
     content_hash = hashlib.sha256(train_b + b"\0" + val_b).hexdigest()
     card["content_hash"] = content_hash
@@ -35,16 +34,7 @@ def write_dataset(ws: Path, name: str, train: list[dict], val: list[dict], card:
         (tmp / "val.jsonl").write_bytes(val_b)
         (tmp / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
         (tmp / "card.md").write_text(render_card(card, train or val))
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        old = None
-        if final.exists():
-            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, final)  # fsync, then swap in: an older dataset of this name is replaced only now
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

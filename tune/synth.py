@@ -16,7 +16,8 @@
                                                                          train.jsonl val.jsonl card.json card.md
 
 The dataset folder (tune/dataset_files.py) is written in a temporary folder and renamed into place, so a killed
-run never leaves half a dataset. Everything is seeded: the same index, config and seed give byte-identical train/val files.
+run never leaves half a dataset. Everything is seeded: the same index, config and seed give byte-identical
+train/val files.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
+from tune.adapters import AdapterMissingError, adapter_path, adapters_root, check_name, clean_stale, read_card
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
                           _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json)
 
@@ -170,13 +170,15 @@ def _last_checkpoint(run_dir: Path) -> Path | None:
 
 def _check_init_from(cfg: TuneConfig, ws: Path) -> Path:
     """WS/adapters/<init_from>, checked to fit this run (clear errors before any heavy import)."""
-    src = adapter_path(ws, check_name(cfg.init_from))
+    try:
+        base = read_card(ws, cfg.init_from).get("base_model")
+    except AdapterMissingError as exc:
+        raise TuneError(f"--init-from: {exc}") from None
+    src = adapter_path(ws, cfg.init_from)
     try:
         conf = json.loads((src / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        raise TuneError(f"--init-from {cfg.init_from!r}: no adapter at {src}") from None
-    card_path = src / "card.json"
-    base = json.loads(card_path.read_text()).get("base_model") if card_path.is_file() else None
+    except (OSError, ValueError) as exc:
+        raise TuneError(f"--init-from {cfg.init_from!r}: unreadable {src / 'adapter_config.json'}: {exc}") from None
     problems = []
     if base is not None and base != cfg.model:
         problems.append(f"base model {base!r}, this run {cfg.model!r}")

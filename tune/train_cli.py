@@ -72,8 +72,8 @@ def tune_command(
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
                      max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
-                     init_from=init_from, gradient_checkpointing=gradient_checkpointing, qlora=qlora, precision=precision, seed=seed,
-                     max_val_examples=val_examples or None)
+                     init_from=init_from, gradient_checkpointing=gradient_checkpointing, qlora=qlora,
+                     precision=precision, seed=seed, max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         report = train_adapter(cfg, progress=True)
