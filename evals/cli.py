@@ -29,6 +29,9 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the bootstrap intervals."),
     k: int = typer.Option(3, "--k", "-k", help="Retrieved chunks put in the prompt (rag, hybrid)."),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Longest answer in tokens."),
+    focus_window: Optional[int] = typer.Option(None, "--focus-window", help="Sentences kept either side of the one "
+                                               "most like the question in each chunk (refusals asked again with whole "
+                                               "chunks); -1 = whole chunks. Default: 1 in hybrid, -1 in rag."),
     model: Optional[str] = typer.Option(None, "--model", help="Generator: a local model folder or hub id (default: "
                                         "the packaged SmolLM2-135M-Instruct), or the served name with --backend-url."),
     backend_url: Optional[str] = typer.Option(None, "--backend-url", help="An OpenAI-compatible server to answer "
@@ -47,7 +50,7 @@ def eval_command(
         raise ValueError("--limit must be a positive number of questions")
     config = EvalConfig(workspace=workspace, questions=questions, fictional_knowledge=fictional_knowledge,
                         modes=modes, adapter=adapter, limit=limit, seed=seed, k=k, max_new_tokens=max_new_tokens,
-                        model=model, backend_url=backend_url, api_key=api_key,
+                        focus_window=focus_window, model=model, backend_url=backend_url, api_key=api_key,
                         command=" ".join(["ragtune"] + [shlex.quote(a) for a in sys.argv[1:]]))
     if as_json:
         with contextlib.redirect_stdout(sys.stderr):  # nothing but the one JSON object reaches stdout

@@ -39,6 +39,8 @@ class EvalConfig:
     seed: int = 0  # sampling and bootstrap seed
     k: int = 3  # chunks put in the prompt (rag/hybrid)
     max_new_tokens: int = 48
+    focus_window: int | None = None  # AnswerConfig.focus_window: sentences kept around the best one per chunk;
+    # -1 = whole chunks; None = the engine's per-mode default (hybrid 1, rag -1)
     out: Path | None = None  # folder that receives <timestamp>-<set>/ and latest.json; default WS/evals
     model: str | None = None
     backend_url: str | None = None
@@ -187,7 +189,7 @@ def _record(q: Question, mode: str, ans, retrieval: dict) -> dict:
             "sources": [f"[{s.n}] {s.doc} — {s.section}" for s in ans.sources],
             "warnings": list(getattr(ans, "warnings", []) or []),
             "timings": {k: t.get(k) for k in ("retrieve_ms", "first_token_ms", "tokens_per_s", "total_ms",
-                                              "new_tokens", "prompt_tokens") if k in t},
+                                              "new_tokens", "prompt_tokens", "attempts") if k in t},
             "retrieval": retrieval}
 
 
@@ -275,7 +277,8 @@ def _engine_for(config: EvalConfig):
     from serve.answer import AnswerConfig, create_engine
 
     return create_engine(Path(config.workspace), config.model, config.backend_url, config.api_key,
-                         AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
+                         AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens,
+                                      focus_window=config.focus_window))
 
 
 def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
@@ -342,6 +345,7 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         "model": getattr(getattr(engine, "generator", None), "name", None) or config.model or "default",
         "backend_url": config.backend_url, "embed_model": embed_model,
         "seed": config.seed, "limit": config.limit, "k": config.k, "max_new_tokens": config.max_new_tokens,
+        "focus_window": config.focus_window,
         "command": config.command or f"run_eval({_config_repr(config)})",
         "question_ids": [q.id for q in plan.questions],
         "results": results, "metrics": metrics, "retrieval": retrieval_summary, "notes": plan.notes,

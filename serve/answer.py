@@ -7,8 +7,10 @@
 
 The CLI, the app, the API and the evaluation all call `AnswerEngine.start(...)` (streaming) or `.answer(...)`.
 Retrieved chunks are numbered in the prompt; `[n]` markers in the answer become citations (doc, section,
-quoted passage). Refusals: when retrieval finds nothing close enough the engine says so without generating, and
-when the model says the documents do not hold the answer the result is marked `refused`.
+quoted passage). Each chunk is first cut to the sentences around the one most like the question (retrieve/focus.py);
+when the answer from those focused passages is a refusal or is withheld as unsupported, the model gets a second
+look at the whole chunks. Refusals: when retrieval finds nothing close enough the engine says so without
+generating, and when the model says the documents do not hold the answer the result is marked `refused`.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ingest.types import can_read
+from retrieve.focus import focus_passages
 from serve.prompts import (REFUSAL, build_messages, is_refusal, looks_like_followup, neutralize, support_score)
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
 ADAPTER_MODES = ("tuned", "hybrid")
+# the tuned reader answers better from focused passages; the base model does not (fewer correct citations), so
+# rag stays plain RAG over whole chunks unless asked (README "Does tuning help?")
+FOCUS_WINDOW = {"rag": -1, "hybrid": 1}
 
 
 class AnswerError(ValueError):
@@ -42,6 +48,9 @@ class AnswerConfig:
     history_turns: int = 4  # earlier messages of a conversation kept in the prompt
     min_support: float = 0.34  # share of the answer's content words that must appear in the passages it was given;
     # below it the answer is treated as a guess and replaced by the refusal (rag/hybrid only; 0 disables)
+    focus_window: int | None = None  # each chunk cut to this many sentences either side of the one most like the
+    # question (retrieve/focus.py); -1 = whole chunks; None = FOCUS_WINDOW[mode]
+    second_look: bool = True  # a refused or withheld answer from focused passages is asked again with whole chunks
 
 
 @dataclass
@@ -195,75 +204,126 @@ class AnswerEngine:
         t0 = time.perf_counter()
         timings = {"retrieve_ms": 0.0, "first_token_ms": None, "tokens_per_s": 0.0, "total_ms": 0.0,
                    "prompt_tokens": 0, "new_tokens": 0}
-        sources: list[Citation] = []
         warnings: list[str] = []
         query = question
+        attempts: list[list[Citation]] = [[]]  # the passages of each try: focused first, then whole chunks
         if mode in RETRIEVAL_MODES:
             query, hits, best = self._retrieve(question, history, groups, k or cfg.k)
-            timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             if not hits or best < cfg.min_relevance:
-                timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+                timings["retrieve_ms"] = timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 stream.result = Answer(question, REFUSAL, mode, adapter, [], True, timings, [], query,
                                        ["no indexed passage is relevant enough to answer from"])
                 yield REFUSAL
                 return
-            budget = cfg.context_tokens
-            for n, h in enumerate(hits, start=1):
-                text, flagged = neutralize(h.chunk.text)
-                if flagged:
-                    warnings.append(f"instruction-like text in {h.chunk.doc} was neutralised")
-                cost = self._count(text)
-                if cost > budget:
-                    if n > 1:
-                        break
-                    text = self._truncate(text, budget)
-                budget -= cost
-                sources.append(Citation(n, h.chunk.doc, h.chunk.section, h.chunk.page, h.chunk.id, text))
-        messages = build_messages(question, sources, history[-cfg.history_turns:] if cfg.history_turns else [],
-                                  with_context=mode in RETRIEVAL_MODES)
+            attempts = self._passages(hits, query, mode, warnings)
+            timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        turns = history[-cfg.history_turns:] if cfg.history_turns else []
         options = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
         if hasattr(self.generator, "load_adapter"):
             options["adapter"] = adapter  # chosen inside the generator's lock: concurrent requests cannot mix them
-        pieces: list[str] = []
         t_gen = time.perf_counter()
-        for piece in self.generator.stream(messages, **options):
-            if timings["first_token_ms"] is None and piece:
-                timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-            pieces.append(piece)
-            yield piece
+
+        def shown(pieces):  # what reaches the reader; the first visible piece sets the time to first token
+            for piece in pieces:
+                if timings["first_token_ms"] is None and piece:
+                    timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+                yield piece
+
+        for n_try, sources in enumerate(attempts, start=1):
+            last = n_try == len(attempts)
+            messages = build_messages(question, sources, turns, with_context=mode in RETRIEVAL_MODES)
+            pieces: list[str] = []
+            held: list[str] = []  # a try that may be followed by another holds back what could be the refusal
+            for piece in self.generator.stream(messages, **options):
+                pieces.append(piece)
+                if not last and REFUSAL.startswith("".join(pieces).strip()):
+                    held.append(piece)
+                    continue
+                yield from shown(held + [piece])
+                held.clear()
+            text = "".join(pieces).strip()
+            refused, warning, support = self._judge(text, sources, mode)
+            timings.pop("support", None)
+            if support is not None:
+                timings["support"] = round(support, 3)
+            if not refused or last:
+                yield from shown(held)
+                break
+            why = "was not supported by them" if warning else "was a refusal"
+            warnings.append(f"the answer from the focused passages ({text!r}) {why}; answered again from the "
+                            "whole passages")
+            if not held:
+                yield from shown(["\n\n"])  # the first draft was already streamed: the second one follows it
+        if warning:
+            warnings.append(warning)
         stats = getattr(self.generator, "last_stats", None)
-        text = "".join(pieces).strip()
         if stats is not None:
             timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
                            new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
                            finish_reason=stats.finish_reason)
+        timings["attempts"] = n_try
         timings["generate_ms"] = round((time.perf_counter() - t_gen) * 1000, 2)
         timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        refused = is_refusal(text)
-        if mode in RETRIEVAL_MODES and not refused:
-            support = support_score(text, [s.text for s in sources])
-            timings["support"] = round(support, 3)
-            if support < cfg.min_support:
-                warnings.append(f"the model's answer was not supported by the documents and was withheld: {text!r}")
-                text, refused = REFUSAL, True
-        citations = [] if refused else self._citations(text, sources)
+        citations: list[Citation] = []
+        if warning:  # withheld: the refusal replaces the unsupported answer
+            text = REFUSAL
+        elif not refused:
+            text, citations = self._citations(text, sources, warnings)
         stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings)
 
-    def _citations(self, text: str, sources: list[Citation]) -> list[Citation]:
-        """[n] markers that name a real source; without any, the source sharing the most words with the answer."""
+    def _passages(self, hits, query: str, mode: str, warnings: list[str]) -> list[list[Citation]]:
+        """The numbered passages to answer from, within the token budget: the focused ones first (when focusing
+        is on and changes anything, and `second_look` is set, the whole chunks follow as a second try)."""
+        cfg = self.config
+        whole: list[Citation] = []
+        budget = cfg.context_tokens
+        for n, h in enumerate(hits, start=1):
+            text, flagged = neutralize(h.chunk.text)
+            if flagged:
+                warnings.append(f"instruction-like text in {h.chunk.doc} was neutralised")
+            cost = self._count(text)
+            if cost > budget:
+                if n > 1:
+                    break
+                text = self._truncate(text, budget)
+            budget -= cost
+            whole.append(Citation(n, h.chunk.doc, h.chunk.section, h.chunk.page, h.chunk.id, text))
+        window = FOCUS_WINDOW[mode] if cfg.focus_window is None else cfg.focus_window
+        if window < 0:
+            return [whole]
+        focused_texts = focus_passages(self.searcher.embedder, query, [c.text for c in whole], window)
+        if focused_texts == [c.text for c in whole]:
+            return [whole]
+        focused = [replace(c, text=t) for c, t in zip(whole, focused_texts)]
+        return [focused, whole] if cfg.second_look else [focused]
+
+    def _judge(self, text: str, sources: list[Citation], mode: str) -> tuple[bool, str, float | None]:
+        """(refused, why it was withheld, support): a refusal, or an answer whose words the passages lack."""
+        if is_refusal(text) or mode not in RETRIEVAL_MODES:
+            return is_refusal(text), "", None
+        support = support_score(text, [s.text for s in sources])
+        if support < self.config.min_support:
+            return True, f"the model's answer was not supported by the documents and was withheld: {text!r}", support
+        return False, "", support
+
+    def _citations(self, text: str, sources: list[Citation], warnings: list[str]) -> tuple[str, list[Citation]]:
+        """(answer, citations): the [n] markers that name a real source. A single marker on a passage lacking the
+        answer's words moves to the passage that has them (the marker in the answer too, flagged `inferred`,
+        with a warning); with no marker, the source sharing the most words with the answer, flagged `inferred`."""
         by_n = {s.n: s for s in sources}
-        cited = []
-        for m in re.findall(r"\[(\d+)\]", text):
-            s = by_n.get(int(m))
-            if s is not None and s not in cited:
-                cited.append(s)
-        if cited or not sources:
-            return cited
-        scores = [(support_score(text, [s.text]), s) for s in sources]
-        score, best = max(scores, key=lambda x: x[0])
-        if score >= 0.5:
-            return [Citation(**{**asdict(best), "inferred": True})]
-        return []
+        markers = [n for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", text)) if n in by_n]
+        if not sources:
+            return text, []
+        support = {s.n: support_score(text, [s.text]) for s in sources}
+        best = max(sources, key=lambda s: support[s.n])
+        matched = Citation(**{**asdict(best), "inferred": True}) if support[best.n] >= 0.5 else None
+        if len(markers) == 1 and matched and support[markers[0]] < 0.5:
+            warnings.append(f"citation [{markers[0]}] moved to [{best.n}]: the answer's words are in passage "
+                            f"[{best.n}], not [{markers[0]}]")
+            return text.replace(f"[{markers[0]}]", f"[{best.n}]"), [matched]
+        if markers:
+            return text, [by_n[n] for n in markers]
+        return text, [matched] if matched else []
 
     def _count(self, text: str) -> int:
         count = getattr(self.generator, "count_tokens", None)

@@ -105,12 +105,16 @@ def ask(
                                               "a gateway), e.g. http://gpu-host:8000/v1."),
     api_key: Optional[str] = typer.Option(None, envvar="RAGTUNE_BACKEND_KEY", help="Key for --backend-url."),
     max_new_tokens: int = typer.Option(128, help="Longest answer in tokens."),
+    focus_window: Optional[int] = typer.Option(None, help="Sentences kept either side of the one most like the "
+                                               "question in each chunk (a refused answer is asked again with whole "
+                                               "chunks); -1 = whole chunks. Default: 1 in hybrid mode, -1 in rag."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the documents, with citations (streams unless --json)."""
     from serve.answer import AnswerConfig, create_engine
 
-    engine = create_engine(workspace, model, backend_url, api_key, AnswerConfig(k=k, max_new_tokens=max_new_tokens))
+    config = AnswerConfig(k=k, max_new_tokens=max_new_tokens, focus_window=focus_window)
+    engine = create_engine(workspace, model, backend_url, api_key, config)
     stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))
     for piece in stream:
         if not as_json:

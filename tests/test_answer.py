@@ -47,15 +47,30 @@ def engine(built_index, searcher, local_generator):
     return AnswerEngine(built_index[1], local_generator, searcher, AnswerConfig(max_new_tokens=48))
 
 
+HOLIDAY = ("How many days of paid holiday does a full-time Brindlewick employee get each year, not counting public "
+           "holidays?")
+
+
 def test_rag_answer_contains_gold_fact_and_cites_its_document(engine):
-    a = engine.answer("How many days of paid holiday does a full-time Brindlewick employee get each year, not counting "
-                      "public holidays?", mode="rag")
+    a = engine.answer(HOLIDAY, mode="rag")  # rag is plain RAG: whole chunks by default
     assert "27" in a.answer and not a.refused
     assert "hr/employee-handbook.md" in [c.doc for c in a.citations]
     cited = [c for c in a.citations if c.doc == "hr/employee-handbook.md"][0]
     assert "27 days" in cited.text and cited.section.startswith("Employee Handbook")
     t = a.timings
     assert t["retrieve_ms"] > 0 and t["first_token_ms"] > 0 and t["tokens_per_s"] > 0
+
+
+def test_focused_passages_keep_the_gold_sentence_first(built_index, searcher, local_generator):
+    # the base model reads these focused passages wrongly ("20", from the sick-pay sentence): focusing is for the
+    # tuned reader, so rag keeps whole chunks unless --focus-window is given (README "Does tuning help?")
+    engine = AnswerEngine(built_index[1], local_generator, searcher, AnswerConfig(max_new_tokens=48, focus_window=1))
+    a = engine.answer(HOLIDAY, mode="rag")
+    whole = {h.chunk.id: h.chunk.text for h in searcher.search(HOLIDAY, k=3)}
+    first = a.sources[0]
+    assert first.doc == "hr/employee-handbook.md" and first.text.startswith("Every full-time employee receives 27 days")
+    assert first.text in whole[first.chunk_id] and len(first.text) < len(whole[first.chunk_id])
+    assert a.timings["retrieve_ms"] > 0 and a.timings["attempts"] in (1, 2)
 
 
 def test_off_topic_question_is_refused_without_guessing(engine):
@@ -132,6 +147,84 @@ def test_context_budget_limits_retrieved_text(built_index, searcher):
     assert sum(len(s.text.split()) for s in a.sources) <= 120 and len(a.sources) >= 1
 
 
+class ScriptedGenerator(FakeGenerator):
+    """A FakeGenerator that gives the next reply of a script on each call."""
+
+    def __init__(self, *replies: str) -> None:
+        super().__init__(replies[0])
+        self.replies = list(replies)
+
+    def stream(self, messages, **options):
+        self.reply = self.replies[min(len(self.seen), len(self.replies) - 1)]
+        yield from super().stream(messages, **options)
+
+
+MILEAGE = "What is the mileage rate for my own car?"
+FOCUSED = AnswerConfig(focus_window=1)  # hybrid's default; these fakes have no adapters, so they ask in rag mode
+
+
+def _documents(messages) -> str:
+    return messages[-1]["content"].split("\n\nQuestion:")[0]
+
+
+def test_answer_comes_from_focused_passages_first(built_index, searcher):
+    fake = ScriptedGenerator("EUR 0.32 per km [1]")
+    a = AnswerEngine(built_index[1], fake, searcher, FOCUSED).answer(MILEAGE, mode="rag")
+    whole = {h.chunk.id: h.chunk.text for h in searcher.search(MILEAGE, k=3)}
+    assert len(fake.seen) == 1 and a.timings["attempts"] == 1 and not a.refused
+    assert all(s.text in whole[s.chunk_id] for s in a.sources)  # each passage is a piece of its chunk
+    assert sum(map(len, (s.text for s in a.sources))) < sum(map(len, whole.values()))
+    assert "0.32" in a.citations[0].text and a.citations[0].text == a.sources[0].text
+    plain = AnswerEngine(built_index[1], ScriptedGenerator("EUR 0.32 per km [1]"), searcher).answer(MILEAGE, mode="rag")
+    assert [s.text for s in plain.sources] == [whole[s.chunk_id] for s in plain.sources]  # rag's default: whole
+
+
+def test_refusal_from_focused_passages_is_asked_again_with_whole_chunks(built_index, searcher):
+    fake = ScriptedGenerator(REFUSAL, "EUR 0.32 per km [1]")
+    stream = AnswerEngine(built_index[1], fake, searcher, FOCUSED).start(MILEAGE, mode="rag")
+    shown = "".join(stream).strip()
+    a = stream.result
+    assert shown == "EUR 0.32 per km [1]"  # the first try's refusal was held back, never shown
+    assert a.answer == shown and not a.refused and a.timings["attempts"] == 2
+    assert len(_documents(fake.seen[0])) < len(_documents(fake.seen[1]))
+    assert any("focused passages" in w and "refusal" in w for w in a.warnings)
+    whole = {h.chunk.id: h.chunk.text for h in searcher.search(MILEAGE, k=3)}
+    assert [s.text for s in a.sources] == [whole[s.chunk_id] for s in a.sources]
+
+
+def test_withheld_focused_draft_is_followed_by_the_second_look(built_index, searcher):
+    fake = ScriptedGenerator("Zebra crossings [1]", "EUR 0.32 per km [1]")
+    stream = AnswerEngine(built_index[1], fake, searcher, FOCUSED).start(MILEAGE, mode="rag")
+    shown = "".join(stream)
+    assert shown.index("Zebra") < shown.index("\n\n") < shown.index("EUR 0.32")
+    assert stream.result.answer == "EUR 0.32 per km [1]" and not stream.result.refused
+    assert any("not supported by them" in w for w in stream.result.warnings)
+    assert not any("withheld" in w for w in stream.result.warnings)  # the final answer was not withheld
+
+
+def test_two_refusals_end_in_one_refusal(built_index, searcher):
+    fake = ScriptedGenerator(REFUSAL)
+    stream = AnswerEngine(built_index[1], fake, searcher, FOCUSED).start(MILEAGE, mode="rag")
+    assert "".join(stream).strip() == REFUSAL and len(fake.seen) == 2
+    assert stream.result.refused and stream.result.answer == REFUSAL and not stream.result.citations
+    single = ScriptedGenerator(REFUSAL)
+    AnswerEngine(built_index[1], single, searcher, AnswerConfig(focus_window=1, second_look=False)).answer(
+        MILEAGE, mode="rag")
+    assert len(single.seen) == 1
+
+
+def test_a_citation_of_a_passage_without_the_answer_moves_to_the_one_with_it(built_index, searcher):
+    a = AnswerEngine(built_index[1], ScriptedGenerator("EUR 0.32 per km [3]"), searcher).answer(MILEAGE, mode="rag")
+    holder = [s.n for s in a.sources if "0.32" in s.text]
+    assert len(a.sources) == 3 and holder and holder[0] != 3
+    assert a.answer == f"EUR 0.32 per km [{holder[0]}]" and [c.n for c in a.citations] == [holder[0]]
+    assert a.citations[0].inferred and any(f"citation [3] moved to [{holder[0]}]" in w for w in a.warnings)
+    right = AnswerEngine(built_index[1], ScriptedGenerator(f"EUR 0.32 per km [{holder[0]}]"), searcher)
+    b = right.answer(MILEAGE, mode="rag")
+    assert [c.n for c in b.citations] == [holder[0]] and not b.citations[0].inferred
+    assert not any("moved" in w for w in b.warnings)
+
+
 def test_modes_needing_an_adapter_say_so(built_index, searcher):
     eng = AnswerEngine(built_index[1], FakeGenerator("x"), searcher)
     for mode in ("tuned", "hybrid"):
@@ -157,12 +250,12 @@ def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_gen
     shutil.copytree(built_index[1], ws)
     link_model_cache(ws, model_cache_dir)
     out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "How long is the probation period?",
-                          "--workspace", str(ws), "--mode", "rag", "--json"], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ}, timeout=600)
+                          "--workspace", str(ws), "--mode", "rag", "--focus-window", "1", "--json"], cwd=REPO,
+                         capture_output=True, text=True, env={**os.environ}, timeout=600)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert {"answer", "mode", "citations", "refused", "timings"} <= set(result)
-    assert {"retrieve_ms", "first_token_ms", "tokens_per_s"} <= set(result["timings"])
+    assert {"retrieve_ms", "first_token_ms", "tokens_per_s", "attempts"} <= set(result["timings"])
     assert result["mode"] == "rag" and all({"doc", "section"} <= set(c) for c in result["citations"])
     out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "tuned"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,35 @@
+"""Focused passages: sentence spans, and the window around the sentence most like the question (real embedder)."""
+
+from __future__ import annotations
+
+from retrieve.focus import focus_passages, question_text, sentence_spans
+
+HANDBOOK = ("Brindlewick was founded in 1998 in Hallowmere. The canteen opens at 8 am on weekdays. "
+            "Parking permits are issued by Facilities. Every employee receives 27 days of paid holiday per year. "
+            "Unused holiday can be carried over until March. The office dog is called Biscuit. "
+            "Fire drills take place twice a year.")
+
+
+def _sentences(text: str) -> list[str]:
+    return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def test_sentence_spans_keep_abbreviations_quotes_and_lines_together():
+    text = 'Dr. Smith joined in 2020. He said "It works." Then e.g. this one! A line\n- bullet one\n- bullet two.'
+    assert _sentences(text) == ["Dr. Smith joined in 2020.", 'He said "It works."', "Then e.g. this one!",
+                                "A line", "- bullet one", "- bullet two."]
+    assert _sentences("  ") == [] and _sentences("No end") == ["No end"]
+    assert question_text("Complete the sentence: Every employee receives ...") == "Every employee receives"
+    assert question_text("How many days?") == "How many days?"
+
+
+def test_focus_keeps_the_best_sentence_and_its_neighbours(embedder):
+    short = "Holiday is 27 days. It is paid."
+    out = focus_passages(embedder, "How many days of paid holiday does an employee get?", [HANDBOOK, short], 1)
+    assert out[0] == ("Parking permits are issued by Facilities. Every employee receives 27 days of paid holiday "
+                      "per year. Unused holiday can be carried over until March.")
+    assert out[1] == short  # 2 sentences <= 2 * window + 1: nothing to cut
+    cloze = focus_passages(embedder, "Complete the sentence: The office dog is called ...", [HANDBOOK], 0)
+    assert cloze == ["The office dog is called Biscuit."]
+    assert focus_passages(embedder, "dog", [HANDBOOK], -1) == [HANDBOOK]
+    assert focus_passages(embedder, "dog", [], 1) == []
