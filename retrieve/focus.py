@@ -43,12 +43,6 @@ def _add(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:
         spans.append((start, end))
 
 
-def question_text(question: str) -> str:
-    """What to match sentences against: a cloze probe ('Complete the sentence: X ...') is matched as X."""
-    q = re.sub(r"^\s*complete the sentence:\s*", "", question, flags=re.I)
-    return re.sub(r"\s*(\.\.\.|…)\s*$", "", q).strip() or question
-
-
 def focus_passages(embedder, query: str, texts: list[str], window: int = 1) -> list[str]:
     """Each text cut to `window` sentences either side of its sentence with the highest cosine to `query`
     (one embedding call for the query and every sentence). Texts with no more than 2 * window + 1 sentences,
@@ -60,7 +54,7 @@ def focus_passages(embedder, query: str, texts: list[str], window: int = 1) -> l
     if not cut:
         return list(texts)
     sentences = [texts[i][a:b] for i in cut for a, b in spans[i]]
-    vectors = np.asarray(embedder.encode([question_text(query)] + sentences), dtype=np.float32)
+    vectors = np.asarray(embedder.encode([query] + sentences), dtype=np.float32)
     scores = vectors[1:] @ vectors[0]
     out = list(texts)
     offset = 0

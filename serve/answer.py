@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ingest.types import can_read
 from retrieve.focus import focus_passages
-from serve.prompts import (REFUSAL, build_messages, is_refusal, looks_like_followup, neutralize, support_score)
+from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
+                           support_score)
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
@@ -291,7 +292,7 @@ class AnswerEngine:
         window = FOCUS_WINDOW[mode] if cfg.focus_window is None else cfg.focus_window
         if window < 0:
             return [whole]
-        focused_texts = focus_passages(self.searcher.embedder, query, [c.text for c in whole], window)
+        focused_texts = focus_passages(self.searcher.embedder, cloze_prefix(query), [c.text for c in whole], window)
         if focused_texts == [c.text for c in whole]:
             return [whole]
         focused = [replace(c, text=t) for c, t in zip(whole, focused_texts)]
@@ -299,8 +300,9 @@ class AnswerEngine:
 
     def _judge(self, text: str, sources: list[Citation], mode: str) -> tuple[bool, str, float | None]:
         """(refused, why it was withheld, support): a refusal, or an answer whose words the passages lack."""
-        if is_refusal(text) or mode not in RETRIEVAL_MODES:
-            return is_refusal(text), "", None
+        refused = is_refusal(text)
+        if refused or mode not in RETRIEVAL_MODES:
+            return refused, "", None
         support = support_score(text, [s.text for s in sources])
         if support < self.config.min_support:
             return True, f"the model's answer was not supported by the documents and was withheld: {text!r}", support

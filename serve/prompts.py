@@ -112,6 +112,15 @@ def cloze_question(prefix: str) -> str:
     return f"Complete the sentence: {prefix.strip()} ..."
 
 
+_CLOZE = re.compile(r"^\s*complete the sentence:\s*(.*?)\s*(?:\.\.\.|…)?\s*$", re.I | re.S)
+
+
+def cloze_prefix(question: str) -> str:
+    """The sentence start of a `cloze_question` (what passages are matched against); other questions unchanged."""
+    m = _CLOZE.match(question)
+    return m.group(1) if m and m.group(1) else question
+
+
 def answer_with_citation(answer: str, n: int | None) -> str:
     """The answer format the tuned model learns: the short answer, then its source marker."""
     return f"{answer.strip()} [{n}]" if n else answer.strip()

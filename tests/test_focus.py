@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from retrieve.focus import focus_passages, question_text, sentence_spans
+from retrieve.focus import focus_passages, sentence_spans
+from serve.prompts import cloze_prefix, cloze_question
 
 HANDBOOK = ("Brindlewick was founded in 1998 in Hallowmere. The canteen opens at 8 am on weekdays. "
             "Parking permits are issued by Facilities. Every employee receives 27 days of paid holiday per year. "
@@ -19,8 +20,9 @@ def test_sentence_spans_keep_abbreviations_quotes_and_lines_together():
     assert _sentences(text) == ["Dr. Smith joined in 2020.", 'He said "It works."', "Then e.g. this one!",
                                 "A line", "- bullet one", "- bullet two."]
     assert _sentences("  ") == [] and _sentences("No end") == ["No end"]
-    assert question_text("Complete the sentence: Every employee receives ...") == "Every employee receives"
-    assert question_text("How many days?") == "How many days?"
+    assert cloze_prefix(cloze_question("Every employee receives")) == "Every employee receives"
+    assert cloze_prefix("Complete the sentence: Every employee receives …") == "Every employee receives"
+    assert cloze_prefix("How many days?") == "How many days?"
 
 
 def test_focus_keeps_the_best_sentence_and_its_neighbours(embedder):
@@ -29,7 +31,7 @@ def test_focus_keeps_the_best_sentence_and_its_neighbours(embedder):
     assert out[0] == ("Parking permits are issued by Facilities. Every employee receives 27 days of paid holiday "
                       "per year. Unused holiday can be carried over until March.")
     assert out[1] == short  # 2 sentences <= 2 * window + 1: nothing to cut
-    cloze = focus_passages(embedder, "Complete the sentence: The office dog is called ...", [HANDBOOK], 0)
+    cloze = focus_passages(embedder, cloze_prefix(cloze_question("The office dog is called")), [HANDBOOK], 0)
     assert cloze == ["The office dog is called Biscuit."]
     assert focus_passages(embedder, "dog", [HANDBOOK], -1) == [HANDBOOK]
     assert focus_passages(embedder, "dog", [], 1) == []
