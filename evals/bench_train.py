@@ -1,7 +1,7 @@
 """Training throughput: ragtune's trainer path vs a plain transformers + peft loop, same data, same LoRA, one run.
 
     python -m evals.bench_train                       # CPU, the real default model
-    python -m evals.bench_train --device cuda --random-weights --steps 20   # a GPU box: no weights needed
+    python -m evals.bench_train --device cuda --random-weights --steps 20 --assets DIR   # a GPU box: no weights
 
 Tokens/s counts NON-padding tokens (prompt + answer) per second of training step (forward, backward, optimizer),
 the first step of each path excluded as warm-up. By default the plain loop's steps run interleaved with ragtune's
@@ -104,8 +104,9 @@ def corpus_examples(tokenizer, n: int, seed: int = 0, lo: int = 400, hi: int = 7
 
 # ---- model -----------------------------------------------------------------------------------------------------
 
-def model_folder(random_weights: bool, work: Path, cache_dir: Path | None) -> Path:
-    """A model folder for both paths: the cached default model, or random weights of its architecture."""
+def model_folder(random_weights: bool, work: Path, cache_dir: Path | None, assets: Path | None = None) -> Path:
+    """A model folder for both paths: the cached default model, or random weights of its architecture (config
+    and tokenizer from `assets`, else the cached model, else the packaged GGUF)."""
     from serve.models import ModelConfig, resolve_model_dir
 
     if not random_weights:
@@ -114,6 +115,10 @@ def model_folder(random_weights: bool, work: Path, cache_dir: Path | None) -> Pa
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     cached = (cache_dir or Path.home() / ".cache" / "ragtune" / "models") / "SmolLM2-135M-Instruct-Q4_1-dequantized-v1"
+    if assets is not None:
+        if not (assets / "config.json").is_file():
+            sys.exit(f"--assets {assets}: no config.json there (make it with evals.bench_generate --assets)")
+        cached = assets
     if (cached / "config.json").is_file():
         config = LlamaConfig.from_pretrained(cached)
         tokenizer = AutoTokenizer.from_pretrained(cached)
@@ -251,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-tokens", type=int, default=None, help="ragtune's token budget (default: its own)")
     p.add_argument("--precision", default="auto", help="ragtune's precision (default auto)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where the default model is cached")
+    p.add_argument("--assets", type=Path, default=None, help="config + tokenizer folder for --random-weights "
+                   "(the one evals.bench_generate --assets writes): a GPU box then needs no weights and no GGUF")
     p.add_argument("--skip-plain", action="store_true", help="only ragtune's path")
     p.add_argument("--sequential", action="store_true", help="run the plain loop first instead of interleaving "
                    "its steps with ragtune's (interleaving makes both see the same load on a shared machine)")
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("--device cuda: torch sees no CUDA GPU")
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-train-"))
     try:
-        folder = model_folder(a.random_weights, work, a.cache_dir)
+        folder = model_folder(a.random_weights, work, a.cache_dir, a.assets)
         tok = AutoTokenizer.from_pretrained(folder)
         if a.dataset:
             from tune.data import read_jsonl, resolve_dataset

@@ -196,6 +196,27 @@ def test_packed_rows_do_not_leak_between_examples_and_loss_matches_full_logits(t
     torch.testing.assert_close(loss_sum / n, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_answer_loss_is_the_same_where_transformers_lacks_boolean_logits_to_keep(tiny_dir: Path, tokenizer,
+                                                                                 im_end: int, monkeypatch) -> None:
+    """transformers 5.17 (the GPU image's) keeps one set of positions for all rows; the union-of-positions path
+    must give the very loss of the boolean-mask path, rows of different lengths and answer positions included."""
+    from transformers import AutoModelForCausalLM
+
+    import tune.trainer as trainer_mod
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    exs = [encode_example(tokenizer, _chat(f"Question {i}?" + " more" * (4 * i), f"Answer number {i}.")["messages"],
+                          (im_end,)) for i in range(4)]
+    batch = collate([[e] for e in exs], pad_id=2, align=8)
+    loss_sum = trainer_mod._make_trainer_class()._loss_sum
+    with torch.no_grad():
+        ref = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        monkeypatch.setattr(trainer_mod, "_mask_logits_supported", lambda: False)
+        s_union, n_union = loss_sum(None, model, batch)
+    assert n_union == sum(e.n_labels for e in exs)
+    torch.testing.assert_close(s_union / n_union, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_micro_batches_add_up_to_the_full_batch_gradient(tiny_dir: Path, tokenizer, im_end: int) -> None:
     from transformers import AutoModelForCausalLM
 

@@ -100,6 +100,14 @@ def _packing_works(model: Any, device: Any) -> bool:
 
 # ---- the Trainer subclass and callbacks ------------------------------------------------------------------------
 
+def _mask_logits_supported() -> bool:
+    """Whether this transformers takes a 2-D boolean `logits_to_keep` (answer positions that differ per row);
+    releases before `slice_logits_to_keep` (5.17 for one) index with it as `hidden[:, keep, :]` and fail."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
 def _make_trainer_class():
     import contextlib
 
@@ -120,10 +128,17 @@ def _make_trainer_class():
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
             targets = labels[:, 1:][keep[:, :-1]]
-            kwargs = {"input_ids": inputs["input_ids"], "use_cache": False, "logits_to_keep": keep}
+            kwargs = {"input_ids": inputs["input_ids"], "use_cache": False}
             if "position_ids" in inputs:
                 kwargs["position_ids"] = inputs["position_ids"]
-            logits = model(**kwargs).logits  # (n_targets, vocab): the boolean mask flattens
+            if _mask_logits_supported():
+                # (n_targets, vocab): the boolean mask flattens, row by row
+                logits = model(**kwargs, logits_to_keep=keep).logits
+            else:
+                # older transformers keep one set of positions for every row: the union of the rows' answer
+                # positions, then the same row-by-row flattening
+                cols = keep.any(0).nonzero().squeeze(1)
+                logits = model(**kwargs, logits_to_keep=cols).logits[keep[:, cols]]
             loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
             return loss_sum, int(targets.numel())
 
