@@ -11,16 +11,12 @@ waits its turn at the service's gate for the one model.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import gradio as gr
 
-from serve import app_views as views
 from serve.answer import AnswerError
-from serve.app_views import (NO_ADAPTER, _md_escape, _num, flatten_content, flatten_messages,
+from serve.app_admin import AdminHandlers
+from serve.app_views import (NO_ADAPTER, _md_escape, flatten_content, flatten_messages,
                              format_answer, format_timings, job_view, loss_plot, report_view)
-from serve.docs_admin import DocsError, doc_link
 from serve.feedback import COMPARE_MODES, record_vote, tally
 from serve.openai_api import BusyError
 from serve.server import UI_MODES, Ragtune
@@ -160,208 +156,14 @@ def build_app(service: Ragtune) -> gr.Blocks:
                     state.get("timings"))
         return f"Recorded: **{choice}** was best for “{_md_escape(state['question'])}”.", tally(ws)
 
-    # ---- documents ------------------------------------------------------------------------------------------------
-    def doc_rows(user: User) -> list[list]:
-        rows = service.docs.status_rows(service.groups_of(user), user.admin)
-        for r in rows:
-            if r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]:
-                r[0] = f"[{_md_escape(r[0])}]({doc_link(r[0])})"
-            else:
-                r[0] = _md_escape(r[0])
-        return rows
-
-    def doc_choices() -> list[str]:
-        from ingest import find_documents
-
-        try:
-            return [s.path for s in find_documents(service.docs.docs_dir)]
-        except FileNotFoundError:
-            return []
-
-    def refresh_docs(request: gr.Request):
-        user = user_of(request)
-        fails = service.docs.failures() if user.admin else []
-        return doc_rows(user), fails, gr.update(choices=doc_choices()) if user.admin else gr.update()
-
-    def _wait_reindex(job, progress) -> str:
-        while job.running:
-            progress(job.fraction, desc=job.phase)
-            time.sleep(0.3)
-        progress(1.0, desc=job.phase)
-        return job.summary()
-
-    def reindex(request: gr.Request, progress=gr.Progress()):
-        user = admin_of(request)
-        job = service.docs.start_reindex(reason=f"requested by {user.name}")
-        summary = _wait_reindex(job, progress)
-        return summary, doc_rows(user), service.docs.failures(), gr.update(choices=doc_choices())
-
-    def upload(files, groups, folder, request: gr.Request, progress=gr.Progress()):
-        user = admin_of(request)
-        files = files or []
-        if not isinstance(files, list):
-            files = [files]
-        if not files:
-            raise gr.Error("Choose one or more files to upload first.")
-        saved, problems = [], []
-        for f in files:
-            path = getattr(f, "name", None) or str(f)
-            try:
-                saved.append(service.docs.save_upload(path, Path(path).name, groups, folder))
-            except (DocsError, OSError) as e:
-                problems.append(f"- {_md_escape(str(e))}")
-            finally:  # Gradio's copy in its temp cache must not outlive the upload (it may be restricted)
-                Path(path).unlink(missing_ok=True)
-        msg = ""
-        if saved:
-            job = service.docs.start_reindex(reason=f"upload by {user.name}")
-            msg = f"Uploaded {', '.join(saved)}. " + _wait_reindex(job, progress)
-        if problems:
-            msg += "\n\nRefused:\n" + "\n".join(problems)
-        return msg, doc_rows(user), service.docs.failures(), gr.update(choices=doc_choices()), None
-
-    def set_groups(rel, groups, request: gr.Request, progress=gr.Progress()):
-        user = admin_of(request)
-        if not rel:
-            raise gr.Error("Pick a document first.")
-        try:
-            applied = service.docs.set_groups(rel, groups)
-        except DocsError as e:
-            raise gr.Error(str(e)) from None
-        job = service.docs.start_reindex(reason=f"groups changed by {user.name}")
-        summary = _wait_reindex(job, progress)
-        return (f"{rel}: groups set to {', '.join(applied) or 'everyone'}. {summary}", doc_rows(user),
-                service.docs.failures(), gr.update(choices=doc_choices()))
-
-    def delete_doc(rel, request: gr.Request, progress=gr.Progress()):
-        user = admin_of(request)
-        if not rel:
-            raise gr.Error("Pick a document first.")
-        try:
-            service.docs.delete(rel)
-        except DocsError as e:
-            raise gr.Error(str(e)) from None
-        job = service.docs.start_reindex(reason=f"delete by {user.name}")
-        summary = _wait_reindex(job, progress)
-        return (f"Deleted {rel}. {summary}", doc_rows(user), service.docs.failures(),
-                gr.update(choices=doc_choices(), value=None))
-
-    def doc_groups_of(rel, request: gr.Request):
-        if not rel or not user_of(request).admin:  # also fires when page load fills the list: no error popup
-            return ""
-        meta = service.docs.indexed_docs().get(rel) or {}
-        return ", ".join(meta.get("groups") or [])
-
-    # ---- tune ----------------------------------------------------------------------------------------------------
-    def adapter_rows() -> list[list]:
-        from tune.adapters import list_adapter_cards
-
-        current = service.default_adapter()
-        rows = []
-        for a in list_adapter_cards(ws):
-            c = a["card"]
-            rows.append([a["name"], c.get("base_model", ""), _num(c.get("val_loss_before")),
-                         _num(c.get("val_loss_after")), c.get("steps", ""), c.get("created", ""),
-                         "yes" if a["name"] == current else ""])
-        return rows
-
-    def card_markdown(name) -> str:
-        return views.card_markdown(ws, name)
-
-
-    def start_tune(name, limit, max_steps, epochs, batch_tokens, request: gr.Request):
-        admin_of(request)
-        from tune.adapters import check_name
-
-        name = (name or "").strip() or time.strftime("app-%Y%m%d-%H%M%S")
-        try:
-            check_name(name)
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        if name in service.adapters() or name in getattr(service.generator, "adapters", []):
-            raise gr.Error(f"An adapter named {name!r} exists already; choose a new name.")
-        if not service.has_index():
-            raise gr.Error("There is no index to make training data from: upload documents first.")
-        try:
-            job = service.jobs.start("tune", {"name": name, "limit": int(limit) if limit else None,
-                                              "max_steps": int(max_steps) if max_steps else None,
-                                              "epochs": float(epochs or 1),
-                                              "batch_tokens": int(batch_tokens) if batch_tokens else 2048})
-        except AnswerError as e:
-            raise gr.Error(str(e)) from None
-        yield from _poll(job)
-
-    def _poll(job):
-        """Stream the job's state every second (no progress overlay: it would hide the live loss plot)."""
-        drawn = -1
-        while True:
-            running = job.running
-            plot = gr.update()
-            if len(job.losses) != drawn:
-                drawn = len(job.losses)
-                plot = loss_plot(job)
-            if running:
-                yield job_view(job), plot, gr.update(), gr.update(), gr.update(), gr.update()
-                time.sleep(1.0)
-                continue
-            yield job_view(job), loss_plot(job), adapter_rows(), adapter_update(), adapter_update(), \
-                adapter_update()
-            return
-
-    def watch_tune(request: gr.Request):
-        admin_of(request)
-        job = service.jobs.last.get("tune")
-        if job is None:
-            yield job_view(None), None, adapter_rows(), adapter_update(), adapter_update(), adapter_update()
-            return
-        yield from _poll(job)
-
-    def stop_tune(request: gr.Request):
-        admin_of(request)
-        job = service.jobs.last.get("tune")
-        if job is None or not job.running or job.proc is None:
-            return "No tuning run is going on."
-        job.proc.terminate()
-        return "Stopping the tuning run …"
-
-    def show_card(name, request: gr.Request):
-        if not user_of(request).admin:  # fires when page load fills the list: answer quietly, show nothing
-            return ""
-        return card_markdown(name)
-
-    def use_adapter(name, request: gr.Request):
-        admin_of(request)
-        if not name or name == NO_ADAPTER:
-            raise gr.Error("Pick an adapter first.")
-        try:
-            service.set_default_adapter(name)
-        except AnswerError as e:
-            raise gr.Error(str(e)) from None
-        return f"The app now uses adapter **{name}** for tuned and hybrid answers.", adapter_rows(), \
-            adapter_update(name), adapter_update(name)
-
-    # ---- evaluate -------------------------------------------------------------------------------------------------
-
-    def latest_report() -> Path | None:
-        return views.latest_report(ws)
-
-    def run_evaluation(limit, modes, request: gr.Request, progress=gr.Progress()):
-        admin_of(request)
-        modes = [m for m in (modes or []) if m in ("base",) + UI_MODES] or ["rag"]
-        try:
-            job = service.jobs.start("eval", {"limit": max(1, int(limit or 5)), "modes": ",".join(modes)})
-        except AnswerError as e:
-            raise gr.Error(str(e)) from None
-        while job.running:
-            progress(None, desc=f"evaluating {job.params['limit']} questions ({time.time() - job.started:.0f} s)")
-            yield f"Running: {job.phase} ({time.time() - job.started:.0f} s)", gr.update(), gr.update()
-            time.sleep(1.0)
-        if job.error:
-            yield f"❌ {_md_escape(job.error)}", gr.update(), gr.update()
-            return
-        md, images = report_view(Path(job.result["report"]))
-        skipped = "; ".join(f"{m}: {r}" for m, r in (job.result.get("skipped") or {}).items())
-        yield (f"Done: {job.result['n']} questions." + (f" Skipped {skipped}" if skipped else "")), md, images
+    admin_handlers = AdminHandlers(service, user_of, admin_of, adapter_update)
+    (doc_rows, doc_choices, refresh_docs, reindex, upload, set_groups, delete_doc, doc_groups_of, adapter_rows,
+     start_tune, watch_tune, stop_tune, show_card, use_adapter, latest_report, run_evaluation) = (
+        admin_handlers.doc_rows, admin_handlers.doc_choices, admin_handlers.refresh_docs, admin_handlers.reindex,
+        admin_handlers.upload, admin_handlers.set_groups, admin_handlers.delete_doc, admin_handlers.doc_groups_of,
+        admin_handlers.adapter_rows, admin_handlers.start_tune, admin_handlers.watch_tune, admin_handlers.stop_tune,
+        admin_handlers.show_card, admin_handlers.use_adapter, admin_handlers.latest_report,
+        admin_handlers.run_evaluation)
 
     # ---- page load ------------------------------------------------------------------------------------------------
     def on_load(request: gr.Request):

@@ -3,7 +3,7 @@ instance through `OpenAIGenerator`) can talk to them. Implements GET /v1/models 
 (JSON and server-sent events).
 
 `create_app(generators)` serves plain generators without auth. `add_chat_routes(app, ...)` is the general form
-that `serve/server.py` uses: the caller supplies the model list, a function that opens a `Completion` (which may
+that `serve/routes.py` uses: the caller supplies the model list, a function that opens a `Completion` (which may
 add extra fields, such as citations, to the response) and an authentication hook (bearer keys).
 
 Deliberate difference from OpenAI: `temperature` defaults to 0 (greedy), because answers over company

@@ -1,4 +1,5 @@
 """`ragtune serve`: one FastAPI server with the OpenAI-compatible API, the document viewer and the Gradio app.
+This file holds the service they share (`Ragtune`) and starts the server; the routes are in serve/routes.py.
 
     /v1/models, /v1/chat/completions   OpenAI-compatible, bearer keys from the users file (serve/openai_api.py)
     /ragtune/doc/<path>                a cited document as escaped HTML (or ?raw=1 the file), after a group check
@@ -26,9 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from fastapi import Request
 
 from ingest.files import write_text_atomic
 from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
@@ -323,126 +322,10 @@ class Ragtune:
         return can_read(groups, self.groups_of(user))
 
 
-# ---- the FastAPI app ---------------------------------------------------------------------------------------------
-
-def create_server(service: Ragtune):
-    """The FastAPI app: API routes first, then the Gradio app mounted at / (it catches every later path)."""
-    import gradio as gr
-    from fastapi import FastAPI
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.routing import Mount
-
-    from ingest.types import can_read
-    from serve.app import build_app
-    from serve.docs_admin import DocsError
-    from serve.openai_api import add_chat_routes
-
-    app = FastAPI(title="ragtune", docs_url=None, redoc_url=None, openapi_url=None)
-    gradio_ref: dict[str, Any] = {}
-
-    def gradio_user(request) -> str | None:
-        """The user of the Gradio session cookie sent with this request, if any."""
-        gapp = gradio_ref.get("app")
-        if gapp is None:
-            return None
-        cid = getattr(gapp, "cookie_id", None)
-        token = request.cookies.get(f"access-token-{cid}") or request.cookies.get(f"access-token-unsecure-{cid}")
-        return getattr(gapp, "tokens", {}).get(token) if token else None
-
-    def caller(request) -> User:
-        return service.user_for_request(request, gradio_user=gradio_user(request))
-
-    def open_completion(user: User, model: str, messages: list[dict], max_tokens: int, temperature: float):
-        return service.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
-
-    add_chat_routes(app, list_models=lambda _user: service.model_ids(), open_completion=open_completion,
-                    authenticate=caller, default_max_tokens=service.config.max_new_tokens,
-                    max_tokens_limit=max(512, service.config.max_new_tokens))
-
-    def _deny(exc: Exception):
-        status = 401 if isinstance(exc, AuthError) else 403
-        return PlainTextResponse(f"{status}: {exc}", status_code=status)
-
-    @app.get("/ragtune/doc/{rel:path}", response_model=None)
-    async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
-                            raw: int = 0):
-        try:
-            user = caller(request)
-        except (AuthError, PermissionError) as e:
-            return _deny(e)
-        try:
-            path = service.docs.resolve(rel)
-        except DocsError:
-            return PlainTextResponse("404: no such document", status_code=404)
-        denied = PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
-        if not service.may_open(user, rel):
-            return denied
-        from fastapi.concurrency import run_in_threadpool
-
-        try:
-            doc = await run_in_threadpool(service.docs.read, rel)
-        except Exception as e:  # noqa: BLE001 - unreadable file: say why
-            return PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
-        if not (user.admin or can_read(doc.groups, service.groups_of(user))):
-            return denied  # restricted on disk since it was indexed
-        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
-                   "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
-        if raw:
-            return FileResponse(path, filename=path.name, headers=headers,
-                                content_disposition_type="attachment", media_type="application/octet-stream")
-        return HTMLResponse(service.docs.render_html(doc, section, page), headers=headers)
-
-    @app.get("/ragtune/evals/{name}/{file}", response_model=None)
-    async def eval_file(name: str, file: str, request: Request):
-        try:
-            user = caller(request)
-        except (AuthError, PermissionError) as e:
-            return _deny(e)
-        if not user.admin:
-            return PlainTextResponse("403: evaluation reports are for admins", status_code=403)
-        if file not in ("report.md", "results.json", "answers.png", "retrieval.png", "cost.png") or "/" in name \
-                or name.startswith("."):
-            return PlainTextResponse("404", status_code=404)
-        path = service.workspace / "evals" / name / file
-        if not path.is_file():
-            return PlainTextResponse("404", status_code=404)
-        media = "text/plain; charset=utf-8" if file.endswith(".md") else None
-        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
-
-    @app.get("/ragtune/health")
-    async def health():
-        g = service.gate
-        return JSONResponse({"ok": True, "index": service.has_index(), "waiting": g.waiting, "active": g.active,
-                             "served": g.served, "refused": g.refused})
-
-    demo = build_app(service)
-    service.demo = demo  # tests call its handlers directly (demo.ragtune_handlers)
-    demo.queue(default_concurrency_limit=service.config.ui_concurrency, max_size=service.config.queue_size)
-    auth = None
-    if service.users is not None:
-        auth = service.authenticate
-    blocked = [str(service.workspace.resolve()), str(service.docs.docs_dir.resolve())]
-    if service.config.users_file is not None:
-        blocked.append(str(Path(service.config.users_file).resolve()))
-    gr.mount_gradio_app(app, demo, path="/", auth=auth, run_history=False, footer_links=["gradio"],
-                        blocked_paths=blocked,
-                        auth_message="ragtune: log in with the name and password from `ragtune users add`.",
-                        max_file_size=service.config.max_upload_mb * 2 ** 20, show_error=True,
-                        theme=gr.themes.Soft(), css=APP_CSS)
-    for route in app.routes:
-        if isinstance(route, Mount) and route.path in ("", "/"):
-            gradio_ref["app"] = route.app
-    return app
-
-
-APP_CSS = """
-.citations {font-size: 0.9em}
-#status-line {font-size: 0.85em; color: #666}
-"""
-
-
 def build(config: ServeConfig, generator=None, embedder=None):
     """(service, FastAPI app) for `config`; tests pass a ready generator and embedder."""
+    from serve.routes import create_server
+
     service = Ragtune(config, generator=generator, embedder=embedder)
     app = create_server(service)
     return service, app

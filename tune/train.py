@@ -4,7 +4,8 @@
 
 What it does (tune/README.md has the measurements behind each choice):
 - Loss only on the assistant answer and its end-of-turn token (tune/data.py), computed on those positions alone:
-  the model is asked for logits only where a label exists (`logits_to_keep` as a boolean mask), so the 49k-wide
+  the model is asked for logits only where a label exists (`logits_to_keep` as a boolean mask; on transformers
+  releases without that, the union of the rows' answer positions), so the 49k-wide
   vocabulary projection and its backward run on ~5% of the tokens of a RAFT example instead of all of them.
 - Batches by a padded-token budget: length-grouped with dynamic right padding (no attention mask needed), or
   packed rows with restarting position_ids where the attention is varlen (flash-attention on CUDA).
@@ -34,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.adapters import AdapterMissingError, adapter_path, adapters_root, check_name, clean_stale, read_card
+from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
+from tune.runs import check_init_from, last_checkpoint, load_init_weights, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
                           _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json)
 
@@ -147,63 +149,6 @@ class TuneReport:
 
 # ---- main entry ------------------------------------------------------------------------------------------------
 
-def _fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
-    """What must match for --resume to continue a run."""
-    keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
-            "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
-            "qlora", "val_fraction", "max_val_examples", "init_from")
-    d = {k: getattr(cfg, k) for k in keys}
-    d["target_modules"] = list(d["target_modules"])
-    d["data_sha256"] = files_sha256
-    d["model_dir"] = model_dir
-    return d
-
-
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not run_dir.is_dir():
-        return None
-    last = get_last_checkpoint(str(run_dir))
-    return Path(last) if last else None
-
-
-def _check_init_from(cfg: TuneConfig, ws: Path) -> Path:
-    """WS/adapters/<init_from>, checked to fit this run (clear errors before any heavy import)."""
-    try:
-        base = read_card(ws, cfg.init_from).get("base_model")
-    except AdapterMissingError as exc:
-        raise TuneError(f"--init-from: {exc}") from None
-    src = adapter_path(ws, cfg.init_from)
-    try:
-        conf = json.loads((src / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise TuneError(f"--init-from {cfg.init_from!r}: unreadable {src / 'adapter_config.json'}: {exc}") from None
-    problems = []
-    if base is not None and base != cfg.model:
-        problems.append(f"base model {base!r}, this run {cfg.model!r}")
-    if conf.get("r") != cfg.rank:
-        problems.append(f"rank {conf.get('r')}, this run {cfg.rank}")
-    if sorted(conf.get("target_modules") or []) != sorted(cfg.target_modules):
-        problems.append(f"target layers {sorted(conf.get('target_modules') or [])}")
-    if problems:
-        raise TuneError(f"--init-from {cfg.init_from!r} does not fit this run: " + "; ".join(problems))
-    return src
-
-
-def _load_init_weights(model: Any, src: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = src / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise TuneError(f"--init-from: {weights} is missing")
-    result = set_peft_model_state_dict(model, load_file(str(weights)))
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    if unexpected:
-        raise TuneError(f"--init-from: {src} has weights this model lacks: {unexpected[:3]}")
-
-
 def _load_base(cfg: TuneConfig, model_dir: Any, device: str, precision: str, local_rank: int):
     import torch
     from transformers import AutoModelForCausalLM
@@ -262,7 +207,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         raise TuneError(f"dataset {files.root} needs training and validation examples "
                         f"(has {len(train_recs)} train, {len(val_recs)} val)")
 
-    init_dir = _check_init_from(cfg, ws) if cfg.init_from else None
+    init_dir = check_init_from(cfg, ws) if cfg.init_from else None
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -314,7 +259,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
 
     # run folder, resume
     run_dir = adapters_root(ws) / ".runs" / name
-    fingerprint = _fingerprint(cfg, files.files_sha256, str(model_dir))
+    fingerprint = run_fingerprint(cfg, files.files_sha256, str(model_dir))
     resume_ckpt: Path | None = None
     run_info: dict = {}
     if cfg.resume:
@@ -326,7 +271,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
             diff = sorted(k for k in fingerprint if run_info.get("fingerprint", {}).get(k) != fingerprint[k])
             raise TuneError(f"cannot resume {name!r}: the run was started with different settings or data "
                             f"({', '.join(diff)}); run without --resume to start over")
-        resume_ckpt = _last_checkpoint(run_dir)
+        resume_ckpt = last_checkpoint(run_dir)
 
     if cfg.qlora:
         from peft import prepare_model_for_kbit_training
@@ -338,7 +283,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     if init_dir is not None and resume_ckpt is None:  # a resumed run restores its own checkpoint instead
-        _load_init_weights(model, init_dir)
+        load_init_weights(model, init_dir)
 
     args = _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device,
                           precision)
@@ -349,7 +294,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
             adapters_root(ws).mkdir(parents=True, exist_ok=True)
             clean_stale(adapters_root(ws), max_age_s=3600)
             if resume_ckpt is None and run_dir.exists() and not cfg.resume:
-                if _last_checkpoint(run_dir) is not None:
+                if last_checkpoint(run_dir) is not None:
                     log.warning("discarding the checkpoints of an earlier run of %r (use --resume to continue it)", name)
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,237 @@
+"""The app's admin handlers (Documents, Tune, Evaluate tabs), kept apart from the layout in serve/app.py.
+
+Each handler checks the user again on the server (`admin_of`): hiding a tab is only the visible half of the rule.
+`build_app` binds these methods to the Gradio events; the signatures (gr.Request, gr.Progress) are what Gradio
+inspects, so they stay as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+
+from serve import app_views as views
+from serve.answer import AnswerError
+from serve.app_views import NO_ADAPTER, _md_escape, _num, job_view, loss_plot, report_view
+from serve.docs_admin import DocsError, doc_link
+from serve.server import UI_MODES, Ragtune
+from serve.users import User
+
+
+class AdminHandlers:
+    """Handlers over one service; `user_of` / `admin_of` resolve (and check) the session's user."""
+
+    def __init__(self, service: Ragtune, user_of: Callable[..., User], admin_of: Callable[..., User],
+                 adapter_update: Callable) -> None:
+        self.service = service
+        self.ws = service.workspace
+        self.user_of = user_of
+        self.admin_of = admin_of
+        self.adapter_update = adapter_update
+
+    # ---- documents ------------------------------------------------------------------------------------------------
+    def doc_rows(self, user: User) -> list[list]:
+        rows = self.service.docs.status_rows(self.service.groups_of(user), user.admin)
+        for r in rows:
+            if r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]:
+                r[0] = f"[{_md_escape(r[0])}]({doc_link(r[0])})"
+            else:
+                r[0] = _md_escape(r[0])
+        return rows
+
+    def doc_choices(self) -> list[str]:
+        from ingest import find_documents
+
+        try:
+            return [s.path for s in find_documents(self.service.docs.docs_dir)]
+        except FileNotFoundError:
+            return []
+
+    def refresh_docs(self, request: gr.Request):
+        user = self.user_of(request)
+        fails = self.service.docs.failures() if user.admin else []
+        return self.doc_rows(user), fails, gr.update(choices=self.doc_choices()) if user.admin else gr.update()
+
+    def _wait_reindex(self, job, progress) -> str:
+        while job.running:
+            progress(job.fraction, desc=job.phase)
+            time.sleep(0.3)
+        progress(1.0, desc=job.phase)
+        return job.summary()
+
+    def reindex(self, request: gr.Request, progress=gr.Progress()):
+        user = self.admin_of(request)
+        job = self.service.docs.start_reindex(reason=f"requested by {user.name}")
+        summary = self._wait_reindex(job, progress)
+        return summary, self.doc_rows(user), self.service.docs.failures(), gr.update(choices=self.doc_choices())
+
+    def upload(self, files, groups, folder, request: gr.Request, progress=gr.Progress()):
+        user = self.admin_of(request)
+        files = files or []
+        if not isinstance(files, list):
+            files = [files]
+        if not files:
+            raise gr.Error("Choose one or more files to upload first.")
+        saved, problems = [], []
+        for f in files:
+            path = getattr(f, "name", None) or str(f)
+            try:
+                saved.append(self.service.docs.save_upload(path, Path(path).name, groups, folder))
+            except (DocsError, OSError) as e:
+                problems.append(f"- {_md_escape(str(e))}")
+            finally:  # Gradio's copy in its temp cache must not outlive the upload (it may be restricted)
+                Path(path).unlink(missing_ok=True)
+        msg = ""
+        if saved:
+            job = self.service.docs.start_reindex(reason=f"upload by {user.name}")
+            msg = f"Uploaded {', '.join(saved)}. " + self._wait_reindex(job, progress)
+        if problems:
+            msg += "\n\nRefused:\n" + "\n".join(problems)
+        return msg, self.doc_rows(user), self.service.docs.failures(), gr.update(choices=self.doc_choices()), None
+
+    def set_groups(self, rel, groups, request: gr.Request, progress=gr.Progress()):
+        user = self.admin_of(request)
+        if not rel:
+            raise gr.Error("Pick a document first.")
+        try:
+            applied = self.service.docs.set_groups(rel, groups)
+        except DocsError as e:
+            raise gr.Error(str(e)) from None
+        job = self.service.docs.start_reindex(reason=f"groups changed by {user.name}")
+        summary = self._wait_reindex(job, progress)
+        return (f"{rel}: groups set to {', '.join(applied) or 'everyone'}. {summary}", self.doc_rows(user),
+                self.service.docs.failures(), gr.update(choices=self.doc_choices()))
+
+    def delete_doc(self, rel, request: gr.Request, progress=gr.Progress()):
+        user = self.admin_of(request)
+        if not rel:
+            raise gr.Error("Pick a document first.")
+        try:
+            self.service.docs.delete(rel)
+        except DocsError as e:
+            raise gr.Error(str(e)) from None
+        job = self.service.docs.start_reindex(reason=f"delete by {user.name}")
+        summary = self._wait_reindex(job, progress)
+        return (f"Deleted {rel}. {summary}", self.doc_rows(user), self.service.docs.failures(),
+                gr.update(choices=self.doc_choices(), value=None))
+
+    def doc_groups_of(self, rel, request: gr.Request):
+        if not rel or not self.user_of(request).admin:  # also fires when page load fills the list: no error popup
+            return ""
+        meta = self.service.docs.indexed_docs().get(rel) or {}
+        return ", ".join(meta.get("groups") or [])
+
+    # ---- tune ----------------------------------------------------------------------------------------------------
+    def adapter_rows(self) -> list[list]:
+        from tune.adapters import list_adapter_cards
+
+        current = self.service.default_adapter()
+        rows = []
+        for a in list_adapter_cards(self.ws):
+            c = a["card"]
+            rows.append([a["name"], c.get("base_model", ""), _num(c.get("val_loss_before")),
+                         _num(c.get("val_loss_after")), c.get("steps", ""), c.get("created", ""),
+                         "yes" if a["name"] == current else ""])
+        return rows
+
+    def card_markdown(self, name) -> str:
+        return views.card_markdown(self.ws, name)
+
+
+    def start_tune(self, name, limit, max_steps, epochs, batch_tokens, request: gr.Request):
+        self.admin_of(request)
+        from tune.adapters import check_name
+
+        name = (name or "").strip() or time.strftime("app-%Y%m%d-%H%M%S")
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        if name in self.service.adapters() or name in getattr(self.service.generator, "adapters", []):
+            raise gr.Error(f"An adapter named {name!r} exists already; choose a new name.")
+        if not self.service.has_index():
+            raise gr.Error("There is no index to make training data from: upload documents first.")
+        try:
+            job = self.service.jobs.start("tune", {"name": name, "limit": int(limit) if limit else None,
+                                              "max_steps": int(max_steps) if max_steps else None,
+                                              "epochs": float(epochs or 1),
+                                              "batch_tokens": int(batch_tokens) if batch_tokens else 2048})
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        yield from self._poll(job)
+
+    def _poll(self, job):
+        """Stream the job's state every second (no progress overlay: it would hide the live loss plot)."""
+        drawn = -1
+        while True:
+            running = job.running
+            plot = gr.update()
+            if len(job.losses) != drawn:
+                drawn = len(job.losses)
+                plot = loss_plot(job)
+            if running:
+                yield job_view(job), plot, gr.update(), gr.update(), gr.update(), gr.update()
+                time.sleep(1.0)
+                continue
+            yield job_view(job), loss_plot(job), self.adapter_rows(), self.adapter_update(), self.adapter_update(), \
+                self.adapter_update()
+            return
+
+    def watch_tune(self, request: gr.Request):
+        self.admin_of(request)
+        job = self.service.jobs.last.get("tune")
+        if job is None:
+            update = self.adapter_update
+            yield job_view(None), None, self.adapter_rows(), update(), update(), update()
+            return
+        yield from self._poll(job)
+
+    def stop_tune(self, request: gr.Request):
+        self.admin_of(request)
+        job = self.service.jobs.last.get("tune")
+        if job is None or not job.running or job.proc is None:
+            return "No tuning run is going on."
+        job.proc.terminate()
+        return "Stopping the tuning run …"
+
+    def show_card(self, name, request: gr.Request):
+        if not self.user_of(request).admin:  # fires when page load fills the list: answer quietly, show nothing
+            return ""
+        return self.card_markdown(name)
+
+    def use_adapter(self, name, request: gr.Request):
+        self.admin_of(request)
+        if not name or name == NO_ADAPTER:
+            raise gr.Error("Pick an adapter first.")
+        try:
+            self.service.set_default_adapter(name)
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        return f"The app now uses adapter **{name}** for tuned and hybrid answers.", self.adapter_rows(), \
+            self.adapter_update(name), self.adapter_update(name)
+
+    # ---- evaluate -------------------------------------------------------------------------------------------------
+
+    def latest_report(self) -> Path | None:
+        return views.latest_report(self.ws)
+
+    def run_evaluation(self, limit, modes, request: gr.Request, progress=gr.Progress()):
+        self.admin_of(request)
+        modes = [m for m in (modes or []) if m in ("base",) + UI_MODES] or ["rag"]
+        try:
+            job = self.service.jobs.start("eval", {"limit": max(1, int(limit or 5)), "modes": ",".join(modes)})
+        except AnswerError as e:
+            raise gr.Error(str(e)) from None
+        while job.running:
+            progress(None, desc=f"evaluating {job.params['limit']} questions ({time.time() - job.started:.0f} s)")
+            yield f"Running: {job.phase} ({time.time() - job.started:.0f} s)", gr.update(), gr.update()
+            time.sleep(1.0)
+        if job.error:
+            yield f"❌ {_md_escape(job.error)}", gr.update(), gr.update()
+            return
+        md, images = report_view(Path(job.result["report"]))
+        skipped = "; ".join(f"{m}: {r}" for m, r in (job.result.get("skipped") or {}).items())
+        yield (f"Done: {job.result['n']} questions." + (f" Skipped {skipped}" if skipped else "")), md, images

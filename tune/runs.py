@@ -1,0 +1,71 @@
+"""Run folders of `ragtune tune`: what must match to resume a run, its last checkpoint, and starting from an
+existing adapter (`--init-from`), checked before any heavy import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tune.adapters import AdapterMissingError, adapter_path, read_card
+from tune.trainer import TuneError
+
+if TYPE_CHECKING:
+    from tune.train import TuneConfig
+
+
+def run_fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
+    """What must match for --resume to continue a run."""
+    keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
+            "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
+            "qlora", "val_fraction", "max_val_examples", "init_from")
+    d = {k: getattr(cfg, k) for k in keys}
+    d["target_modules"] = list(d["target_modules"])
+    d["data_sha256"] = files_sha256
+    d["model_dir"] = model_dir
+    return d
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(run_dir))
+    return Path(last) if last else None
+
+
+def check_init_from(cfg: TuneConfig, ws: Path) -> Path:
+    """WS/adapters/<init_from>, checked to fit this run (clear errors before any heavy import)."""
+    try:
+        base = read_card(ws, cfg.init_from).get("base_model")
+    except AdapterMissingError as exc:
+        raise TuneError(f"--init-from: {exc}") from None
+    src = adapter_path(ws, cfg.init_from)
+    try:
+        conf = json.loads((src / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TuneError(f"--init-from {cfg.init_from!r}: unreadable {src / 'adapter_config.json'}: {exc}") from None
+    problems = []
+    if base is not None and base != cfg.model:
+        problems.append(f"base model {base!r}, this run {cfg.model!r}")
+    if conf.get("r") != cfg.rank:
+        problems.append(f"rank {conf.get('r')}, this run {cfg.rank}")
+    if sorted(conf.get("target_modules") or []) != sorted(cfg.target_modules):
+        problems.append(f"target layers {sorted(conf.get('target_modules') or [])}")
+    if problems:
+        raise TuneError(f"--init-from {cfg.init_from!r} does not fit this run: " + "; ".join(problems))
+    return src
+
+
+def load_init_weights(model: Any, src: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = src / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise TuneError(f"--init-from: {weights} is missing")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise TuneError(f"--init-from: {src} has weights this model lacks: {unexpected[:3]}")
