@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ingest.sentences import is_abbreviation
 from retrieve.focus import focus_passages, sentence_spans
 from serve.prompts import cloze_prefix, cloze_question
+from tune.spans import split_sentences
 
 HANDBOOK = ("Brindlewick was founded in 1998 in Hallowmere. The canteen opens at 8 am on weekdays. "
             "Parking permits are issued by Facilities. Every employee receives 27 days of paid holiday per year. "
@@ -23,6 +25,18 @@ def test_sentence_spans_keep_abbreviations_quotes_and_lines_together():
     assert cloze_prefix(cloze_question("Every employee receives")) == "Every employee receives"
     assert cloze_prefix("Complete the sentence: Every employee receives …") == "Every employee receives"
     assert cloze_prefix("How many days?") == "How many days?"
+
+
+def test_both_sentence_splitters_share_one_abbreviation_rule():
+    """tune's training sentences and the focused passages cut the same text at the same places."""
+    assert is_abbreviation("e.g") and is_abbreviation("(i.e") and is_abbreviation("Jan") and is_abbreviation("J")
+    assert is_abbreviation("Corp") and is_abbreviation("al") and not is_abbreviation("noon")
+    text = ("Smith et al. met J. Doe of Acme Corp. on Jan. 5 (e.g. at noon). The deal closed in March. "
+            "It was signed by Dr. Lee.")
+    expected = ["Smith et al. met J. Doe of Acme Corp. on Jan. 5 (e.g. at noon).", "The deal closed in March.",
+                "It was signed by Dr. Lee."]
+    assert [text[a:b] for a, b in sentence_spans(text)] == expected
+    assert split_sentences(text) == expected
 
 
 def test_focus_keeps_the_best_sentence_and_its_neighbours(embedder):

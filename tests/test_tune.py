@@ -404,6 +404,13 @@ def test_init_from_continues_an_existing_adapter_and_refuses_one_that_does_not_f
     card = json.loads((Path(more.path) / "card.json").read_text())
     assert card["init_from"] == "first"
     assert json.loads((Path(first.path) / "card.json").read_text())["init_from"] is None
+    # a run that only makes it worse publishes the starting adapter's weights unchanged (step 0 is the best)
+    worse = train_adapter(TuneConfig(**{**cfg, "lr": 5.0}, name="worse", max_steps=2, init_from="first"),
+                          progress=False)
+    assert worse.best_step == 0 and worse.val_loss_after == pytest.approx(worse.val_loss_before)
+    start, published = _adapter_tensors(Path(first.path)), _adapter_tensors(Path(worse.path))
+    assert start.keys() == published.keys()
+    assert all(torch.equal(start[k], published[k]) for k in start)
     with pytest.raises(TuneError, match="rank 16, this run 8"):
         train_adapter(TuneConfig(**cfg, name="x", max_steps=1, init_from="first", rank=8), progress=False)
     with pytest.raises(TuneError, match="no adapter"):

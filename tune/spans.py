@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ingest.sentences import is_abbreviation
+
 
 @dataclass(frozen=True)
 class Span:
@@ -29,7 +31,6 @@ _PRIORITY = {k: i for i, k in enumerate(KINDS)}
 # sentences
 
 _BULLET = re.compile(r"^\s*(?:[-*•▪‣◦]|\d{1,2}[.)])\s+")
-_ABBREV = frozenset("e.g i.e etc vs dr mr mrs ms prof no approx incl st fig ca cf al jr sr ltd inc co dept".split())
 
 
 def split_sentences(text: str) -> list[str]:
@@ -71,8 +72,7 @@ def _split_unit(unit: str) -> list[str]:
     for m in re.finditer(r"[.!?][\"')\]]?\s+(?=[\"'(“]?[A-Z0-9])", unit):
         end = m.start() + 1
         word = re.search(r"(\S+)$", unit[start:end])
-        last = word.group(1).rstrip(".").lower() if word else ""
-        if last in _ABBREV or re.fullmatch(r"[a-z]", last):  # "e.g.", an initial "J."
+        if word and is_abbreviation(word.group(1)):  # "e.g.", an initial "J."
             continue
         pieces.append(unit[start:m.end()].strip())
         start = m.end()

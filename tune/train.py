@@ -38,7 +38,8 @@ from typing import Any
 from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
 from tune.runs import check_init_from, last_checkpoint, load_init_weights, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
-                          _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json)
+                          _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json,
+                          save_best)
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,10 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         if args.process_index == 0:
             run_info["val_loss_before"] = val_before
             _write_json(run_dir / RUN_FILE, run_info)
+        if init_dir is not None:  # the starting adapter is the one to beat: a run that only gets worse keeps it
+            best_cb.best = {"val_loss": val_before, "step": 0, "epoch": 0.0}
+            if args.process_index == 0:
+                save_best(model, run_dir, best_cb.best)
     if progress and args.process_index == 0:
         sys.stderr.write(
             f"tune {name}: {len(train_ex)} train / {len(val_ex)} val examples, {total_steps} steps "
@@ -342,6 +347,9 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
                    "val_loss": float(e["eval_loss"])}
                   for e in trainer.state.log_history if "eval_loss" in e and e.get("step", 0) > 0]
     best = best_cb.best or {}
+    if init_dir is not None and best.get("step") == 0 and args.process_index == 0:
+        log.warning("no step of %r beat the adapter it started from (%s, val loss %.4f): its weights are published "
+                    "unchanged", name, cfg.init_from, val_before)
     tokens = torch.tensor([float(speed_cb.timed_tokens), speed_cb.timed_s], dtype=torch.float64,
                           device=args.device)
     if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -204,6 +204,17 @@ def _make_trainer_class():
     return RagtuneTrainer
 
 
+def save_best(model: Any, run_dir: Path, best: dict) -> None:
+    """Write the model's adapter and `best` (val_loss, step, epoch) as run_dir/best, swapped in whole."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-best-", dir=run_dir))
+    try:
+        model.save_pretrained(tmp)
+        (tmp / "best.json").write_text(json.dumps(best))
+        publish_dir(tmp, run_dir / BEST_DIR)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
     from transformers import TrainerCallback
 
@@ -221,13 +232,7 @@ def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init:
                 return
             self.best = {"val_loss": float(loss), "step": int(state.global_step), "epoch": float(state.epoch or 0)}
             if state.is_world_process_zero and model is not None:
-                tmp = Path(tempfile.mkdtemp(prefix=".tmp-best-", dir=run_dir))
-                try:
-                    model.save_pretrained(tmp)
-                    (tmp / "best.json").write_text(json.dumps(self.best))
-                    publish_dir(tmp, run_dir / BEST_DIR)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                save_best(model, run_dir, self.best)
 
     class SpeedAndProgress(TrainerCallback):
         """Times each optimizer step (the first step of the process is warm-up and not counted) and shows a
