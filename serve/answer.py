@@ -100,7 +100,8 @@ def create_engine(workspace: Path, model: str | None = None, backend_url: str | 
                   api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
     """An engine on the local model (default: the packaged SmolLM2, cached under WS/models) or, with
     `backend_url`, on any OpenAI-compatible chat-completions server (`model` is then the served model name)."""
-    from serve.generate import LocalGenerator, OpenAIGenerator
+    from serve.generate import LocalGenerator
+    from serve.openai_generate import OpenAIGenerator
 
     if backend_url:
         generator = OpenAIGenerator(backend_url, api_key, model or "default")

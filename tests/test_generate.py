@@ -19,10 +19,10 @@ import httpx
 import pytest
 import torch
 
-from serve.generate import (BackendError, BackendUnavailableError, IncrementalDetokenizer, LocalGenerator,
-                            OpenAIGenerator)
+from serve.generate import BackendError, BackendUnavailableError, IncrementalDetokenizer, LocalGenerator
 from serve.models import INSTALL_HINT, ModelConfig, ModelLoadError, load_model, resolve_model_dir
 from serve.openai_api import create_app, serve_in_thread
+from serve.openai_generate import OpenAIGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]

@@ -158,7 +158,7 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
             generator = LocalGenerator(load_model(cfg))
         return LocalTeacher(generator, extract, spans_per_chunk=min(2, config.max_spans_per_chunk))
     if generator is None:
-        from serve.generate import OpenAIGenerator
+        from serve.openai_generate import OpenAIGenerator
 
         generator = OpenAIGenerator(config.teacher, config.api_key, config.teacher_model or "default")
     teacher = OpenAITeacher(generator, questions_per_chunk=config.questions_per_chunk)
