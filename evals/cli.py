@@ -31,7 +31,7 @@ def eval_command(
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Longest answer in tokens."),
     focus_window: Optional[int] = typer.Option(None, "--focus-window", help="Sentences kept either side of the one "
                                                "most like the question in each chunk (refusals asked again with whole "
-                                               "chunks); -1 = whole chunks. Default: 1 in hybrid, -1 in rag."),
+                                               "chunks); -1 = whole chunks. Default: 0 in hybrid, -1 in rag."),
     model: Optional[str] = typer.Option(None, "--model", help="Generator: a local model folder or hub id (default: "
                                         "the packaged SmolLM2-135M-Instruct), or the served name with --backend-url."),
     backend_url: Optional[str] = typer.Option(None, "--backend-url", help="An OpenAI-compatible server to answer "

@@ -40,7 +40,7 @@ class EvalConfig:
     k: int = 3  # chunks put in the prompt (rag/hybrid)
     max_new_tokens: int = 48
     focus_window: int | None = None  # AnswerConfig.focus_window: sentences kept around the best one per chunk;
-    # -1 = whole chunks; None = the engine's per-mode default (hybrid 1, rag -1)
+    # -1 = whole chunks; None = the engine's per-mode default (hybrid 0, rag -1)
     out: Path | None = None  # folder that receives <timestamp>-<set>/ and latest.json; default WS/evals
     model: str | None = None
     backend_url: str | None = None

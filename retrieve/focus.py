@@ -5,7 +5,7 @@ a whole chunk; the engine answers from focused passages first and looks again at
 answer is a refusal or is withheld (serve/answer.py). Measured in README "Does tuning help?".
 
     spans = sentence_spans(text)              # [(start, end), ...] into text, formatting kept
-    texts = focus_passages(embedder, query, [chunk texts], window=1)
+    texts = focus_passages(embedder, query, [chunk texts], window=0)
 """
 
 from __future__ import annotations

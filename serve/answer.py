@@ -29,9 +29,10 @@ from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, lo
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
 ADAPTER_MODES = ("tuned", "hybrid")
-# the tuned reader answers better from focused passages; the base model does not (fewer correct citations), so
-# rag stays plain RAG over whole chunks unless asked (README "Does tuning help?")
-FOCUS_WINDOW = {"rag": -1, "hybrid": 1}
+# the tuned reader answers best from the one sentence most like the question in each chunk (window 0; +-1 and +-2
+# sentences scored lower); the base model does not gain (fewer correct citations), so rag stays plain RAG over
+# whole chunks unless asked (README "Does tuning help?")
+FOCUS_WINDOW = {"rag": -1, "hybrid": 0}
 
 
 class AnswerError(ValueError):

@@ -107,7 +107,7 @@ def ask(
     max_new_tokens: int = typer.Option(128, help="Longest answer in tokens."),
     focus_window: Optional[int] = typer.Option(None, help="Sentences kept either side of the one most like the "
                                                "question in each chunk (a refused answer is asked again with whole "
-                                               "chunks); -1 = whole chunks. Default: 1 in hybrid mode, -1 in rag."),
+                                               "chunks); -1 = whole chunks. Default: 0 in hybrid mode, -1 in rag."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the documents, with citations (streams unless --json)."""

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from retrieve import Searcher, build_index
-from serve.answer import AnswerConfig, AnswerEngine, AnswerError
+from serve.answer import FOCUS_WINDOW, AnswerConfig, AnswerEngine, AnswerError
 from serve.generate import GenerationStats
 from serve.prompts import REFUSAL, SYSTEM_WITH_CONTEXT, is_refusal, looks_like_followup, neutralize, support_score
 from tests.conftest import REPO, link_model_cache
@@ -64,7 +64,8 @@ def test_rag_answer_contains_gold_fact_and_cites_its_document(engine):
 def test_focused_passages_keep_the_gold_sentence_first(built_index, searcher, local_generator):
     # the base model reads these focused passages wrongly ("20", from the sick-pay sentence): focusing is for the
     # tuned reader, so rag keeps whole chunks unless --focus-window is given (README "Does tuning help?")
-    engine = AnswerEngine(built_index[1], local_generator, searcher, AnswerConfig(max_new_tokens=48, focus_window=1))
+    config = AnswerConfig(max_new_tokens=48, focus_window=FOCUS_WINDOW["hybrid"])
+    engine = AnswerEngine(built_index[1], local_generator, searcher, config)
     a = engine.answer(HOLIDAY, mode="rag")
     whole = {h.chunk.id: h.chunk.text for h in searcher.search(HOLIDAY, k=3)}
     first = a.sources[0]
@@ -160,7 +161,7 @@ class ScriptedGenerator(FakeGenerator):
 
 
 MILEAGE = "What is the mileage rate for my own car?"
-FOCUSED = AnswerConfig(focus_window=1)  # hybrid's default; these fakes have no adapters, so they ask in rag mode
+FOCUSED = AnswerConfig(focus_window=FOCUS_WINDOW["hybrid"])  # these fakes have no adapters, so they ask in rag mode
 
 
 def _documents(messages) -> str:
