@@ -47,7 +47,7 @@ def _add(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:
         spans.append((start, end))
 
 
-def focus_passages(embedder, query: str, texts: list[str], window: int = 1) -> list[str]:
+def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[str]:
     """Each text cut to `window` sentences either side of its sentence with the highest cosine to `query`
     (one embedding call for the query and every sentence). Texts with no more than 2 * window + 1 sentences,
     and all of them when window < 0, come back whole."""

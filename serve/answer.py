@@ -314,10 +314,10 @@ class AnswerEngine:
         """(answer, citations): the [n] markers that name a real source. A single marker on a passage lacking the
         answer's words moves to the passage that has them (the marker in the answer too, flagged `inferred`,
         with a warning); with no marker, the source sharing the most words with the answer, flagged `inferred`."""
-        by_n = {s.n: s for s in sources}
-        markers = [n for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", text)) if n in by_n]
         if not sources:
             return text, []
+        by_n = {s.n: s for s in sources}
+        markers = [n for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", text)) if n in by_n]
         support = {s.n: support_score(text, [s.text]) for s in sources}
         best = max(sources, key=lambda s: support[s.n])
         matched = Citation(**{**asdict(best), "inferred": True}) if support[best.n] >= 0.5 else None

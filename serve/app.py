@@ -156,14 +156,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                     state.get("timings"))
         return f"Recorded: **{choice}** was best for “{_md_escape(state['question'])}”.", tally(ws)
 
-    admin_handlers = AdminHandlers(service, user_of, admin_of, adapter_update)
-    (doc_rows, doc_choices, refresh_docs, reindex, upload, set_groups, delete_doc, doc_groups_of, adapter_rows,
-     start_tune, watch_tune, stop_tune, show_card, use_adapter, latest_report, run_evaluation) = (
-        admin_handlers.doc_rows, admin_handlers.doc_choices, admin_handlers.refresh_docs, admin_handlers.reindex,
-        admin_handlers.upload, admin_handlers.set_groups, admin_handlers.delete_doc, admin_handlers.doc_groups_of,
-        admin_handlers.adapter_rows, admin_handlers.start_tune, admin_handlers.watch_tune, admin_handlers.stop_tune,
-        admin_handlers.show_card, admin_handlers.use_adapter, admin_handlers.latest_report,
-        admin_handlers.run_evaluation)
+    handlers = AdminHandlers(service, user_of, admin_of, adapter_update)  # Documents, Tune, Evaluate
 
     # ---- page load ------------------------------------------------------------------------------------------------
     def on_load(request: gr.Request):
@@ -179,12 +172,12 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 "Upload documents in the **Documents** tab; they are indexed automatically." if user.admin else
                 "Ask an admin to upload documents."))
         admin = user.admin
-        md, images = report_view(latest_report()) if admin else ("", [])
+        md, images = report_view(handlers.latest_report()) if admin else ("", [])
         return (who, gr.update(value=notice, visible=bool(notice)), adapter_update(), adapter_update(),
                 gr.update(visible=admin), gr.update(visible=admin), gr.update(visible=admin),
-                doc_rows(user), service.docs.failures() if admin else [],
-                gr.update(choices=doc_choices() if admin else []), tally(ws),
-                adapter_rows() if admin else [], adapter_update(), md, images,
+                handlers.doc_rows(user), service.docs.failures() if admin else [],
+                gr.update(choices=handlers.doc_choices() if admin else []), tally(ws),
+                handlers.adapter_rows() if admin else [], adapter_update(), md, images,
                 job_view(service.jobs.last.get("tune")) if admin else "",
                 loss_plot(service.jobs.last.get("tune")) if admin else None)
 
@@ -312,31 +305,32 @@ def build_app(service: Ragtune) -> gr.Blocks:
         cq.submit(compare, inputs=[cq, c_adapter], outputs=answer_boxes + time_boxes + [cstate], **gen)
         for m, b in zip(COMPARE_MODES, vote_buttons):
             b.click(_voter(vote, m), inputs=[cstate], outputs=[vote_status, tally_table], **priv)
-        refresh.click(refresh_docs, outputs=[docs_table, fail_table, pick], **priv)
-        reindex_btn.click(reindex, outputs=[docs_status, docs_table, fail_table, pick], concurrency_id="admin",
+        refresh.click(handlers.refresh_docs, outputs=[docs_table, fail_table, pick], **priv)
+        reindex_btn.click(handlers.reindex, outputs=[docs_status, docs_table, fail_table, pick], concurrency_id="admin",
                           **priv)
-        up_btn.click(upload, inputs=[up_files, up_groups, up_folder],
+        up_btn.click(handlers.upload, inputs=[up_files, up_groups, up_folder],
                      outputs=[docs_status, docs_table, fail_table, pick, up_files], concurrency_id="admin", **priv)
-        set_btn.click(set_groups, inputs=[pick, pick_groups], outputs=[docs_status, docs_table, fail_table, pick],
+        set_btn.click(handlers.set_groups, inputs=[pick, pick_groups],
+                      outputs=[docs_status, docs_table, fail_table, pick], concurrency_id="admin", **priv)
+        del_btn.click(handlers.delete_doc, inputs=[pick], outputs=[docs_status, docs_table, fail_table, pick],
                       concurrency_id="admin", **priv)
-        del_btn.click(delete_doc, inputs=[pick], outputs=[docs_status, docs_table, fail_table, pick],
-                      concurrency_id="admin", **priv)
-        pick.change(doc_groups_of, inputs=[pick], outputs=[pick_groups], **priv)
+        pick.change(handlers.doc_groups_of, inputs=[pick], outputs=[pick_groups], **priv)
         tune_out = [t_status, t_plot, a_table, a_pick, adapter, c_adapter]
-        t_start.click(start_tune, inputs=[t_name, t_limit, t_steps, t_epochs, t_batch], outputs=tune_out,
+        t_start.click(handlers.start_tune, inputs=[t_name, t_limit, t_steps, t_epochs, t_batch], outputs=tune_out,
                       concurrency_id="jobs", show_progress="hidden", **priv)
-        t_watch.click(watch_tune, outputs=tune_out, concurrency_id="jobs", show_progress="hidden", **priv)
-        t_stop.click(stop_tune, outputs=[a_status], **priv)
-        a_pick.change(show_card, inputs=[a_pick], outputs=[a_card], **priv)
-        a_use.click(use_adapter, inputs=[a_pick], outputs=[a_status, a_table, adapter, c_adapter], **priv)
-        e_go.click(run_evaluation, inputs=[e_limit, e_modes], outputs=[e_status, e_report, e_plots],
+        t_watch.click(handlers.watch_tune, outputs=tune_out, concurrency_id="jobs", show_progress="hidden", **priv)
+        t_stop.click(handlers.stop_tune, outputs=[a_status], **priv)
+        a_pick.change(handlers.show_card, inputs=[a_pick], outputs=[a_card], **priv)
+        a_use.click(handlers.use_adapter, inputs=[a_pick], outputs=[a_status, a_table, adapter, c_adapter], **priv)
+        e_go.click(handlers.run_evaluation, inputs=[e_limit, e_modes], outputs=[e_status, e_report, e_plots],
                    concurrency_id="jobs", **priv)
         demo.load(on_load, outputs=[who, notice, adapter, c_adapter, admin_docs, tune_tab, eval_tab, docs_table,
                                     fail_table, pick, tally_table, a_table, a_pick, e_report, e_plots, t_status,
                                     t_plot], **priv)
-    demo.ragtune_handlers = {"stop_tune": stop_tune, "reindex": reindex, "upload": upload, "set_groups": set_groups,
-                             "delete": delete_doc,
-                             "start_tune": start_tune, "run_evaluation": run_evaluation, "use_adapter": use_adapter,
+    demo.ragtune_handlers = {"stop_tune": handlers.stop_tune, "reindex": handlers.reindex, "upload": handlers.upload,
+                             "set_groups": handlers.set_groups, "delete": handlers.delete_doc,
+                             "start_tune": handlers.start_tune, "run_evaluation": handlers.run_evaluation,
+                             "use_adapter": handlers.use_adapter,
                              "chat": chat, "compare": compare, "vote": vote, "on_load": on_load}
     return demo
 
