@@ -226,6 +226,50 @@ def _interleave(plain: PlainLoop):
     return Interleave()
 
 
+def _profiler(steps: int, device: str, row_limit: int = 15):
+    """A Trainer callback that runs torch.profiler over `steps` optimizer steps after the warm-up step and prints
+    where the time went: the top operators, and wall time against time the GPU spent in kernels (a GPU busy for
+    a small share of the wall time means the host, not the GPU, sets the pace)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+
+    class Profile(TrainerCallback):
+        prof = None
+        t0 = 0.0
+        done = 0
+
+        def on_step_begin(self, args, state, control, **kw):
+            if self.prof is None and self.done == 0 and state.global_step >= 1:
+                _sync(device)
+                self.prof = profile(activities=acts)
+                self.prof.__enter__()
+                self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.prof is None:
+                return
+            self.done += 1
+            if self.done < steps:
+                return
+            _sync(device)
+            wall = time.perf_counter() - self.t0
+            self.prof.__exit__(None, None, None)
+            events = self.prof.key_averages()
+            key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+            print(events.table(sort_by=key, row_limit=row_limit), file=sys.stderr)
+            line = f"profile: {steps} steps in {wall:.3f}s wall"
+            if device == "cuda":
+                busy = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+                launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+                line += f", GPU kernels busy {busy:.3f}s ({busy / wall:.0%}), {launches / steps:.0f} launches per step"
+            print(line, file=sys.stderr)
+            self.prof = None
+
+    return Profile()
+
+
 # ---- ragtune's path ----------------------------------------------------------------------------------------------
 
 def ragtune_path(folder: Path, records: list[dict], val: list[dict], device: str, steps: int, work: Path,
@@ -261,12 +305,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-plain", action="store_true", help="only ragtune's path")
     p.add_argument("--sequential", action="store_true", help="run the plain loop first instead of interleaving "
                    "its steps with ragtune's (interleaving makes both see the same load on a shared machine)")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="ragtune's path alone, with torch.profiler "
+                   "over N steps after the warm-up: top operators, wall time vs GPU kernel time, launches per step")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     a = p.parse_args(argv)
+    if a.profile:
+        a.skip_plain = True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    steps = a.steps or (20 if a.device == "cuda" else 3)
+    steps = a.steps or (a.profile + 1 if a.profile else 20 if a.device == "cuda" else 3)
     import torch
     from transformers import AutoTokenizer
 
@@ -301,6 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
         print("ragtune trainer path" + (" (interleaved with the plain loop)" if plain and not a.sequential else "")
               + " ...", file=sys.stderr)
         cbs = [_interleave(plain)] if plain is not None and not a.sequential else None
+        if a.profile:
+            cbs = [_profiler(a.profile, a.device)]
+            steps = max(steps, a.profile + 1)  # the warm-up step, then the profiled ones
         results["ragtune"] = ragtune_path(folder, records, val, a.device, steps, work, a.batch_tokens, a.precision,
                                           cbs)
         if plain is not None:
@@ -312,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     dev = torch.cuda.get_device_name(0) if a.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\ntraining throughput, {'random' if a.random_weights else 'real'} SmolLM2-135M weights, {dev}, "
           f"{len(records)} examples of {min(lens)}-{max(lens)} tokens (mean {sum(lens) / len(lens):.0f}), "
-          f"{'sequential' if a.sequential else 'steps interleaved'}, load average {load0:.1f} -> {load1:.1f}")
+          f"{'ragtune only' if a.skip_plain else 'sequential' if a.sequential else 'steps interleaved'}, load average {load0:.1f} -> {load1:.1f}")
     print("| path | precision | batches | timed steps | non-padding tokens/s | padding share | speed-up |")
     print("|---|---|---|---|---|---|---|")
     base = results.get("plain", {}).get("tokens_per_s")

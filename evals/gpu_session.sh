@@ -1,0 +1,24 @@
+#!/bin/bash
+# On a lent GPU (device tool), from the repo root with .gpu-kit carried (evals/gpu_prepare.sh writes it):
+# the training benchmark side by side with the plain loop, a larger token budget, and a profile of ragtune's step.
+# Every part has its own time limit so the whole call fits one 540 s run; results are also copied to $OUT.
+# Smoke test here (no GPU): DEVICE=cpu STEPS=1 bash evals/gpu_session.sh
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+KIT=.gpu-kit
+[ -f $KIT/assets/config.json ] || { echo "no $KIT: run evals/gpu_prepare.sh here first and carry .gpu-kit"; exit 2; }
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi") | tee $OUT/device.txt
+${PYTHON:-python3} -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a $OUT/device.txt
+bench() {  # name seconds args...
+  local name=$1 secs=$2; shift 2
+  echo "=== $name: $*"
+  timeout "$secs" ${PYTHON:-python3} -m evals.bench_train --device ${DEVICE:-cuda} --random-weights --assets $KIT/assets \
+    --dataset $KIT/benchdata --json "$@" ${STEPS:+--steps $STEPS} > "$OUT/$name.txt" 2> >(tr '\r' '\n' | grep -v '/step' > "$OUT/$name.err")
+  echo "rc=$?"; grep -v '^{' "$OUT/$name.txt" | tail -5; tail -3 "$OUT/$name.err"
+}
+bench side_by_side 170 --steps 20
+bench batch65k 110 --steps 10 --skip-plain --batch-tokens 65536
+bench profile 110 --profile 5
+grep -A40 'Name' "$OUT/profile.err" | head -30
+echo "elapsed ${SECONDS}s"
