@@ -66,6 +66,42 @@ def local_generator(model_cache_dir):
     return LocalGenerator(load_model(ModelConfig(cache_dir=model_cache_dir)))
 
 
+# ---- the default generator's folder and tokenizer, and a tiny random Llama with that tokenizer (tune tests) -----
+
+@pytest.fixture(scope="session")
+def smol_dir(model_cache_dir) -> Path:
+    from serve.models import ModelConfig, resolve_model_dir
+
+    return Path(resolve_model_dir(ModelConfig(cache_dir=model_cache_dir)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smol_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_dir)
+
+
+@pytest.fixture(scope="session")
+def im_end(tokenizer) -> int:
+    return tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def link_model_cache(workspace: Path, model_cache_dir: Path) -> None:
     """Point WS/models at the shared cache so a CLI run in a fresh workspace does not dequantize again."""
     workspace.mkdir(parents=True, exist_ok=True)

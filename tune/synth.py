@@ -30,14 +30,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ingest.types import can_read
-from serve.answer import Citation
-from serve.prompts import REFUSAL, answer_with_citation, build_messages, neutralize
+from serve.prompts import neutralize
 from tune.dataset_files import write_dataset
 from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
     normalize, round_trip_rank, supported
-from tune.qgen import ExtractTeacher, LocalTeacher, OpenAITeacher, QAItem, find_spans
+from tune.qgen import ExtractTeacher, QAItem, find_spans
+from tune.raft import raft_examples
 from tune.recite import recite_examples
+from tune.teachers import LocalTeacher, OpenAITeacher
 
 NO_ORACLE_TARGETS = ("refuse", "answer")
 
@@ -260,7 +260,7 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
             for s in stats:
                 s.kept += 1
             kept_items[item.style] += 1
-            examples.extend(_examples(item, hits, config, allowed, search_groups(item.chunk), pool, seen_text))
+            examples.extend(raft_examples(item, hits, config, allowed, search_groups(item.chunk), pool, seen_text))
         bar.close()
 
     # split by document: validation measures unseen documents
@@ -383,49 +383,3 @@ def _batched_queries(searcher, queries: list[str], progress: bool):
         yield
     finally:
         searcher._embedder = previous
-
-
-def _citation(n: int, chunk, text: str) -> Citation:
-    return Citation(n, chunk.doc, chunk.section, chunk.page, chunk.id, text)
-
-
-def _examples(item: QAItem, hits, config: SynthConfig, allowed, groups, pool, seen_text) -> list[dict]:
-    chunk = item.chunk
-    rng = random.Random(f"{config.seed}|{chunk.id}|{item.question}")
-    distractors = []
-    for h in hits:
-        c = h.chunk
-        if len(distractors) >= config.distractors:
-            break
-        if c.id == chunk.id or not allowed(c) or supported(item.answer, c.text) or \
-                supported(item.answer, seen_text(c)) or normalize(c.text) == normalize(chunk.text):
-            continue
-        distractors.append(c)
-    if len(distractors) < config.distractors:  # rare: fill with random readable chunks of other documents
-        others = [c for c in pool if c.doc != chunk.doc and can_read(c.groups, groups)
-                  and c.id not in {d.id for d in distractors} and not supported(item.answer, c.text)]
-        rng.shuffle(others)
-        distractors.extend(others[: config.distractors - len(distractors)])
-    base = {"style": item.style, "rule": item.rule, "doc": chunk.doc, "chunk_id": chunk.id,
-            "question": item.question, "answer": item.answer}
-    out = []
-    drop = config.drop_oracle > 0 and rng.random() < config.drop_oracle
-    if drop and not distractors:
-        drop = False  # nothing to show without the source
-    sources = list(distractors) if drop else [*distractors, chunk]
-    rng.shuffle(sources)
-    citations = [_citation(n, c, seen_text(c)) for n, c in enumerate(sources, start=1)]
-    if drop:
-        target = REFUSAL if config.no_oracle_target == "refuse" else answer_with_citation(item.answer, None)
-        kind = "raft_no_oracle"
-    else:
-        n_source = next(cit.n for cit in citations if cit.chunk_id == chunk.id)
-        target = answer_with_citation(item.answer, n_source)
-        kind = "raft"
-    messages = build_messages(item.question, citations) + [{"role": "assistant", "content": target}]
-    out.append({"messages": messages, "kind": kind, **base})
-    if config.closed_book:
-        messages = build_messages(item.question, [], with_context=False)
-        messages.append({"role": "assistant", "content": answer_with_citation(item.answer, None)})
-        out.append({"messages": messages, "kind": "closed_book", **base})
-    return out
