@@ -116,8 +116,10 @@ def ask(
     config = AnswerConfig(k=k, max_new_tokens=max_new_tokens, focus_window=focus_window)
     engine = create_engine(workspace, model, backend_url, api_key, config)
     stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))
+    streamed: list[str] = []
     for piece in stream:
         if not as_json:
+            streamed.append(piece)
             sys.stdout.write(piece)
             sys.stdout.flush()
     result = stream.result
@@ -127,14 +129,22 @@ def ask(
     sys.stdout.write("\n")
     for w in result.warnings:
         sys.stderr.write(f"note: {w}\n")
-    if result.refused and "withheld" in " ".join(result.warnings):
-        sys.stdout.write(result.answer + "\n")
+    final = answer_to_reprint("".join(streamed), result.answer)
+    if final is not None:
+        sys.stdout.write(final + "\n")
     for c in result.citations:
         page = f", page {c.page}" if c.page else ""
         sys.stdout.write(f"[{c.n}] {c.doc} — {c.section}{page}{' (matched)' if c.inferred else ''}\n")
     t = result.timings
     sys.stderr.write(f"{result.mode}: retrieve {t['retrieve_ms']:.0f} ms, first token "
                      f"{t['first_token_ms'] or 0:.0f} ms, {t['tokens_per_s']:.1f} tokens/s\n")
+
+
+def answer_to_reprint(streamed: str, answer: str) -> str | None:
+    """The final answer, when it is not what was streamed last: a withheld guess (the refusal replaces it) or a
+    citation marker moved to the passage that holds the answer. A second look streams its draft after the
+    first one, so the streamed text only has to end with the answer."""
+    return None if streamed.strip().endswith(answer.strip()) else answer
 
 
 # Commands that live beside their library code; each module imports only typer and the stdlib at its top.

@@ -57,3 +57,17 @@ def test_errors_are_one_clear_line(tmp_path):
     ragtune("index", tmp_path / "docs", "--workspace", tmp_path / "ws")
     out = ragtune("search", "x", "--workspace", tmp_path / "ws", "--mode", "fuzzy")
     assert out.returncode == 2 and "search mode" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ask_reprints_the_final_answer_only_when_it_differs_from_the_last_streamed_draft():
+    from serve.cli import answer_to_reprint
+    from serve.prompts import REFUSAL
+
+    assert answer_to_reprint("27 days [1]", "27 days [1]") is None
+    assert answer_to_reprint(" 27 days [1]\n", "27 days [1]") is None
+    assert answer_to_reprint("27 days [3]", "27 days [1]") == "27 days [1]"  # the citation was moved
+    assert answer_to_reprint("EUR 20 [2]", REFUSAL) == REFUSAL  # an unsupported guess was withheld
+    # a second look streams its draft after a blank line: only that last draft counts
+    assert answer_to_reprint("EUR 20 [2]\n\n27 days [1]", "27 days [1]") is None
+    assert answer_to_reprint("Para one.\n\nPara two [1].", "Para one.\n\nPara two [1].") is None
+    assert answer_to_reprint(f"{REFUSAL}\n\n27 days [2]", "27 days [1]") == "27 days [1]"
