@@ -9,7 +9,7 @@ RAGTUNE := $(VENV)/bin/ragtune
 WS ?= workspace
 PORT ?= 7860
 # LoRA steps of the demo's tuning run: ~30 s each on a 2-core laptop CPU, a second or two on a GPU
-DEMO_STEPS ?= 16
+DEMO_STEPS ?= 24
 # The CPU build of torch that this machine keeps on disk; on a GPU server install your CUDA torch first and
 # run `make setup TORCH_SPEC=torch` (any torch>=2.4 satisfies the project).
 TORCH_SPEC ?= torch==2.13.0
