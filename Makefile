@@ -42,7 +42,7 @@ demo: setup
 	# tuning: question/answer data made from the indexed documents, then a short LoRA run (skipped if it exists)
 	test -f $(WS)/adapters/demo/adapter_config.json || ( \
 	  $(RAGTUNE) synth --workspace $(WS) --name demo && \
-	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) --lr 1e-3 \
+	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) --lr 2e-3 \
 	    --val-examples 64 )
 	@echo "adapter: $(WS)/adapters/demo (card: $(WS)/adapters/demo/README.md)"
 	$(RAGTUNE) ask "How many days of paid holiday does a full-time employee get each year?" --workspace $(WS) \
