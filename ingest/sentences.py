@@ -14,6 +14,7 @@ ABBREVIATIONS = frozenset(
     "inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec".split())
 
 _EDGES = re.compile(r"^[\"'“‘(\[]+|[.\"'”’)\]]+$")
+_LAST_WORD = re.compile(r"(\S+)\.[\"'”’)\]]*$")  # the word before a final full stop
 
 
 def is_abbreviation(word: str) -> bool:
@@ -21,3 +22,10 @@ def is_abbreviation(word: str) -> bool:
     abbreviation or an initial rather than the end of a sentence."""
     core = _EDGES.sub("", word).lower()
     return core in ABBREVIATIONS or (len(core) == 1 and core.isalpha())
+
+
+def ends_with_abbreviation(segment: str) -> bool:
+    """Whether `segment`, text up to a full stop (closing quotes or brackets after it allowed), ends with an
+    abbreviation or an initial, so that full stop does not end a sentence."""
+    word = _LAST_WORD.search(segment)
+    return bool(word) and is_abbreviation(word.group(1))

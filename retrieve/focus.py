@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from ingest.sentences import is_abbreviation
+from ingest.sentences import ends_with_abbreviation
 
 # a sentence ends at . ! ? (closing quotes/brackets kept with it) before whitespace, or at a line break
 _END = re.compile(r"(?<=[.!?])[\"'”’)\]]*[ \t]+|\n+")
@@ -26,16 +26,11 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     start = 0
     for m in _END.finditer(text):
         end = m.start() + len(m.group(0).rstrip())  # closing quotes stay with their sentence
-        if "\n" in m.group(0) or not _ends_with_abbreviation(text[start:end]):
+        if "\n" in m.group(0) or not ends_with_abbreviation(text[start:end]):
             _add(spans, text, start, end)
             start = m.end()
     _add(spans, text, start, len(text))
     return spans
-
-
-def _ends_with_abbreviation(segment: str) -> bool:
-    word = re.search(r"(\S+)\.[\"'”’)\]]*$", segment)
-    return bool(word) and is_abbreviation(word.group(1))
 
 
 def _add(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ingest.sentences import is_abbreviation
+from ingest.sentences import ends_with_abbreviation
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ def _split_unit(unit: str) -> list[str]:
     pieces, start = [], 0
     for m in re.finditer(r"[.!?][\"')\]]?\s+(?=[\"'(“]?[A-Z0-9])", unit):
         end = m.start() + 1
-        word = re.search(r"(\S+)$", unit[start:end])
-        if word and is_abbreviation(word.group(1)):  # "e.g.", an initial "J."
+        if ends_with_abbreviation(unit[start:end]):  # "e.g.", an initial "J."
             continue
         pieces.append(unit[start:m.end()].strip())
         start = m.end()
