@@ -253,6 +253,29 @@ def test_reproducible_with_seed_and_refuse_or_answer(tiny_ws, tiny_searcher):
         SynthConfig(tiny_ws, no_oracle_target="maybe").check()
 
 
+def test_facts_recipe_trains_every_closed_book_question_and_validates_recall(tiny_ws, tiny_searcher):
+    raft = _read(synthesize(SynthConfig(tiny_ws, name="r"), searcher=tiny_searcher, progress=False).dataset)
+    report = synthesize(SynthConfig(tiny_ws, name="facts", recipe="facts"), searcher=tiny_searcher, progress=False)
+    data = _read(report.dataset)
+    train, val = data["train"], data["val"]
+    assert train and {(r["kind"], r["style"]) for r in train} == {("closed_book", "question")}
+    assert all(len(r["messages"]) == 3 and r["messages"][-1]["content"] == r["answer"] for r in train)
+    # the same questions as the raft recipe's closed-book ones, but from every document, none held out
+    expected = {r["question"] for r in raft["train"] + raft["val"]
+                if (r["kind"], r["style"]) == ("closed_book", "question")}
+    assert {r["question"] for r in train} == expected
+    # validation: a recall sample, copies of training examples
+    assert 1 <= len(val) < len(train) and all(r in train for r in val)
+    card = data["card"]
+    assert card["recipe"] == "facts" and "recall" in card["validation"] and card["counts"]["val_documents"] == []
+    assert "Recipe `facts`" in (report.dataset / "card.md").read_text()
+    assert "hr/salary.md" not in {r["doc"] for r in train}  # restricted documents stay out here too
+    with pytest.raises(ValueError, match="closed-book"):
+        SynthConfig(tiny_ws, recipe="facts", closed_book=False).check()
+    with pytest.raises(ValueError, match="--recipe"):
+        SynthConfig(tiny_ws, recipe="memorise").check()
+
+
 def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
     class StubServer:  # what OpenAIGenerator would stream back from a teacher model
         name = "stub"

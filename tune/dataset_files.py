@@ -54,9 +54,11 @@ def render_card(card: dict, rows: list[dict]) -> str:
         k = c["by_split_kind"][split]
         lines.append(f"| {split} | {c[split]} | {k.get('raft', 0)} | {k.get('raft_no_oracle', 0)} | "
                      f"{k.get('closed_book', 0)} | {k.get('recite', 0)} |")
-    lines += ["", f"{c['chunks_used']} source chunks, {c['items_kept']} of {c['items_candidates']} generated items "
-              f"kept; {c['documents']} documents, validation documents (never in train): "
-              f"{', '.join(c['val_documents']) or 'none'}.", "",
+    facts = card.get("recipe") == "facts"
+    held_out = (f"validation: {card['validation']}" if facts else
+                f"validation documents (never in train): {', '.join(c['val_documents']) or 'none'}")
+    lines += ["", f"Recipe `{card.get('recipe', 'raft')}`. {c['chunks_used']} source chunks, {c['items_kept']} of "
+              f"{c['items_candidates']} generated items kept; {c['documents']} documents; {held_out}.", "",
               "## Filters (each item is counted under the first filter it fails)", "",
               "| style / rule | candidates | kept | pass rate | " + " | ".join(card["filters"]["order"]) + " |",
               "|---" * (4 + len(card["filters"]["order"])) + "|"]
@@ -79,7 +81,9 @@ def render_card(card: dict, rows: list[dict]) -> str:
               *(["- `recite` (train only): a passage asked for by document title, section and part; target the "
                  "passage itself, so every token is a label (facts for `tuned` mode, ~20x denser than "
                  "question/answer pairs)."] if card["config"].get("recite") else []),
-              "- Split by document, so validation loss measures documents the model never saw.",
+              ("- Recipe `facts`: only the question-style `closed_book` examples, every one trained; validation "
+               "repeats a sample of them (a recall check)." if facts else
+               "- Split by document, so validation loss measures documents the model never saw."),
               f"- Restricted documents: {card['restricted']['note']}. Included groups: "
               f"{', '.join(card['restricted']['included_groups']) or 'none'} "
               f"({card['restricted']['restricted_chunks_excluded']} restricted chunks left out).", ""]

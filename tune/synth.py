@@ -14,6 +14,8 @@
                                      passage itself: every token a label, facts for `tuned` mode (tune/recite.py)
                        └─ split by document (val ~10% of documents) ─▶ WS/datasets/<name>/
                                                                          train.jsonl val.jsonl card.json card.md
+    recipe "facts": only the question-style closed_book examples, all of them trained, validation a recall
+    sample of them (tune/splits.py): an adapter that answers without documents (`tuned` mode)
 
 The dataset folder (tune/dataset_files.py) is written in a temporary folder and renamed into place, so a killed
 run never leaves half a dataset. Everything is seeded: the same index, config and seed give byte-identical
@@ -37,9 +39,11 @@ from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answ
 from tune.qgen import ExtractTeacher, QAItem, find_spans
 from tune.raft import raft_examples
 from tune.recite import recite_examples
+from tune.splits import FACTS_VALIDATION, facts_split, split_by_document
 from tune.teachers import LocalTeacher, OpenAITeacher
 
 NO_ORACLE_TARGETS = ("refuse", "answer")
+RECIPES = ("raft", "facts")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class SynthConfig:
     drop_oracle: float = 0.1  # fraction of RAFT examples whose source chunk is left out (they teach refusing)
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
+    recipe: str = "raft"  # raft: the mix above, split by document | facts: see `facts_split`
     recite: bool = False  # also emit one recitation example per training chunk (tune/recite.py; opt-in: unproven)
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
     seed: int = 0
@@ -83,6 +88,10 @@ class SynthConfig:
             raise ValueError("--limit must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe must be raft or facts, not {self.recipe!r}")
+        if self.recipe == "facts" and not self.closed_book:
+            raise ValueError("--recipe facts is made of closed-book examples: leave out --no-closed-book")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -263,19 +272,20 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
             examples.extend(raft_examples(item, hits, config, allowed, search_groups(item.chunk), pool, seen_text))
         bar.close()
 
-    # split by document: validation measures unseen documents
+    if config.recipe == "facts":
+        examples = [e for e in examples if e["kind"] == "closed_book" and e["style"] == "question"]
     docs = sorted({e["doc"] for e in examples})
-    rng = random.Random(config.seed)
-    shuffled = list(docs)
-    rng.shuffle(shuffled)
-    n_val = max(1, round(config.val_fraction * len(docs))) if len(docs) >= 2 and config.val_fraction > 0 else 0
-    val_docs = set(shuffled[:n_val])
-    if len(docs) < 2:
-        warnings.append("fewer than two documents produced examples: no validation split")
-    train = [e for e in examples if e["doc"] not in val_docs]
-    if config.recite:
-        train += recite_examples([c for c in pool if c.doc not in val_docs and c.doc in docs], seen_text)
-    val = [e for e in examples if e["doc"] in val_docs]
+    if config.recipe == "facts":
+        train, val = facts_split(examples, config.val_fraction, config.seed)
+        val_docs: set[str] = set()
+        if config.recite:
+            train += recite_examples([c for c in pool if c.doc in docs], seen_text)
+    else:
+        train, val, val_docs = split_by_document(examples, config.val_fraction, config.seed)
+        if len(docs) < 2:
+            warnings.append("fewer than two documents produced examples: no validation split")
+        if config.recite:
+            train += recite_examples([c for c in pool if c.doc not in val_docs and c.doc in docs], seen_text)
     random.Random(config.seed + 1).shuffle(train)
     random.Random(config.seed + 2).shuffle(val)
     if not train:
@@ -304,6 +314,8 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
                        "note": "chunks with access groups are left out unless their groups are named with "
                                "--include-groups: a tuned model cannot enforce access rules"},
         "no_oracle_target": config.no_oracle_target,
+        "recipe": config.recipe,
+        "validation": FACTS_VALIDATION if config.recipe == "facts" else "held-out documents (unseen by training)",
         "config": config.to_json(),
         "source_index": {"generation": gen.path.name, "n_chunks": len(gen.chunks),
                          "embedder": gen.manifest.embedder, "docs_dir": gen.manifest.docs_dir},

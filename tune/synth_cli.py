@@ -27,6 +27,10 @@ def synth_command(
     drop_oracle: float = typer.Option(0.1, help="Fraction of RAFT examples whose source chunk is left out."),
     no_oracle_target: str = typer.Option("refuse", help="Target when the source is left out: refuse (the refusal "
                                          "sentence) or answer (the bare answer: RAFT's memorisation variant)."),
+    recipe: str = typer.Option("raft", help="raft: RAFT examples (question + source + distractors, cited answer) "
+                               "plus closed-book ones, validation on held-out documents (for `hybrid`). facts: only "
+                               "closed-book questions over every document, validation a recall sample of them, "
+                               "to train with many epochs for `tuned` mode (see tune/README.md)."),
     closed_book: bool = typer.Option(True, "--closed-book/--no-closed-book",
                                      help="Also write question-only examples (facts for `tuned` mode)."),
     recite: bool = typer.Option(False, "--recite/--no-recite",
@@ -46,7 +50,7 @@ def synth_command(
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
     config = SynthConfig(workspace=Path(workspace), name=name, teacher=teacher, teacher_model=teacher_model,
                          api_key=api_key, limit=limit, distractors=distractors, drop_oracle=drop_oracle,
-                         no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite,
+                         no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite, recipe=recipe,
                          include_groups=groups, seed=seed, round_trip_k=round_trip_k)
     config.check()
     if groups:
