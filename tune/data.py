@@ -270,7 +270,8 @@ def collate(rows: list[list[Encoded]], pad_id: int, align: int = 1) -> dict:
     """Tensors for one batch: input_ids, labels and, for packed rows (several examples in one row), position_ids
     restarting at 0 for each example. Rows are right-padded (to an aligned width, see `aligned_width`); padding
     has label -100 (and, in packed rows, its own position run, so it forms a separate block). `num_tokens` is the
-    count of real (non-padding) tokens, `row_lengths` the real length of each row."""
+    count of real (non-padding) tokens, `target_tokens` the count of labelled next-token targets (the loss's
+    denominator), `row_lengths` the real length of each row."""
     import torch
 
     n = len(rows)
@@ -293,7 +294,10 @@ def collate(rows: list[list[Encoded]], pad_id: int, align: int = 1) -> dict:
         real += o
         if position_ids is not None and o < width:
             position_ids[r, o:] = torch.arange(width - o)
-    batch = {"input_ids": input_ids, "labels": labels, "num_tokens": torch.tensor(real, dtype=torch.long),
+    # the counts are Python ints, not tensors: moving a batch to the GPU leaves them on the host, so reading them
+    # in the training step never waits for the GPU
+    batch = {"input_ids": input_ids, "labels": labels, "num_tokens": real,
+             "target_tokens": int((labels[:, 1:] != IGNORE_INDEX).sum()),
              "row_lengths": torch.tensor([sum(len(e) for e in row) for row in rows], dtype=torch.long)}
     if position_ids is not None:
         batch["position_ids"] = position_ids
