@@ -278,14 +278,12 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
     if config.recipe == "facts":
         train, val = facts_split(examples, config.val_fraction, config.seed)
         val_docs: set[str] = set()
-        if config.recite:
-            train += recite_examples([c for c in pool if c.doc in docs], seen_text)
     else:
         train, val, val_docs = split_by_document(examples, config.val_fraction, config.seed)
         if len(docs) < 2:
             warnings.append("fewer than two documents produced examples: no validation split")
-        if config.recite:
-            train += recite_examples([c for c in pool if c.doc not in val_docs and c.doc in docs], seen_text)
+    if config.recite:
+        train += recite_examples([c for c in pool if c.doc not in val_docs and c.doc in docs], seen_text)
     random.Random(config.seed + 1).shuffle(train)
     random.Random(config.seed + 2).shuffle(val)
     if not train:
