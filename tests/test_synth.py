@@ -274,6 +274,15 @@ def test_facts_recipe_trains_every_closed_book_question_and_validates_recall(tin
         SynthConfig(tiny_ws, recipe="facts", closed_book=False).check()
     with pytest.raises(ValueError, match="--recipe"):
         SynthConfig(tiny_ws, recipe="memorise").check()
+    # --facts-styles question,cloze: the cloze items' closed-book examples join the same questions
+    both = _read(synthesize(SynthConfig(tiny_ws, name="facts2", recipe="facts", facts_styles=("question", "cloze")),
+                            searcher=tiny_searcher, progress=False).dataset)
+    cloze = {r["question"] for r in raft["train"] + raft["val"] if (r["kind"], r["style"]) == ("closed_book", "cloze")}
+    assert cloze and {r["question"] for r in both["train"]} == expected | cloze
+    assert {r["style"] for r in both["train"]} == {"question", "cloze"} and all(r in both["train"] for r in both["val"])
+    assert "closed-book styles: question, cloze" in (tiny_ws / "datasets" / "facts2" / "card.md").read_text()
+    with pytest.raises(ValueError, match="--facts-styles"):
+        SynthConfig(tiny_ws, recipe="facts", facts_styles=("essay",)).check()
 
 
 def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):

@@ -55,7 +55,8 @@ def render_card(card: dict, rows: list[dict]) -> str:
         lines.append(f"| {split} | {c[split]} | {k.get('raft', 0)} | {k.get('raft_no_oracle', 0)} | "
                      f"{k.get('closed_book', 0)} | {k.get('recite', 0)} |")
     facts = card.get("recipe") == "facts"
-    held_out = (f"validation: {card['validation']}" if facts else
+    styles = ", ".join(card.get("config", {}).get("facts_styles") or ["question"])
+    held_out = (f"closed-book styles: {styles}; validation: {card['validation']}" if facts else
                 f"validation documents (never in train): {', '.join(c['val_documents']) or 'none'}")
     lines += ["", f"Recipe `{card.get('recipe', 'raft')}`. {c['chunks_used']} source chunks, {c['items_kept']} of "
               f"{c['items_candidates']} generated items kept; {c['documents']} documents; {held_out}.", "",

@@ -59,6 +59,7 @@ class SynthConfig:
     no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
     recipe: str = "raft"  # raft: the mix above, split by document | facts: see `facts_split`
+    facts_styles: tuple[str, ...] = ("question",)  # facts recipe: closed-book items of these styles (cloze too?)
     recite: bool = False  # also emit one recitation example per training chunk (tune/recite.py; opt-in: unproven)
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups are used too (explicit opt-in)
     seed: int = 0
@@ -92,6 +93,12 @@ class SynthConfig:
             raise ValueError(f"--recipe must be raft or facts, not {self.recipe!r}")
         if self.recipe == "facts" and not self.closed_book:
             raise ValueError("--recipe facts is made of closed-book examples: leave out --no-closed-book")
+        bad = [s for s in self.facts_styles if s not in ("cloze", "question")] or ([] if self.facts_styles else [""])
+        if bad:
+            raise ValueError(f"--facts-styles must name cloze and/or question, not {','.join(bad)!r}")
+        if self.recipe == "facts" and self.teacher == "extract" and not set(self.facts_styles) & set(self.styles):
+            raise ValueError(f"--facts-styles {','.join(self.facts_styles)} makes nothing: the extract teacher "
+                             f"only writes {','.join(self.styles)} items")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -99,6 +106,7 @@ class SynthConfig:
         d["api_key"] = "***" if self.api_key else None
         d["include_groups"] = list(self.include_groups)
         d["styles"] = list(self.styles)
+        d["facts_styles"] = list(self.facts_styles)
         return d
 
 
@@ -273,7 +281,7 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
         bar.close()
 
     if config.recipe == "facts":
-        examples = [e for e in examples if e["kind"] == "closed_book" and e["style"] == "question"]
+        examples = [e for e in examples if e["kind"] == "closed_book" and e["style"] in config.facts_styles]
     docs = sorted({e["doc"] for e in examples})
     if config.recipe == "facts":
         train, val = facts_split(examples, config.val_fraction, config.seed)

@@ -31,6 +31,9 @@ def synth_command(
                                "plus closed-book ones, validation on held-out documents (for `hybrid`). facts: only "
                                "closed-book questions over every document, validation a recall sample of them, "
                                "to train with many epochs for `tuned` mode (see tune/README.md)."),
+    facts_styles: str = typer.Option("question", help="With --recipe facts: which closed-book items train, "
+                                     "comma-separated: question (wh-questions), cloze (complete a sentence of "
+                                     "the document), or both (more phrasings of each fact; more steps)."),
     closed_book: bool = typer.Option(True, "--closed-book/--no-closed-book",
                                      help="Also write question-only examples (facts for `tuned` mode)."),
     recite: bool = typer.Option(False, "--recite/--no-recite",
@@ -51,6 +54,7 @@ def synth_command(
     config = SynthConfig(workspace=Path(workspace), name=name, teacher=teacher, teacher_model=teacher_model,
                          api_key=api_key, limit=limit, distractors=distractors, drop_oracle=drop_oracle,
                          no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite, recipe=recipe,
+                         facts_styles=tuple(s.strip() for s in facts_styles.split(",") if s.strip()),
                          include_groups=groups, seed=seed, round_trip_k=round_trip_k)
     config.check()
     if groups:
