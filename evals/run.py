@@ -351,12 +351,12 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         "results": results, "metrics": metrics, "retrieval": retrieval_summary, "notes": plan.notes,
     }
     folder = write_report(Path(config.out) if config.out else Path(config.workspace) / "evals", payload, records)
-    _score_adapter_card(config, plan, results, folder)
+    _score_adapter_card(config, plan, results, folder, progress)
     return {"report": str(folder), "n": len(plan.questions), "results": results, "retrieval": retrieval_summary,
             "skipped": plan.skipped, "results_json": str(folder / "results.json")}
 
 
-def _score_adapter_card(config: EvalConfig, plan: _Plan, results: dict, folder: Path) -> None:
+def _score_adapter_card(config: EvalConfig, plan: _Plan, results: dict, folder: Path, progress: bool) -> None:
     """Write the adapter's scores (and, for comparison, base/rag ones from the same run) into its card, keyed by
     question set and limit, so `ragtune adapters` shows what the adapter reached; never fails the evaluation."""
     if plan.adapter is None or not any(m in ADAPTER_MODES for m in results) or config.backend_url:
@@ -369,8 +369,8 @@ def _score_adapter_card(config: EvalConfig, plan: _Plan, results: dict, folder: 
     scores[f"{tag} report"] = str(folder)
     try:
         update_card(Path(config.workspace), plan.adapter, scores)
-    except (OSError, ValueError, KeyError):
-        pass  # e.g. an adapter folder without a card: the report itself is written
+    except (OSError, ValueError) as exc:  # e.g. an adapter folder without a card: the report itself is written
+        _log(progress, f"scores not written to adapter {plan.adapter!r}'s card: {exc}")
 
 
 def _config_repr(config: EvalConfig) -> str:

@@ -27,6 +27,8 @@ from tune.spans import (_MONTH, _PLACE_WORDS, _PRIORITY, _WEEKDAY, Span, find_sp
 # ---------------------------------------------------------------------------------------------------------------
 # items
 
+STYLES = ("cloze", "question")  # the item styles: complete a sentence of the chunk, or a wh-question
+
 
 @dataclass
 class QAItem:
@@ -252,7 +254,7 @@ class ExtractTeacher:
     name = "extract"
 
     def __init__(self, frequent=None, max_spans_per_chunk: int = 6, min_cloze_words: int = 6,
-                 max_cloze_answer_words: int = 8, styles: tuple[str, ...] = ("cloze", "question")) -> None:
+                 max_cloze_answer_words: int = 8, styles: tuple[str, ...] = STYLES) -> None:
         if frequent is None:
             frequent = set()
         self.frequent = frequent if callable(frequent) else (lambda text, _s=frozenset(frequent): text.lower() in _s)

@@ -36,7 +36,7 @@ from serve.prompts import neutralize
 from tune.dataset_files import write_dataset
 from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
     normalize, round_trip_rank, supported
-from tune.qgen import ExtractTeacher, QAItem, find_spans
+from tune.qgen import STYLES, ExtractTeacher, QAItem, find_spans
 from tune.raft import raft_examples
 from tune.recite import recite_examples
 from tune.splits import FACTS_VALIDATION, facts_split, split_by_document
@@ -67,7 +67,7 @@ class SynthConfig:
     val_fraction: float = 0.1  # share of documents held out for validation (at least one)
     max_spans_per_chunk: int = 6  # extract/local: answer spans per chunk
     questions_per_chunk: int = 4  # URL teacher: questions asked for per chunk
-    styles: tuple[str, ...] = ("cloze", "question")  # extract teacher: which item styles to make
+    styles: tuple[str, ...] = STYLES  # extract teacher: which item styles to make
     dedup_jaccard: float = 0.85
     max_span_df: float = 0.1  # spans found in more than this share of all chunks are not specific facts
     min_answer_chars: int = 2
@@ -93,9 +93,8 @@ class SynthConfig:
             raise ValueError(f"--recipe must be raft or facts, not {self.recipe!r}")
         if self.recipe == "facts" and not self.closed_book:
             raise ValueError("--recipe facts is made of closed-book examples: leave out --no-closed-book")
-        bad = [s for s in self.facts_styles if s not in ("cloze", "question")] or ([] if self.facts_styles else [""])
-        if bad:
-            raise ValueError(f"--facts-styles must name cloze and/or question, not {','.join(bad)!r}")
+        if not self.facts_styles or not set(self.facts_styles) <= set(STYLES):
+            raise ValueError(f"--facts-styles must name cloze and/or question, not {','.join(self.facts_styles)!r}")
         if self.recipe == "facts" and self.teacher == "extract" and not set(self.facts_styles) & set(self.styles):
             raise ValueError(f"--facts-styles {','.join(self.facts_styles)} makes nothing: the extract teacher "
                              f"only writes {','.join(self.styles)} items")
