@@ -10,6 +10,9 @@ WS ?= workspace
 PORT ?= 7860
 # LoRA steps of the demo's tuning run: ~30 s each on a 2-core laptop CPU, a second or two on a GPU
 DEMO_STEPS ?= 24
+# ... but at most this many seconds of them, so the whole demo stays under 15 minutes on a slower machine (fewer
+# steps there, with the learning-rate schedule set for them)
+DEMO_TUNE_S ?= 560
 # The CPU build of torch that this machine keeps on disk; on a GPU server install your CUDA torch first and
 # run `make setup TORCH_SPEC=torch` (any torch>=2.4 satisfies the project).
 TORCH_SPEC ?= torch==2.13.0
@@ -42,8 +45,8 @@ demo: setup
 	# tuning: question/answer data made from the indexed documents, then a short LoRA run (skipped if it exists)
 	test -f $(WS)/adapters/demo/adapter_config.json || ( \
 	  $(RAGTUNE) synth --workspace $(WS) --name demo && \
-	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) --lr 2e-3 \
-	    --val-examples 64 )
+	  $(RAGTUNE) tune --workspace $(WS) --dataset $(WS)/datasets/demo --name demo --max-steps $(DEMO_STEPS) \
+	    --time-budget $(DEMO_TUNE_S) --lr 2e-3 --val-examples 64 )
 	@echo "adapter: $(WS)/adapters/demo (card: $(WS)/adapters/demo/README.md)"
 	$(RAGTUNE) ask "How many days of paid holiday does a full-time employee get each year?" --workspace $(WS) \
 	  --mode hybrid --adapter demo

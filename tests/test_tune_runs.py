@@ -106,6 +106,47 @@ def test_init_from_continues_an_existing_adapter_and_refuses_one_that_does_not_f
     assert not (ws / "adapters" / "x").exists()
 
 
+def _slow_steps(seconds: float):
+    import time
+
+    from transformers import TrainerCallback
+
+    class SlowSteps(TrainerCallback):  # runs after the budget's clock starts, so it counts as step time
+        def on_step_begin(self, args, state, control, **kw):
+            time.sleep(seconds)
+
+    return SlowSteps()
+
+
+def _learning_rates(into: list):
+    from transformers import TrainerCallback
+
+    class LearningRates(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "learning_rate" in logs:
+                into.append(float(logs["learning_rate"]))
+
+    return LearningRates()
+
+
+def test_time_budget_shortens_the_run_and_still_ends_on_the_decayed_rate(tiny_dir: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    plumbing_dataset(ws)
+    cfg = dict(workspace=ws, model=str(tiny_dir), batch_tokens=192, precision="fp32", lr=1e-3, max_steps=40)
+    lrs: list[float] = []
+    r = train_adapter(TuneConfig(**cfg, name="timed", time_budget_s=2.0), progress=False,
+                      callbacks=[_slow_steps(0.25), _learning_rates(lrs)])
+    assert 2 <= r.steps <= 10  # ~8 steps of 0.25 s fit in 2 s, not the 40 asked for
+    # the cosine schedule was rebuilt for the shortened run: it ends near 0, not at ~0.9 of the peak of step 8/40
+    assert len(lrs) == r.steps and lrs[-1] < 0.1 * 1e-3 and max(lrs) <= 1e-3
+    assert r.val_losses[-1]["step"] == r.steps  # the shortened run is still evaluated at its last step
+    assert r.val_loss_after < r.val_loss_before
+    card = json.loads((Path(r.path) / "card.json").read_text())
+    assert card["hyperparameters"]["time_budget_s"] == 2.0 and card["steps"] == r.steps
+    with pytest.raises(TuneError, match="time_budget_s"):
+        train_adapter(TuneConfig(**cfg, name="bad", time_budget_s=0), progress=False)
+
+
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})

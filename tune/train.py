@@ -39,7 +39,7 @@ from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
 from tune.runs import check_init_from, last_checkpoint, load_init_weights, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
                           _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json,
-                          save_best)
+                          make_time_budget_callback, save_best)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class TuneConfig:
     """Passes over the training set (fractions allowed). Ignored when max_steps is set."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs)."""
+    time_budget_s: float | None = None
+    """Seconds of training steps (validation not counted) the run must fit in: from the second step on, the steps
+    that still fit at the mean step time so far cap the run, and the schedule is rebuilt for that count, so a
+    slower machine trains fewer steps and still ends with the decayed rate. None = no limit."""
     lr: float = 4e-4
     """Peak learning rate (linear warmup, then cosine decay to 0)."""
     rank: int = 16
@@ -195,6 +199,8 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         raise TuneError("epochs must be positive (or give max_steps)")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise TuneError("max_steps must be at least 1")
+    if cfg.time_budget_s is not None and not cfg.time_budget_s > 0:
+        raise TuneError("--time-budget (time_budget_s) must be a positive number of seconds")
     # the data first: a missing or malformed dataset is reported before any heavy import
     files = resolve_dataset(cfg.resolved_dataset())
     train_recs = read_jsonl(files.train)
@@ -311,9 +317,11 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         best_init = json.loads(best_json.read_text())
     trainer_ref: list = []
     best_cb, speed_cb = _make_callbacks(run_dir, trainer_ref, progress, best_init)
+    budget_cb = [make_time_budget_callback(cfg.time_budget_s, trainer_ref, lambda: speed_cb.bar)] \
+        if cfg.time_budget_s else []
     Trainer = _make_trainer_class()
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      data_collator=unwrap_single, callbacks=[best_cb, speed_cb, *(callbacks or [])])
+                      data_collator=unwrap_single, callbacks=[best_cb, speed_cb, *budget_cb, *(callbacks or [])])
     trainer_ref.append(trainer)
     trainer.micro_tokens = cfg.micro_batch_tokens or (batch_tokens if device == "cuda" else 2048)
     trainer.align = align
@@ -387,6 +395,7 @@ def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_sta
         "hyperparameters": {"lr": cfg.lr, "rank": cfg.rank, "alpha": cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
                             "dropout": cfg.dropout, "target_modules": list(cfg.target_modules),
                             "batch_tokens": batch_tokens, "micro_batch_tokens": micro_tokens, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+                            "time_budget_s": cfg.time_budget_s,
                             "scheduler": cfg.scheduler, "warmup": cfg.warmup, "weight_decay": cfg.weight_decay,
                             "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "batching": r.batching,
                             "gradient_checkpointing": cfg.gradient_checkpointing, "qlora": cfg.qlora},

@@ -47,6 +47,9 @@ def tune_command(
     epochs: float = typer.Option(2.0, "--epochs", help="Passes over the training data (fractions allowed)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps "
                                             "(overrides --epochs)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Seconds of training steps the run "
+                                                "must fit in: a slower machine trains fewer steps, with the "
+                                                "schedule set for them (validation not counted)."),
     lr: float = typer.Option(4e-4, "--lr", help="Peak learning rate (warmup, then cosine decay)."),
     rank: int = typer.Option(16, "--rank", help="LoRA rank r (alpha = 2r)."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Padded tokens per optimizer step and "
@@ -71,7 +74,7 @@ def tune_command(
     from tune.train import TuneConfig, train_adapter
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
-                     max_steps=max_steps, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
+                     max_steps=max_steps, time_budget_s=time_budget, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
                      init_from=init_from, gradient_checkpointing=gradient_checkpointing, qlora=qlora,
                      precision=precision, seed=seed, max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.

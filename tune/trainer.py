@@ -287,6 +287,64 @@ def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init:
     return BestAdapter(), SpeedAndProgress()
 
 
+def make_time_budget_callback(budget_s: float, trainer_ref: list, bar_of: Any):
+    """Fits the run into `budget_s` seconds of training steps (validation and saving not counted): after each
+    step past the first (warm-up), the steps still affordable at the mean step time so far cap the run, and
+    when the cap drops the learning-rate schedule is rebuilt for the new step count, so a slow machine still
+    ends with the decayed rate. It only ever shortens a run; every process takes the smallest cap."""
+    from transformers import TrainerCallback, get_scheduler
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.spent = 0.0
+            self.timed = []  # durations of this process's steps after its first
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            dt = time.perf_counter() - self.t0
+            self.spent += dt
+            if self.spent > dt:  # the first step (compilation, allocator warm-up) is not a fair sample
+                self.timed.append(dt)
+            if not self.timed:
+                return
+            step_s = sum(self.timed) / len(self.timed)
+            cap = state.global_step + max(0, int((budget_s - self.spent) // step_s))
+            cap = _smallest_over_processes(args, min(cap, state.max_steps))
+            if cap >= state.max_steps:
+                return
+            trainer = trainer_ref[0]
+            sched = get_scheduler(args.lr_scheduler_type, optimizer=trainer.optimizer,
+                                  num_warmup_steps=args.get_warmup_steps(cap), num_training_steps=cap,
+                                  scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+            for _ in range(state.global_step):
+                sched.step()
+            trainer.lr_scheduler = sched
+            state.max_steps = cap
+            bar = bar_of()
+            if bar is not None:
+                bar.total = cap
+                bar.refresh()
+            if state.global_step >= cap:  # the Trainer's own end-of-run check ran before this callback
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+
+    return TimeBudget()
+
+
+def _smallest_over_processes(args, value: int) -> int:
+    import torch
+
+    if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor([value], dtype=torch.int64, device=args.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        return int(t.item())
+    return value
+
+
 # ---- Trainer settings and output
 
 def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
