@@ -39,7 +39,7 @@ from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
 from tune.runs import check_init_from, last_checkpoint, load_init_weights, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
                           _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json,
-                          make_time_budget_callback, save_best)
+                          all_reduce_if_distributed, make_time_budget_callback, save_best)
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         best_init = json.loads(best_json.read_text())
     trainer_ref: list = []
     best_cb, speed_cb = _make_callbacks(run_dir, trainer_ref, progress, best_init)
-    budget_cb = [make_time_budget_callback(cfg.time_budget_s, trainer_ref, lambda: speed_cb.bar)] \
+    budget_cb = [make_time_budget_callback(cfg.time_budget_s, trainer_ref, speed_cb)] \
         if cfg.time_budget_s else []
     Trainer = _make_trainer_class()
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
@@ -360,8 +360,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
                     "unchanged", name, cfg.init_from, val_before)
     tokens = torch.tensor([float(speed_cb.timed_tokens), speed_cb.timed_s], dtype=torch.float64,
                           device=args.device)
-    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tokens)
+    if all_reduce_if_distributed(tokens, world):
         tokens[1] /= world
     tok_s = float(tokens[0] / tokens[1]) if tokens[1] > 0 else 0.0
     target = adapter_path(ws, name)

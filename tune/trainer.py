@@ -36,6 +36,17 @@ def _dist() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", "1")))
 
 
+def all_reduce_if_distributed(t: Any, world_size: int, op: Any = None) -> bool:
+    """All-reduce `t` in place across the processes of a torchrun/accelerate launch (sum by default); a no-op in a
+    single process. Returns whether it reduced."""
+    import torch
+
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t, op=op or torch.distributed.ReduceOp.SUM)
+        return True
+    return False
+
+
 def _pick_device(cfg: TuneConfig) -> str:
     import torch
 
@@ -190,8 +201,7 @@ def _make_trainer_class():
                         total[1] += n
             finally:
                 model.train(was_training)
-            if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(total)
+            all_reduce_if_distributed(total, self.args.world_size)
             return float(total[0] / total[1].clamp_min(1))
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
@@ -245,6 +255,7 @@ def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init:
             self.steps_here = 0
             self.timed_s = 0.0
             self.timed_tokens = 0
+            self.spent_s = 0.0  # every step of this process, the first included
             self.postfix: dict = {}
 
         def on_train_begin(self, args, state, control, **kw):
@@ -261,6 +272,7 @@ def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init:
         def on_step_end(self, args, state, control, **kw):
             dt = time.perf_counter() - self.t0
             self.steps_here += 1
+            self.spent_s += dt
             if self.steps_here > 1:
                 self.timed_s += dt
                 self.timed_tokens += trainer_ref[0].tokens_seen - self.tok0
@@ -287,32 +299,25 @@ def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init:
     return BestAdapter(), SpeedAndProgress()
 
 
-def make_time_budget_callback(budget_s: float, trainer_ref: list, bar_of: Any):
+def make_time_budget_callback(budget_s: float, trainer_ref: list, speed: Any):
     """Fits the run into `budget_s` seconds of training steps (validation and saving not counted): after each
     step past the first (warm-up), the steps still affordable at the mean step time so far cap the run, and
     when the cap drops the learning-rate schedule is rebuilt for the new step count, so a slow machine still
-    ends with the decayed rate. It only ever shortens a run; every process takes the smallest cap."""
+    ends with the decayed rate. It only ever shortens a run; every process takes the smallest cap. Step times
+    come from `speed` (the SpeedAndProgress callback), which must come before this one in the callback list."""
+    import torch
     from transformers import TrainerCallback, get_scheduler
 
     class TimeBudget(TrainerCallback):
-        def __init__(self) -> None:
-            self.t0 = 0.0
-            self.spent = 0.0
-            self.timed = []  # durations of this process's steps after its first
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
         def on_step_end(self, args, state, control, **kw):
-            dt = time.perf_counter() - self.t0
-            self.spent += dt
-            if self.spent > dt:  # the first step (compilation, allocator warm-up) is not a fair sample
-                self.timed.append(dt)
-            if not self.timed:
+            if speed.steps_here < 2:  # the first step (compilation, allocator warm-up) is not a fair sample
                 return
-            step_s = sum(self.timed) / len(self.timed)
-            cap = state.global_step + max(0, int((budget_s - self.spent) // step_s))
-            cap = _smallest_over_processes(args, min(cap, state.max_steps))
+            step_s = speed.timed_s / (speed.steps_here - 1)
+            cap = min(state.max_steps, state.global_step + max(0, int((budget_s - speed.spent_s) // step_s)))
+            if args.world_size > 1:  # every process stops at the same step (one small tensor, only here)
+                cap_t = torch.tensor([cap], dtype=torch.int64, device=args.device)
+                all_reduce_if_distributed(cap_t, args.world_size, torch.distributed.ReduceOp.MIN)
+                cap = int(cap_t.item())
             if cap >= state.max_steps:
                 return
             trainer = trainer_ref[0]
@@ -323,26 +328,15 @@ def make_time_budget_callback(budget_s: float, trainer_ref: list, bar_of: Any):
                 sched.step()
             trainer.lr_scheduler = sched
             state.max_steps = cap
-            bar = bar_of()
-            if bar is not None:
-                bar.total = cap
-                bar.refresh()
+            if speed.bar is not None:
+                speed.bar.total = cap
+                speed.bar.refresh()
             if state.global_step >= cap:  # the Trainer's own end-of-run check ran before this callback
                 control.should_training_stop = True
                 control.should_evaluate = True
                 control.should_save = True
 
     return TimeBudget()
-
-
-def _smallest_over_processes(args, value: int) -> int:
-    import torch
-
-    if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = torch.tensor([value], dtype=torch.int64, device=args.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-        return int(t.item())
-    return value
 
 
 # ---- Trainer settings and output
