@@ -24,7 +24,9 @@ def eval_command(
         "its 130 articles are indexed into the workspace (use a separate one) and its gen and hard_gen probes asked."),
     modes: str = typer.Option("base,rag,tuned,hybrid", "--modes", help="Comma-separated answer modes: base, rag, "
                               "tuned, hybrid. Modes needing an adapter are skipped when none exists."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter name under WS/adapters for tuned/hybrid."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter name under WS/adapters for tuned and "
+                                          "hybrid, or one per mode: hybrid=RAFT_NAME,tuned=FACTS_NAME. Default: "
+                                          "'default', else the newest adapter whose data suits the mode."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Ask only N questions (a seeded sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the bootstrap intervals."),
     k: int = typer.Option(3, "--k", "-k", help="Retrieved chunks put in the prompt (rag, hybrid)."),

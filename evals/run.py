@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evals import metrics as M
+from serve.adapter_choice import ADAPTER_MODES, format_adapters, parse_adapter_choice, pick_adapter
 from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_fictional_knowledge, load_jsonl,
                              sample)
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
-ADAPTER_MODES = ("tuned", "hybrid")
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 RECALL_KS = (1, 5, 10)
 ANSWER_METRICS = ("contains", "f1", "exact", "refusal_acc", "false_refusal", "citation_acc", "faithfulness",
@@ -34,7 +34,8 @@ class EvalConfig:
     questions: Path | None = None  # ragtune JSONL; default data/eval/questions.jsonl
     fictional_knowledge: Path | None = None  # the Fictional Knowledge folder (its articles get indexed into WS)
     modes: tuple[str, ...] | list[str] | str = MODES
-    adapter: str | None = None  # for tuned/hybrid; default: the engine's default adapter
+    adapter: str | None = None  # NAME for tuned and hybrid, or per mode "hybrid=A,tuned=B" (serve/adapter_choice.py);
+    # a mode not named gets serve.adapter_choice.pick_adapter's choice ('default', else the newest suited one)
     limit: int | None = None  # questions sampled (seeded shuffle, first N); None = all
     seed: int = 0  # sampling and bootstrap seed
     k: int = 3  # chunks put in the prompt (rag/hybrid)
@@ -70,7 +71,7 @@ class _Plan:
     set_name: str
     source: str
     modes: list[str]
-    adapter: str | None
+    adapters: dict[str, str]  # adapter mode -> the adapter it answers with
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -110,22 +111,25 @@ def _plan(config: EvalConfig, progress: bool) -> _Plan:
         raise ValueError(f"retrieval_k must be at least {max(RECALL_KS)} (recall@{max(RECALL_KS)} is reported)")
     questions, set_name, source, notes = _load_questions(config, progress)
     chosen = sample(questions, config.limit, config.seed)
-    plan = _Plan(chosen, set_name, source, modes, None, notes=notes)
+    plan = _Plan(chosen, set_name, source, modes, {}, notes=notes)
+    choice = parse_adapter_choice(config.adapter)
     wanted = [m for m in modes if m in ADAPTER_MODES]
-    if wanted:
-        available = list_adapters(config.workspace)
-        if config.adapter is not None and config.adapter not in available:
-            raise ValueError(f"no adapter named {config.adapter!r} in {Path(config.workspace) / 'adapters'}"
+    available = list_adapters(config.workspace)
+    for name in choice.names():
+        if name not in available:
+            raise ValueError(f"no adapter named {name!r} in {Path(config.workspace) / 'adapters'}"
                              + (f" (available: {', '.join(available)})" if available else " (none exists yet)"))
-        plan.adapter = config.adapter or ("default" if "default" in available else (available[-1] if available
-                                                                                     else None))
-        if plan.adapter is None:
-            reason = (f"needs a tuned adapter and none exists in {Path(config.workspace) / 'adapters'} "
-                      f"(run `ragtune synth` and `ragtune tune` first)")
-            if len(wanted) == len(modes):
-                raise ValueError(f"mode{'s' if len(wanted) > 1 else ''} {', '.join(wanted)} {reason}")
-            for m in wanted:
-                plan.skipped[m] = reason
+    for m in wanted:
+        name = choice.for_mode(m) or pick_adapter(config.workspace, m)
+        if name is not None:
+            plan.adapters[m] = name
+    if wanted and not plan.adapters:
+        reason = (f"needs a tuned adapter and none exists in {Path(config.workspace) / 'adapters'} "
+                  f"(run `ragtune synth` and `ragtune tune` first)")
+        if len(wanted) == len(modes):
+            raise ValueError(f"mode{'s' if len(wanted) > 1 else ''} {', '.join(wanted)} {reason}")
+        for m in wanted:
+            plan.skipped[m] = reason
     return plan
 
 
@@ -202,7 +206,7 @@ def _answer_mode(engine, plan: _Plan, mode: str, retrieval: list[dict], progress
     hits = scored = 0
     bar = tqdm(plan.questions, desc=f"{mode:>6}", unit="q", file=sys.stderr, disable=not progress)
     for i, q in enumerate(bar):
-        adapter = plan.adapter if mode in ADAPTER_MODES else None
+        adapter = plan.adapters.get(mode)
         try:
             ans = engine.answer(q.question, mode=mode, adapter=adapter, groups=frozenset(q.groups))
         except AnswerError as e:
@@ -341,7 +345,8 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         "set": plan.set_name, "source": plan.source, "n": len(plan.questions),
         "n_answerable": sum(q.answerable for q in plan.questions),
         "n_unanswerable": sum(not q.answerable for q in plan.questions),
-        "modes": plan.modes, "skipped": plan.skipped, "adapter": plan.adapter,
+        "modes": plan.modes, "skipped": plan.skipped,
+        "adapter": format_adapters(plan.adapters) or None, "adapters": plan.adapters,
         "model": getattr(getattr(engine, "generator", None), "name", None) or config.model or "default",
         "backend_url": config.backend_url, "embed_model": embed_model,
         "seed": config.seed, "limit": config.limit, "k": config.k, "max_new_tokens": config.max_new_tokens,
@@ -357,20 +362,24 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
 
 
 def _score_adapter_card(config: EvalConfig, plan: _Plan, results: dict, folder: Path, progress: bool) -> None:
-    """Write the adapter's scores (and, for comparison, base/rag ones from the same run) into its card, keyed by
+    """Write each adapter's scores (and, for comparison, base/rag ones from the same run) into its card, keyed by
     question set and limit, so `ragtune adapters` shows what the adapter reached; never fails the evaluation."""
-    if plan.adapter is None or not any(m in ADAPTER_MODES for m in results) or config.backend_url:
+    if config.backend_url:
         return
     from tune.adapters import update_card
 
     tag = f"{plan.set_name}@{len(plan.questions)}"
-    scores = {f"{tag} {mode} {metric}": results[mode][metric] for mode in results
-              for metric in ("contains", "f1") if metric in results[mode]}
-    scores[f"{tag} report"] = str(folder)
-    try:
-        update_card(Path(config.workspace), plan.adapter, scores)
-    except (OSError, ValueError) as exc:  # e.g. an adapter folder without a card: the report itself is written
-        _log(progress, f"scores not written to adapter {plan.adapter!r}'s card: {exc}")
+    for name in sorted(set(plan.adapters.values())):
+        own = [m for m in results if m not in ADAPTER_MODES or plan.adapters.get(m) == name]
+        if not any(m in ADAPTER_MODES for m in own):
+            continue
+        scores = {f"{tag} {mode} {metric}": results[mode][metric] for mode in own
+                  for metric in ("contains", "f1") if metric in results[mode]}
+        scores[f"{tag} report"] = str(folder)
+        try:
+            update_card(Path(config.workspace), name, scores)
+        except (OSError, ValueError) as exc:  # e.g. an adapter folder without a card: the report itself is written
+            _log(progress, f"scores not written to adapter {name!r}'s card: {exc}")
 
 
 def _config_repr(config: EvalConfig) -> str:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from ingest.types import can_read
 from retrieve.focus import focus_passages
+from serve.adapter_choice import ADAPTER_MODES, pick_adapter
 from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                            support_score)
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
-ADAPTER_MODES = ("tuned", "hybrid")
 # the tuned reader answers best from the one sentence most like the question in each chunk (window 0; +-1 and +-2
 # sentences scored lower); the base model does not gain (fewer correct citations), so rag stays plain RAG over
 # whole chunks unless asked (README "Does tuning help?")
@@ -175,7 +175,7 @@ class AnswerEngine:
             if not available:
                 raise AnswerError(f"mode {mode!r} needs a tuned adapter, and none exists yet in "
                                   f"{adapters_dir(self.workspace)}: run `ragtune synth` and `ragtune tune` first")
-            adapter = available[-1] if "default" not in available else "default"
+            adapter = pick_adapter(self.workspace, mode)  # 'default', else the newest one suited to the mode
         if adapter not in available:
             raise AnswerError(f"no adapter named {adapter!r} in {adapters_dir(self.workspace)}"
                               + (f" (available: {', '.join(available)})" if available else ""))

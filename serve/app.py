@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from serve.adapter_choice import ADAPTER_MODES, format_adapters
 from serve.answer import AnswerError
 from serve.app_admin import AdminHandlers
-from serve.app_views import (NO_ADAPTER, _md_escape, flatten_content, flatten_messages,
+from serve.app_views import (AUTO_ADAPTER, NO_ADAPTER, USE_FOR, _md_escape, flatten_content, flatten_messages,
                              format_answer, format_timings, job_view, loss_plot, report_view)
 from serve.feedback import COMPARE_MODES, record_vote, tally
 from serve.openai_api import BusyError
@@ -25,7 +26,7 @@ from serve.users import User
 DOC_HEADERS = ["document", "title", "groups", "chunks", "status"]
 TALLY_HEADERS = ["mode", "votes", "share %"]
 FAIL_HEADERS = ["document", "reason", "previous version still indexed"]
-ADAPTER_HEADERS = ["adapter", "base model", "val loss before", "val loss after", "steps", "created", "in use"]
+ADAPTER_HEADERS = ["adapter", "base model", "val loss before", "val loss after", "steps", "created", "used for"]
 
 
 # ---- the app ------------------------------------------------------------------------------------------------------
@@ -46,15 +47,18 @@ def build_app(service: Ragtune) -> gr.Blocks:
             raise gr.Error("Only admins can do this.")
         return user
 
-    def adapter_update(value: str | None = None):
+    def adapter_update(value: str | None = None, auto: bool = True):
+        """Choices for an adapter dropdown. The chat's and compare's lists start with AUTO_ADAPTER (each mode uses
+        the app's adapter for it, serve.adapter_choice); the Tune tab's list names adapters only."""
         names = service.adapters()
         if not names:
             return gr.update(choices=[NO_ADAPTER], value=NO_ADAPTER)
-        value = value if value in names else service.default_adapter()
-        return gr.update(choices=names, value=value)
+        if auto:
+            return gr.update(choices=[AUTO_ADAPTER, *names], value=value if value in names else AUTO_ADAPTER)
+        return gr.update(choices=names, value=value if value in names else service.default_adapter())
 
     def _adapter(value: str | None) -> str | None:
-        return None if not value or value == NO_ADAPTER else value
+        return None if not value or value in (NO_ADAPTER, AUTO_ADAPTER) else value
 
     # ---- chat ---------------------------------------------------------------------------------------------------
     def chat(message, display, history, mode, adapter, request: gr.Request):
@@ -115,7 +119,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
         for m in COMPARE_MODES:
             outs[m], times[m] = "*waiting…*", ""
         yield view()
-        answers, timings = {}, {}
+        answers, timings, used_adapter = {}, {}, {}
         for m in COMPARE_MODES:
             try:
                 ticket, stream = service.open_answer(user, question, m, _adapter(adapter), [])
@@ -143,9 +147,11 @@ def build_app(service: Ragtune) -> gr.Blocks:
             outs[m] = format_answer(res, timings=False)
             times[m] = format_timings(res)
             answers[m] = res.answer
+            used_adapter[m] = res.adapter
             timings[m] = {k: res.timings.get(k) for k in ("retrieve_ms", "first_token_ms", "total_ms")}
             yield view()
-        state = {"question": question, "answers": answers, "timings": timings, "adapter": _adapter(adapter)}
+        state = {"question": question, "answers": answers, "timings": timings,
+                 "adapter": format_adapters({m: used_adapter.get(m) for m in ADAPTER_MODES}) or None}
         yield view()
 
     def vote(choice: str, state: dict, request: gr.Request):
@@ -177,7 +183,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 gr.update(visible=admin), gr.update(visible=admin), gr.update(visible=admin),
                 handlers.doc_rows(user), service.docs.failures() if admin else [],
                 gr.update(choices=handlers.doc_choices() if admin else []), tally(ws),
-                handlers.adapter_rows() if admin else [], adapter_update(), md, images,
+                handlers.adapter_rows() if admin else [], adapter_update(auto=False), md, images,
                 job_view(service.jobs.last.get("tune")) if admin else "",
                 loss_plot(service.jobs.last.get("tune")) if admin else None)
 
@@ -193,7 +199,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                     mode = gr.Radio(list(UI_MODES), value="rag", label="Mode", elem_id="chat-mode",
                                     info="rag: documents + base model · tuned: adapter, no documents · hybrid: both")
                     adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="chat-adapter",
-                                          info="used by tuned and hybrid")
+                                          info=f"used by tuned and hybrid; {AUTO_ADAPTER}: the app's choice per mode")
                 chatbot = gr.Chatbot(elem_id="chatbot", label="Answers with their sources", height=480,
                                      buttons=["copy"], feedback_options=None,
                                      placeholder="Ask about policies, how-tos, products… Sources are cited under "
@@ -276,6 +282,9 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 a_table = gr.Dataframe(headers=ADAPTER_HEADERS, interactive=False, elem_id="adapter-table")
                 with gr.Row():
                     a_pick = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="adapter-pick")
+                    a_for = gr.Radio(list(USE_FOR), value="tuned and hybrid", label="for", elem_id="adapter-for",
+                                     info="a RAFT adapter reads documents best (hybrid); a facts one answers "
+                                          "without them (tuned)")
                     a_use = gr.Button("Use this adapter in the app", elem_id="adapter-use")
                 a_status = gr.Markdown()
                 a_card = gr.Markdown(elem_id="adapter-card")
@@ -321,7 +330,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
         t_watch.click(handlers.watch_tune, outputs=tune_out, concurrency_id="jobs", show_progress="hidden", **priv)
         t_stop.click(handlers.stop_tune, outputs=[a_status], **priv)
         a_pick.change(handlers.show_card, inputs=[a_pick], outputs=[a_card], **priv)
-        a_use.click(handlers.use_adapter, inputs=[a_pick], outputs=[a_status, a_table, adapter, c_adapter], **priv)
+        a_use.click(handlers.use_adapter, inputs=[a_pick, a_for], outputs=[a_status, a_table, adapter, c_adapter], **priv)
         e_go.click(handlers.run_evaluation, inputs=[e_limit, e_modes], outputs=[e_status, e_report, e_plots],
                    concurrency_id="jobs", **priv)
         demo.load(on_load, outputs=[who, notice, adapter, c_adapter, admin_docs, tune_tab, eval_tab, docs_table,

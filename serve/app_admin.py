@@ -15,7 +15,7 @@ import gradio as gr
 
 from serve import app_views as views
 from serve.answer import AnswerError
-from serve.app_views import NO_ADAPTER, _md_escape, _num, job_view, loss_plot, report_view
+from serve.app_views import NO_ADAPTER, USE_FOR, _md_escape, _num, job_view, loss_plot, report_view
 from serve.docs_admin import DocsError, doc_link
 from serve.server import UI_MODES, Ragtune
 from serve.users import User
@@ -128,13 +128,13 @@ class AdminHandlers:
     def adapter_rows(self) -> list[list]:
         from tune.adapters import list_adapter_cards
 
-        current = self.service.default_adapter()
+        current = self.service.default_adapters()
         rows = []
         for a in list_adapter_cards(self.ws):
             c = a["card"]
             rows.append([a["name"], c.get("base_model", ""), _num(c.get("val_loss_before")),
                          _num(c.get("val_loss_after")), c.get("steps", ""), c.get("created", ""),
-                         "yes" if a["name"] == current else ""])
+                         " + ".join(m for m, name in current.items() if name == a["name"])])
         return rows
 
     def card_markdown(self, name) -> str:
@@ -176,8 +176,8 @@ class AdminHandlers:
                 yield job_view(job), plot, gr.update(), gr.update(), gr.update(), gr.update()
                 time.sleep(1.0)
                 continue
-            yield job_view(job), loss_plot(job), self.adapter_rows(), self.adapter_update(), self.adapter_update(), \
-                self.adapter_update()
+            yield job_view(job), loss_plot(job), self.adapter_rows(), self.adapter_update(auto=False), \
+                self.adapter_update(), self.adapter_update()
             return
 
     def watch_tune(self, request: gr.Request):
@@ -185,7 +185,7 @@ class AdminHandlers:
         job = self.service.jobs.last.get("tune")
         if job is None:
             update = self.adapter_update
-            yield job_view(None), None, self.adapter_rows(), update(), update(), update()
+            yield job_view(None), None, self.adapter_rows(), update(auto=False), update(), update()
             return
         yield from self._poll(job)
 
@@ -202,16 +202,19 @@ class AdminHandlers:
             return ""
         return self.card_markdown(name)
 
-    def use_adapter(self, name, request: gr.Request):
+    def use_adapter(self, name, for_modes, request: gr.Request):
         self.admin_of(request)
         if not name or name == NO_ADAPTER:
             raise gr.Error("Pick an adapter first.")
+        modes = USE_FOR.get(for_modes or "tuned and hybrid")
+        if modes is None:
+            raise gr.Error(f"'for' must be one of {', '.join(USE_FOR)}")
         try:
-            self.service.set_default_adapter(name)
+            self.service.set_default_adapter(name, modes)
         except AnswerError as e:
             raise gr.Error(str(e)) from None
-        return f"The app now uses adapter **{name}** for tuned and hybrid answers.", self.adapter_rows(), \
-            self.adapter_update(name), self.adapter_update(name)
+        return f"The app now uses adapter **{name}** for {' and '.join(modes)} answers.", self.adapter_rows(), \
+            self.adapter_update(), self.adapter_update()
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
 

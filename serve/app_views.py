@@ -13,6 +13,8 @@ from serve.docs_admin import doc_link
 
 PASSAGE_CHARS = 320
 NO_ADAPTER = "(none yet)"
+AUTO_ADAPTER = "(default for the mode)"  # each mode answers with the app's adapter for it (Tune tab, "Use ... for")
+USE_FOR = {"tuned and hybrid": ("tuned", "hybrid"), "hybrid": ("hybrid",), "tuned": ("tuned",)}
 
 # ---- formatting -------------------------------------------------------------------------------------------------
 

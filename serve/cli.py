@@ -96,7 +96,9 @@ def ask(
     workspace: Path = WorkspaceOpt,
     mode: str = typer.Option("rag", help="rag (retrieval), tuned (adapter, no retrieval), hybrid (both), "
                              "or base (the model alone)."),
-    adapter: Optional[str] = typer.Option(None, help="Adapter name under WS/adapters (tuned and hybrid modes)."),
+    adapter: Optional[str] = typer.Option(None, help="Adapter name under WS/adapters (tuned and hybrid modes), or one "
+                                          "per mode: hybrid=RAFT_NAME,tuned=FACTS_NAME. Default: 'default', else "
+                                          "the newest adapter whose data suits the mode."),
     groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the asker."),
     k: int = typer.Option(3, "-k", help="Retrieved chunks put in the prompt."),
     model: Optional[str] = typer.Option(None, help="Generator: a local model folder or hub id (default: the "
@@ -111,8 +113,10 @@ def ask(
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the documents, with citations (streams unless --json)."""
+    from serve.adapter_choice import parse_adapter_choice
     from serve.answer import AnswerConfig, create_engine
 
+    adapter = parse_adapter_choice(adapter).for_mode(mode)  # a bad --adapter fails before the model loads
     config = AnswerConfig(k=k, max_new_tokens=max_new_tokens, focus_window=focus_window)
     engine = create_engine(workspace, model, backend_url, api_key, config)
     stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 
 from ingest.files import write_text_atomic
+from serve.adapter_choice import pick_adapter
 from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
 from serve.jobs import Job, Jobs  # noqa: F401 - Job is part of the server API the app and tests use
@@ -156,22 +157,34 @@ class Ragtune:
     def adapters(self) -> list[str]:
         return list_adapters(self.workspace)
 
-    def default_adapter(self) -> str | None:
-        available = self.adapters()
+    def _chosen_adapters(self) -> dict[str, str]:
+        """What an admin picked with "Use this adapter" (WS/serve.json), per mode; older files hold one name."""
         try:
-            chosen = json.loads(self._settings_path().read_text()).get("adapter")
+            saved = json.loads(self._settings_path().read_text())
         except (OSError, ValueError):
-            chosen = None
-        if chosen in available:
-            return chosen
-        if not available:
-            return None
-        return "default" if "default" in available else available[-1]
+            return {}
+        if isinstance(saved.get("adapters"), dict):
+            return {m: n for m, n in saved["adapters"].items() if m in ADAPTER_MODES and isinstance(n, str)}
+        return {m: saved["adapter"] for m in ADAPTER_MODES} if isinstance(saved.get("adapter"), str) else {}
 
-    def set_default_adapter(self, name: str) -> None:
+    def default_adapter(self, mode: str = "hybrid") -> str | None:
+        """The adapter `mode` answers with when a request names none: the admin's pick for that mode if it still
+        exists, else serve.adapter_choice.pick_adapter ('default', else the newest adapter suited to the mode)."""
+        chosen = self._chosen_adapters().get(mode)
+        if chosen in self.adapters():
+            return chosen
+        return pick_adapter(self.workspace, mode)
+
+    def default_adapters(self) -> dict[str, str | None]:
+        return {m: self.default_adapter(m) for m in ADAPTER_MODES}
+
+    def set_default_adapter(self, name: str, modes: tuple[str, ...] = ADAPTER_MODES) -> None:
         if name not in self.adapters():
             raise AnswerError(f"no adapter named {name!r}")
-        write_text_atomic(self._settings_path(), json.dumps({"adapter": name}))
+        if not modes or any(m not in ADAPTER_MODES for m in modes):
+            raise AnswerError(f"an adapter is chosen for modes {' and '.join(ADAPTER_MODES)}, not {modes!r}")
+        chosen = {**self._chosen_adapters(), **{m: name for m in modes}}  # other modes keep their own pick
+        write_text_atomic(self._settings_path(), json.dumps({"adapters": chosen}))
 
     # ---- answering ---------------------------------------------------------------------------------------------
     def has_index(self) -> bool:
@@ -188,7 +201,7 @@ class Ragtune:
             raise NoIndexError("no documents are indexed yet: an admin can upload documents in the Documents tab "
                                "(or run `ragtune index DOCS --workspace WS`)")
         if mode in ADAPTER_MODES:
-            adapter = adapter or self.default_adapter()
+            adapter = adapter or self.default_adapter(mode)
             if adapter is None:
                 raise AnswerError(f"mode {mode!r} needs a tuned adapter and none exists yet: an admin can train one "
                                   "in the Tune tab (or run `ragtune synth` and `ragtune tune`); use mode rag meanwhile")
@@ -245,7 +258,7 @@ class Ragtune:
             if adapter and adapter not in self.adapters():
                 raise ModelNotFoundError(f"The model '{model}' does not exist: no adapter {adapter!r}; "
                                          f"available: {self.model_ids()}")
-            if not adapter and self.default_adapter() is None:
+            if not adapter and self.default_adapter(mode) is None:
                 raise ModelNotFoundError(f"The model '{model}' is not available: no tuned adapter exists yet")
         return mode, adapter or None
 
@@ -266,7 +279,7 @@ class Ragtune:
         if mode in RETRIEVAL_MODES and not self.has_index():
             raise NoIndexError("no documents are indexed yet")
         if mode in ADAPTER_MODES:
-            adapter = adapter or self.default_adapter()
+            adapter = adapter or self.default_adapter(mode)
         stream = engine.start(question, mode=mode, adapter=adapter, groups=self.groups_of(user), history=history)
         ticket = self.gate.reserve()
         completion = Completion(lambda: iter(()), lambda: (None, {}))

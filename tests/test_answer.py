@@ -261,3 +261,6 @@ def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_gen
     out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "tuned"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "needs a tuned adapter" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "hybrid",
+                          "--adapter", "hybrid=a,closed=b"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "'closed' is not a mode" in out.stderr and "Traceback" not in out.stderr

@@ -238,8 +238,10 @@ def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     page.locator("#tune-watch").click()
     expect(page.locator("#tune-status")).to_contain_text("val loss 1.40 -> 1.15")
     expect(page.locator("#tune-loss img")).to_be_visible()
+    page.locator("#adapter-for").get_by_label("hybrid", exact=True).check()
     page.locator("#adapter-use").click()
-    expect(page.locator("#adapter-table")).to_contain_text("yes")
+    expect(page.locator("#adapter-table")).to_contain_text("tuned + hybrid")  # the only adapter: auto for tuned
+    assert json.loads((app_server.root / "ws" / "serve.json").read_text()) == {"adapters": {"hybrid": "tiny"}}
     shot(page, tmp_path, "10-tune")
     page.get_by_role("tab", name="Evaluate").click()
     expect(page.locator("#eval-report")).to_contain_text("No evaluation report yet")
@@ -266,7 +268,7 @@ def test_admin_handlers_refuse_non_admins_on_the_server(app_server) -> None:
     handlers = app_server.service.demo.ragtune_handlers
     bob, alice = gr.Request(username="bob"), gr.Request(username="alice")
     calls = {"reindex": (bob,), "upload": ([], "", "", bob), "set_groups": ("hr/employee-handbook.md", "", bob),
-             "delete": ("hr/employee-handbook.md", bob), "use_adapter": ("tiny", bob), "stop_tune": (bob,)}
+             "delete": ("hr/employee-handbook.md", bob), "use_adapter": ("tiny", "hybrid", bob), "stop_tune": (bob,)}
     for name, args in calls.items():
         with pytest.raises(gr.Error, match="Only admins"):
             handlers[name](*args)

@@ -292,6 +292,48 @@ def test_fictional_knowledge_run_on_a_small_copy(tmp_path, embedder):
     assert out["retrieval"]["gold_doc"]["hybrid"]["recall@1"] == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 10}
 
 
+class FakeAdapterEngine(FakeEngine):
+    """Like FakeEngine, but tuned and hybrid answer too, and say which adapter they used."""
+
+    def answer(self, question: str, *, mode: str = "rag", adapter=None, groups=frozenset(), **kw) -> Answer:
+        if mode not in ("tuned", "hybrid"):
+            return super().answer(question, mode=mode, groups=groups, **kw)
+        self.calls.append((mode, question, adapter))
+        timings = {"retrieve_ms": 0.0, "first_token_ms": 10.0, "tokens_per_s": 20.0, "total_ms": 50.0}
+        return Answer(question, f"answered by {adapter}", mode, adapter, [], False, timings)
+
+
+def test_each_mode_uses_its_own_adapter(tmp_path, tiny_ws, tiny, embedder):
+    from tests.test_adapter_choice import fake_adapter
+
+    fake_adapter(tiny_ws, "raft1", "2026-11-02T10:00:00+0000", "raft")
+    fake_adapter(tiny_ws, "facts1", "2026-11-01T10:00:00+0000", "facts")
+    for limit, (adapter, expect) in enumerate([(None, {"tuned": "facts1", "hybrid": "raft1"}),  # picked by the data's recipe
+                            ("raft1", {"tuned": "raft1", "hybrid": "raft1"}),
+                            ("hybrid=facts1,tuned=raft1", {"tuned": "raft1", "hybrid": "facts1"})], start=1):
+        engine = FakeAdapterEngine(tiny_ws, embedder)
+        out = run_eval(EvalConfig(workspace=tiny_ws, questions=tiny[2], modes="rag,tuned,hybrid", limit=limit,
+                                  adapter=adapter, out=tmp_path / "evals"), engine=engine, progress=False)
+        assert {(m, a) for m, _, a in (c for c in engine.calls if len(c) == 3)} == set(expect.items())
+        saved = json.loads(Path(out["results_json"]).read_text())
+        assert saved["adapters"] == expect
+        assert saved["adapter"] == {None: "tuned=facts1,hybrid=raft1", "raft1": "raft1"}.get(
+            adapter, "tuned=raft1,hybrid=facts1")  # the --adapter form that repeats the run
+        rows = [json.loads(line) for line in (Path(out["report"]) / "per_question.jsonl").read_text().splitlines()]
+        assert {(r["mode"], r["adapter"]) for r in rows if r["mode"] != "rag"} == set(expect.items())
+    # the last run's scores (3 questions) went to each adapter's own card: facts1 holds hybrid's, raft1 tuned's
+    cards = {n: json.loads((tiny_ws / "adapters" / n / "card.json").read_text())["eval"] for n in ("raft1", "facts1")}
+    tag = "questions@3"
+    assert f"{tag} hybrid contains" in cards["facts1"] and f"{tag} tuned contains" not in cards["facts1"]
+    assert f"{tag} tuned contains" in cards["raft1"] and f"{tag} hybrid contains" not in cards["raft1"]
+    assert all(f"{tag} rag contains" in c for c in cards.values())
+    with pytest.raises(ValueError, match="'closed' is not a mode"):
+        run_eval(EvalConfig(workspace=tiny_ws, modes="tuned", adapter="closed=raft1"), engine=engine, progress=False)
+    with pytest.raises(ValueError, match="no adapter named 'mine'"):
+        run_eval(EvalConfig(workspace=tiny_ws, modes="tuned", adapter="raft1,hybrid=mine"), engine=engine,
+                 progress=False)
+
+
 def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder):
     engine = FakeEngine(tiny_ws, embedder)
     with pytest.raises(ValueError, match="unknown mode 'closed'"):

@@ -220,7 +220,8 @@ def test_real_model_validation_loss_falls_and_only_the_adapter_changes(tuned, sm
                 "val_loss_after", "val_losses", "train_tokens_per_s", "wall_s", "device"):
         assert card.get(key) not in (None, ""), key
     assert card["counts"]["train"] == 21 and card["counts"]["val"] == 6
-    assert card["data_hash"] == json.loads((ws / "datasets" / "default" / "card.json").read_text())["hash"]
+    data_card = json.loads((ws / "datasets" / "default" / "card.json").read_text())
+    assert card["data_hash"] == data_card["hash"] and card["recipe"] == data_card["recipe"]
     assert "val loss before" in (folder / "README.md").read_text()
 
 

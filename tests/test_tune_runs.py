@@ -212,12 +212,13 @@ def test_cards_list_and_update_with_eval_scores(tiny_dir: Path, tmp_path: Path) 
 
     from evals.run import EvalConfig, _score_adapter_card
 
-    plan = SimpleNamespace(adapter="c", set_name="fictional-knowledge", questions=[1, 2, 3])
+    plan = SimpleNamespace(adapters={"tuned": "c"}, set_name="fictional-knowledge", questions=[1, 2, 3])
     _score_adapter_card(EvalConfig(workspace=ws, adapter="c"), plan,
                         {"base": {"contains": 0.01, "f1": 0.02}, "tuned": {"contains": 0.09, "f1": 0.15}}, tmp_path, False)
     card = read_card(ws, "c")["eval"]
     assert card["fictional-knowledge@3 tuned contains"] == 0.09 and card["fictional-knowledge@3 base f1"] == 0.02
     assert card["tuned_accuracy"] == 0.3 and card["fictional-knowledge@3 report"] == str(tmp_path)
+    assert read_card(ws, "c")["recipe"] is None  # synth's card names it; this hand-made dataset has none
     with pytest.raises(ValueError, match="adapter name"):
         train_adapter(TuneConfig(workspace=ws, name="../escape", model=str(tiny_dir)), progress=False)
 

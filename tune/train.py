@@ -387,7 +387,8 @@ def _card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_sta
     return {
         "name": r.adapter, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "base_model": cfg.model, "base_model_dir": str(model_dir),
-        "dataset": r.dataset, "data_hash": r.data_hash, "data_sha256": files.files_sha256,
+        "dataset": r.dataset, "recipe": files.card.get("recipe"), "data_hash": r.data_hash,
+        "data_sha256": files.files_sha256,
         "counts": {"train": train_stats.kept, "val": val_stats.kept, "too_long_train": train_stats.too_long,
                    "too_long_val": val_stats.too_long, "train_tokens": train_stats.tokens,
                    "train_label_tokens": train_stats.label_tokens},

@@ -1,0 +1,109 @@
+"""Which LoRA adapter each mode answers with.
+
+Two kinds of adapter suit the two adapter modes: one trained on RAFT data (`ragtune synth`, recipe raft) reads
+retrieved passages well and belongs to `hybrid`; one trained on closed-book facts (`--recipe facts`) knows the
+documents without them and belongs to `tuned`. One adapter for both is a compromise (README: "Does tuning help?").
+
+- `parse_adapter_choice("fk3")` -> the same adapter for both modes;
+  `parse_adapter_choice("hybrid=fk3,tuned=fkfacts2")` -> one per mode; `"fk3,tuned=fkfacts2"` -> fk3 except for tuned.
+  `AdapterChoice.for_mode(mode)` answers; `str(choice)` writes it back in the same syntax.
+- `pick_adapter(ws, mode)`: the adapter a mode uses when none is named: `default` if there is one, else the newest
+  adapter whose training data suits the mode (facts -> tuned, anything else -> hybrid), else the newest adapter.
+
+No torch here: the CLI and the evaluation import it at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADAPTER_MODES = ("tuned", "hybrid")
+SUITED_RECIPES = {"tuned": ("facts",), "hybrid": ("raft", None)}  # None: cards older than the recipe field
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    default: str | None = None  # for every adapter mode not in per_mode
+    per_mode: dict[str, str] = field(default_factory=dict)
+
+    def for_mode(self, mode: str) -> str | None:
+        return self.per_mode.get(mode, self.default)
+
+    def names(self) -> list[str]:
+        return sorted({n for n in [self.default, *self.per_mode.values()] if n})
+
+    def __str__(self) -> str:
+        return format_adapters({m: self.for_mode(m) for m in ADAPTER_MODES})
+
+
+def parse_adapter_choice(text: str | None, flag: str = "--adapter") -> AdapterChoice:
+    """`NAME`, `MODE=NAME[,MODE=NAME]` or `NAME,MODE=NAME`; adapter names cannot hold ',' or '=' (see
+    tune.adapters.check_name), so the forms never clash. Raises ValueError naming the flag."""
+    text = (text or "").strip()
+    if not text:
+        return AdapterChoice()
+    default, per_mode = None, {}
+    for item in (part.strip() for part in text.split(",")):
+        mode, eq, name = item.partition("=")
+        if not item or (eq and not name.strip()):
+            raise ValueError(f"{flag} {text!r}: expected NAME or MODE=NAME[,MODE=NAME] (modes: "
+                             f"{', '.join(ADAPTER_MODES)})")
+        if not eq:
+            if default is not None:
+                raise ValueError(f"{flag} {text!r} names two adapters for every mode ({default!r}, {item!r}); "
+                                 "write MODE=NAME for one of them")
+            default = item
+            continue
+        mode = mode.strip()
+        if mode not in ADAPTER_MODES:
+            raise ValueError(f"{flag} {text!r}: {mode!r} is not a mode that uses an adapter "
+                             f"({' or '.join(ADAPTER_MODES)})")
+        if mode in per_mode:
+            raise ValueError(f"{flag} {text!r} names mode {mode} twice")
+        per_mode[mode] = name.strip()
+    return AdapterChoice(default, per_mode)
+
+
+def format_adapters(by_mode: dict[str, str | None]) -> str:
+    """{'tuned': 'a', 'hybrid': 'a'} -> 'a'; {'tuned': 'a', 'hybrid': 'b'} -> 'tuned=a,hybrid=b'; unused -> ''."""
+    used = {m: n for m, n in by_mode.items() if n}
+    if not used:
+        return ""
+    names = set(used.values())
+    if len(names) == 1 and len(used) == len(by_mode):
+        return names.pop()
+    return ",".join(f"{m}={n}" for m, n in used.items())
+
+
+def adapter_recipe(card: dict) -> str | None:
+    """The synth recipe of the data an adapter was trained on: its card's `recipe`, or for older cards the
+    dataset card beside the data it names (None when neither says)."""
+    if card.get("recipe"):
+        return card["recipe"]
+    dataset = card.get("dataset")
+    if not dataset:
+        return None
+    import json
+
+    path = Path(dataset)
+    for candidate in (path / "card.json", path.parent / "card.json"):
+        try:
+            return json.loads(candidate.read_text(encoding="utf-8")).get("recipe")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def pick_adapter(workspace: Path, mode: str) -> str | None:
+    """The adapter `mode` uses when none is named (see the module docstring); None when there is none."""
+    from tune.adapters import list_adapter_cards
+
+    cards = list_adapter_cards(workspace)
+    if not cards:
+        return None
+    if any(a["name"] == "default" for a in cards):
+        return "default"
+    newest_first = sorted(cards, key=lambda a: (str(a["card"].get("created", "")), a["name"]), reverse=True)
+    suited = [a for a in newest_first if adapter_recipe(a["card"]) in SUITED_RECIPES.get(mode, ())]
+    return (suited or newest_first)[0]["name"]
