@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evals import metrics as M
-from serve.adapter_choice import ADAPTER_MODES, format_adapters, parse_adapter_choice, pick_adapter
 from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_fictional_knowledge, load_jsonl,
                              sample)
+from serve.adapter_choice import ADAPTER_MODES, format_adapters, parse_adapter_choice, pick_adapter
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
