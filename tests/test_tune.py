@@ -59,7 +59,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory, smol_dir: Path):
     ws = tmp_path_factory.mktemp("tune-real") / "ws"
     train = [chat(q, a) for a, qs, _ in FACTS for q in qs]
     val = [chat(q, a) for a, _, qs in FACTS for q in qs]
-    write_dataset(ws / "datasets" / "default", train, val)
+    write_dataset(ws / "datasets" / "default", train, val, recipe="facts")  # closed-book questions only
     weights = smol_dir / "model.safetensors"
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
     report = train_adapter(TuneConfig(workspace=ws, model=str(smol_dir), name="facts", epochs=8, lr=1e-3,
@@ -221,7 +221,7 @@ def test_real_model_validation_loss_falls_and_only_the_adapter_changes(tuned, sm
         assert card.get(key) not in (None, ""), key
     assert card["counts"]["train"] == 21 and card["counts"]["val"] == 6
     data_card = json.loads((ws / "datasets" / "default" / "card.json").read_text())
-    assert card["data_hash"] == data_card["hash"] and card["recipe"] == data_card["recipe"]
+    assert card["data_hash"] == data_card["hash"] and card["recipe"] == "facts"
     assert "val loss before" in (folder / "README.md").read_text()
 
 

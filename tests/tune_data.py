@@ -16,12 +16,15 @@ def chat(question: str, answer: str, system: str = SYSTEM_CLOSED_BOOK) -> dict:
             "answer": answer}
 
 
-def write_dataset(folder: Path, train: list[dict], val: list[dict]) -> Path:
+def write_dataset(folder: Path, train: list[dict], val: list[dict], recipe: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (folder / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
     blob = (folder / "train.jsonl").read_bytes() + (folder / "val.jsonl").read_bytes()
-    (folder / "card.json").write_text(json.dumps({"name": folder.name, "hash": hashlib.sha256(blob).hexdigest()}))
+    card = {"name": folder.name, "hash": hashlib.sha256(blob).hexdigest()}
+    if recipe:
+        card["recipe"] = recipe  # what a synth card says; decides which mode picks the adapter
+    (folder / "card.json").write_text(json.dumps(card))
     return folder
 
 
