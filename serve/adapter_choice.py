@@ -15,6 +15,7 @@ No torch here: the CLI and the evaluation import it at start-up.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,6 @@ def adapter_recipe(card: dict) -> str | None:
     dataset = card.get("dataset")
     if not dataset:
         return None
-    import json
-
     path = Path(dataset)
     for candidate in (path / "card.json", path.parent / "card.json"):
         try:

@@ -180,7 +180,8 @@ def run_eval_job(service: Ragtune, job: Job) -> None:
     if not service.adapters():
         modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or "rag"
     config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
-                        adapter=format_adapters(service.default_adapters()) or None, max_new_tokens=p.get("max_new_tokens") or 48,
+                        adapter=format_adapters(service.default_adapters()) or None,
+                        max_new_tokens=p.get("max_new_tokens") or 48,
                         command=f"ragtune serve: Evaluate tab (limit {p.get('limit') or 5}, modes {modes})")
     searcher = Searcher(service.workspace, embedder=service._embedders.get().for_job())
     engine = AnswerEngine(service.workspace, _GatedGenerator(service), searcher=searcher,
