@@ -13,6 +13,8 @@ from tune.trainer import TuneError
 if TYPE_CHECKING:
     from tune.train import TuneConfig
 
+RUN_FILE = "run.json"  # WS/adapters/.runs/NAME/run.json: the fingerprint and the loss before training
+
 
 def run_fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
     """What must match for --resume to continue a run."""
@@ -33,6 +35,20 @@ def last_checkpoint(run_dir: Path) -> Path | None:
         return None
     last = get_last_checkpoint(str(run_dir))
     return Path(last) if last else None
+
+
+def resume_point(run_dir: Path, name: str, fingerprint: dict) -> tuple[dict, Path | None]:
+    """For --resume: the interrupted run's run.json and its last checkpoint (None = start from step 0 with the
+    run's recorded loss before training); refused when the run is missing or its settings or data differ."""
+    try:
+        run_info = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        raise TuneError(f"nothing to resume: no interrupted run named {name!r} in {run_dir.parent}") from None
+    if run_info.get("fingerprint") != fingerprint:
+        diff = sorted(k for k in fingerprint if run_info.get("fingerprint", {}).get(k) != fingerprint[k])
+        raise TuneError(f"cannot resume {name!r}: the run was started with different settings or data "
+                        f"({', '.join(diff)}); run without --resume to start over")
+    return run_info, last_checkpoint(run_dir)
 
 
 def check_init_from(cfg: TuneConfig, ws: Path) -> Path:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
-from tune.runs import check_init_from, last_checkpoint, load_init_weights, run_fingerprint
+from tune.runs import RUN_FILE, check_init_from, last_checkpoint, load_init_weights, resume_point, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
                           _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json,
                           all_reduce_if_distributed, make_time_budget_callback, save_best)
@@ -44,8 +44,6 @@ from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callba
 log = logging.getLogger(__name__)
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-RUN_FILE = "run.json"
-
 
 
 @dataclass
@@ -267,18 +265,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     # run folder, resume
     run_dir = adapters_root(ws) / ".runs" / name
     fingerprint = run_fingerprint(cfg, files.files_sha256, str(model_dir))
-    resume_ckpt: Path | None = None
-    run_info: dict = {}
-    if cfg.resume:
-        try:
-            run_info = json.loads((run_dir / RUN_FILE).read_text())
-        except (OSError, ValueError):
-            raise TuneError(f"nothing to resume: no interrupted run named {name!r} in {run_dir.parent}") from None
-        if run_info.get("fingerprint") != fingerprint:
-            diff = sorted(k for k in fingerprint if run_info.get("fingerprint", {}).get(k) != fingerprint[k])
-            raise TuneError(f"cannot resume {name!r}: the run was started with different settings or data "
-                            f"({', '.join(diff)}); run without --resume to start over")
-        resume_ckpt = last_checkpoint(run_dir)
+    run_info, resume_ckpt = resume_point(run_dir, name, fingerprint) if cfg.resume else ({}, None)
 
     if cfg.qlora:
         from peft import prepare_model_for_kbit_training
