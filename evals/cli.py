@@ -21,7 +21,8 @@ def eval_command(
                                              "answers, optional doc and groups); default data/eval/questions.jsonl."),
     fictional_knowledge: Optional[Path] = typer.Option(
         None, "--fictional-knowledge", help="The Fictional Knowledge folder (e.g. ../shared/eval/fictional_knowledge): "
-        "its 130 articles are indexed into the workspace (use a separate one) and its gen and hard_gen probes asked."),
+        "its 130 articles are indexed into the workspace (use a separate one) and its gen and hard_gen probes asked; "
+        "with --questions, that file's questions about the articles instead (data/eval/fk_questions.jsonl)."),
     modes: str = typer.Option("base,rag,tuned,hybrid", "--modes", help="Comma-separated answer modes: base, rag, "
                               "tuned, hybrid. Modes needing an adapter are skipped when none exists."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter name under WS/adapters for tuned and "
@@ -46,8 +47,6 @@ def eval_command(
     """Evaluate answers (base, rag, tuned, hybrid) and retrieval on a question set; writes a report folder."""
     from evals.run import EvalConfig, run_eval
 
-    if questions is not None and fictional_knowledge is not None:
-        raise ValueError("give either --questions or --fictional-knowledge, not both")
     if limit is not None and limit < 1:
         raise ValueError("--limit must be a positive number of questions")
     config = EvalConfig(workspace=workspace, questions=questions, fictional_knowledge=fictional_knowledge,

@@ -32,7 +32,8 @@ COST_METRICS = ("retrieve_ms", "first_token_ms", "tokens_per_s")
 class EvalConfig:
     workspace: Path = Path("workspace")
     questions: Path | None = None  # ragtune JSONL; default data/eval/questions.jsonl
-    fictional_knowledge: Path | None = None  # the Fictional Knowledge folder (its articles get indexed into WS)
+    fictional_knowledge: Path | None = None  # the Fictional Knowledge folder (its articles get indexed into WS;
+    # its probes are asked unless `questions` names a file of questions about the articles)
     modes: tuple[str, ...] | list[str] | str = MODES
     adapter: str | None = None  # NAME for tuned and hybrid, or per mode "hybrid=A,tuned=B" (serve/adapter_choice.py);
     # a mode not named gets serve.adapter_choice.pick_adapter's choice ('default', else the newest suited one)
@@ -83,18 +84,28 @@ def _log(progress: bool, msg: str) -> None:
 
 
 def _load_questions(config: EvalConfig, progress: bool) -> tuple[list[Question], str, str, list[str]]:
+    """The question set and its name, source and notes. With both `fictional_knowledge` and `questions`, the
+    articles are indexed and the file's questions (about those articles, e.g. data/eval/fk_questions.jsonl) asked
+    instead of the probes."""
     notes: list[str] = []
-    if config.questions is not None and config.fictional_knowledge is not None:
-        raise ValueError("give either --questions or --fictional-knowledge, not both")
     if config.fictional_knowledge is not None:
         articles, questions = load_fictional_knowledge(config.fictional_knowledge)
-        _log(progress, f"Fictional Knowledge: {len(articles)} articles, {len(questions)} gen+hard_gen probes; "
+        source, name = str(config.fictional_knowledge), "fictional-knowledge"
+        if config.questions is not None:
+            questions = load_jsonl(Path(config.questions))
+            known = {a.path for a in articles}
+            for q in questions:
+                if q.doc is not None and q.doc not in known:
+                    raise ValueError(f"{config.questions}: question {q.id} names doc {q.doc!r}, which is not a "
+                                     f"Fictional Knowledge article (article-001.md ... article-{len(articles):03d}.md)")
+            source, name = f"{config.questions} on {source}", f"fk-{Path(config.questions).stem}"
+        _log(progress, f"Fictional Knowledge: {len(articles)} articles, {len(questions)} questions; "
                        f"indexing the articles into {config.workspace}")
         report = index_articles(articles, config.workspace, progress=progress)
         if report.failed:
             notes.append(f"{len(report.failed)} articles failed to index: "
                          + "; ".join(f"{f.path}: {f.error}" for f in report.failed[:3]))
-        return questions, "fictional-knowledge", str(config.fictional_knowledge), notes
+        return questions, name, source, notes
     path = Path(config.questions) if config.questions is not None else DEFAULT_QUESTIONS
     questions = load_jsonl(path)
     name = "data-eval" if path.resolve() == DEFAULT_QUESTIONS.resolve() else path.stem

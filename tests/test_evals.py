@@ -292,6 +292,33 @@ def test_fictional_knowledge_run_on_a_small_copy(tmp_path, embedder):
     assert out["retrieval"]["gold_doc"]["hybrid"]["recall@1"] == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 10}
 
 
+def test_fk_question_set_asks_about_the_articles(tmp_path, embedder):
+    """data/eval/fk_questions.jsonl: hand-written wh-questions about 44 Fictional Knowledge articles (not the
+    probes); each answer is in its article, and `--fictional-knowledge` with `--questions` asks them."""
+    articles, _ = load_fictional_knowledge(FK_DIR)
+    text = {a.path: a.text.lower() for a in articles}
+    qs = load_jsonl(REPO / "data" / "eval" / "fk_questions.jsonl")
+    assert len(qs) == 88 and len({q.id for q in qs}) == 88 and len({q.doc for q in qs}) == 44
+    for q in qs:
+        assert q.answers and all(a.lower() in text[q.doc] for a in q.answers), q.id
+        assert q.question.endswith("?") and not any(a.lower() in q.question.lower() for a in q.answers), q.id
+    items = json.loads((FK_DIR / "fictional_knowledge.json").read_text())[:4]
+    fk = tmp_path / "fk"
+    fk.mkdir()
+    (fk / "fictional_knowledge.json").write_text(json.dumps(items))
+    mine = tmp_path / "mine.jsonl"
+    picked = [q for q in qs if q.doc in ("article-001.md", "article-004.md")]
+    mine.write_text("".join(json.dumps(q.to_json()) + "\n" for q in picked))
+    ws = tmp_path / "ws"
+    out = run_eval(EvalConfig(workspace=ws, fictional_knowledge=fk, questions=mine, modes="rag", n_boot=50),
+                   engine=FakeEngine(ws, embedder), progress=False)
+    assert out["n"] == 4 and Path(out["report"]).name.endswith("-fk-mine")
+    records = [json.loads(x) for x in (Path(out["report"]) / "per_question.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["fkq-001-a", "fkq-001-b", "fkq-004-a", "fkq-004-b"]
+    assert all(r["kind"] == "question" for r in records)
+    assert out["retrieval"]["gold_doc"]["hybrid"]["recall@5"]["value"] == 1.0  # 4 articles: gold always in top 5
+
+
 class FakeAdapterEngine(FakeEngine):
     """Like FakeEngine, but tuned and hybrid answer too, and say which adapter they used."""
 
@@ -308,7 +335,8 @@ def test_each_mode_uses_its_own_adapter(tmp_path, tiny_ws, tiny, embedder):
 
     fake_adapter(tiny_ws, "raft1", "2026-11-02T10:00:00+0000", "raft")
     fake_adapter(tiny_ws, "facts1", "2026-11-01T10:00:00+0000", "facts")
-    for limit, (adapter, expect) in enumerate([(None, {"tuned": "facts1", "hybrid": "raft1"}),  # picked by the data's recipe
+    # no adapter named: each mode picks by the data's recipe
+    for limit, (adapter, expect) in enumerate([(None, {"tuned": "facts1", "hybrid": "raft1"}),
                             ("raft1", {"tuned": "raft1", "hybrid": "raft1"}),
                             ("hybrid=facts1,tuned=raft1", {"tuned": "raft1", "hybrid": "facts1"})], start=1):
         engine = FakeAdapterEngine(tiny_ws, embedder)
@@ -342,9 +370,9 @@ def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder):
         run_eval(EvalConfig(workspace=tiny_ws, modes="tuned,hybrid"), engine=engine, progress=False)
     with pytest.raises(ValueError, match="no adapter named 'mine'"):
         run_eval(EvalConfig(workspace=tiny_ws, modes="rag,tuned", adapter="mine"), engine=engine, progress=False)
-    with pytest.raises(ValueError, match="not both"):
-        run_eval(EvalConfig(workspace=tiny_ws, questions=tiny[2], fictional_knowledge=FK_DIR), engine=engine,
-                 progress=False)
+    with pytest.raises(ValueError, match=r"question q0001 names doc 'kettle.md', which is not a Fictional"):
+        run_eval(EvalConfig(workspace=tmp_path / "fk", questions=tiny[2], fictional_knowledge=FK_DIR),
+                 engine=engine, progress=False)
     with pytest.raises(FileNotFoundError, match="no index"):
         run_eval(EvalConfig(workspace=tmp_path / "empty", questions=tiny[2], modes="rag"), engine=engine,
                  progress=False)
