@@ -194,6 +194,9 @@ class LocalGenerator:
                 if self._peft is None:  # wraps the base model in place: LoRA layers are injected into it
                     self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name, is_trainable=False)
                 else:
+                    if self._merged is not None:  # peft would unmerge it anyway, with a warning per layer;
+                        self._peft.base_model.unmerge_adapter()  # _apply_active merges the active one back
+                        self._merged = None
                     self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
             except (OSError, ValueError) as exc:
                 raise BackendError(f"could not load LoRA adapter {name!r} from {path}: {exc}") from exc

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -253,7 +254,11 @@ def test_local_path_loading_and_adapter_switching(tiny_dir: Path, tmp_path: Path
     g.use_adapter("a")
     text_a = _greedy(g)
     assert text_a != base_text
-    g.load_adapter("b", str(_make_lora(tiny_dir, tmp_path / "lora-b", seed=2)))
+    with warnings.catch_warnings(record=True) as caught:  # loading while "a" is merged: no peft complaints
+        warnings.simplefilter("always")
+        g.load_adapter("b", str(_make_lora(tiny_dir, tmp_path / "lora-b", seed=2)))
+    assert not [w for w in caught if "merged" in str(w.message)], [str(w.message) for w in caught]
+    assert g.active_adapter == "a" and _greedy(g) == text_a  # "a" is still the one in use (merged back)
     g.use_adapter("b")
     text_b = _greedy(g)
     assert text_b not in (base_text, text_a)
