@@ -167,8 +167,13 @@ app.add_typer(users_app, name="users")
 
 
 def main() -> None:
+    import warnings
+
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # peft calls a transformers 5 API that warns of its own deprecation whenever an adapter loads: nothing a user
+    # can act on, and it lands in the middle of `ask`/`eval` output
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
     except KeyboardInterrupt:

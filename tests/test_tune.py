@@ -246,6 +246,21 @@ def test_tuned_model_answers_the_fact_and_stops_at_end_of_turn(tuned, smol_dir: 
         assert answer not in base_text
 
 
+def test_ask_cli_answers_with_the_tuned_adapter(tuned, smol_dir: Path) -> None:
+    """The contract `ragtune ask ... --mode tuned --adapter NAME`: the adapter answers the trained fact, and no
+    library deprecation warning reaches the user's terminal."""
+    ws, _, _ = tuned
+    answer, _, val_questions = FACTS[0]
+    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", val_questions[0], "--workspace", str(ws),
+                          "--mode", "tuned", "--adapter", "facts", "--model", str(smol_dir), "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    obj = json.loads(out.stdout)
+    assert obj["mode"] == "tuned" and obj["adapter"] == "facts" and obj["answer"].strip() == answer, obj
+    assert "Warning" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_export_merged_loads_without_peft_and_matches_base_plus_adapter(tuned, smol_dir: Path, tmp_path: Path) -> None:
     from serve.generate import LocalGenerator
     from serve.models import load_model
