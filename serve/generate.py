@@ -194,9 +194,7 @@ class LocalGenerator:
                 if self._peft is None:  # wraps the base model in place: LoRA layers are injected into it
                     self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name, is_trainable=False)
                 else:
-                    if self._merged is not None:  # peft would unmerge it anyway, with a warning per layer;
-                        self._peft.base_model.unmerge_adapter()  # _apply_active merges the active one back
-                        self._merged = None
+                    self._unmerge()  # peft would unmerge anyway, warning per layer; _apply_active merges back
                     self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
             except (OSError, ValueError) as exc:
                 raise BackendError(f"could not load LoRA adapter {name!r} from {path}: {exc}") from exc
@@ -226,9 +224,8 @@ class LocalGenerator:
         if self._peft is None:
             return
         tuner = self._peft.base_model
-        if self._merged is not None and self._merged != self._active:
-            tuner.unmerge_adapter()
-            self._merged = None
+        if self._merged != self._active:
+            self._unmerge()
         if self._active is None:
             tuner.disable_adapter_layers()  # LoRA layers then return the base layer's output
             return
@@ -237,6 +234,12 @@ class LocalGenerator:
         if self._merge and self._merged is None:
             tuner.merge_adapter([self._active])
             self._merged = self._active
+
+    def _unmerge(self) -> None:
+        """Take the merged adapter's delta back out of the base weights (no-op when none is merged)."""
+        if self._merged is not None:
+            self._peft.base_model.unmerge_adapter()
+            self._merged = None
 
     # ---- generation ----------------------------------------------------------------------------------------
     def warmup(self) -> None:

@@ -29,14 +29,12 @@ def _emit(obj: dict) -> None:
 
 def _quiet_libraries() -> None:
     """Library chatter off (set through the environment, so nothing heavy is imported here): transformers'
-    info logs and its "Loading weights" / "Writing model shards" bars, and a deprecation warning peft triggers."""
-    import warnings
-
+    info logs and its "Loading weights" / "Writing model shards" bars. (serve.cli.main filters the deprecation
+    warning peft triggers, for every command.)"""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def tune_command(
