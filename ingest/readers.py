@@ -1,7 +1,8 @@
 """One reader per file format. Each turns bytes into a title, sections and (for Markdown/text) front-matter metadata.
 
-Readers raise `DocumentError` (or let a library's own exception through) when a file cannot be read; the scanner
-turns that into a reported failure and goes on with the other files.
+Readers raise `DocumentError` (or let a library's own exception through) when a file cannot be read, or when it
+would cost more than `ReadLimits` allow (ingest/limits.py); the scanner turns that into a reported failure and
+goes on with the other files.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ingest.limits import DEFAULT_LIMITS, Deadline, DocumentError, ReadLimits, check_docx_zip, load_yaml_meta, over
 from ingest.types import Section
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
-
-
-class DocumentError(ValueError):
-    """A document that cannot be read; the message says why in words a user understands."""
+__all__ = ["SUPPORTED_SUFFIXES", "DocumentError", "Parsed", "ReadLimits", "read_file"]
 
 
 @dataclass
@@ -29,18 +26,22 @@ class Parsed:
     meta: dict = field(default_factory=dict)  # front matter (Markdown, text); sidecars are read by the scanner
 
 
-def read_file(path: Path, data: bytes) -> Parsed:
+def read_file(path: Path, data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Parsed:
     suffix = path.suffix.lower()
-    if suffix in (".md", ".markdown"):
-        return read_markdown(_decode_text(data))
-    if suffix == ".txt":
-        return read_plain_text(_decode_text(data))
+    deadline = Deadline(limits)
+    if suffix in (".md", ".markdown", ".txt"):
+        if len(data) > limits.text_bytes:
+            raise over("the text file", len(data), limits.text_bytes, "bytes")
+        reader = read_markdown if suffix != ".txt" else read_plain_text
+        return reader(_decode_text(data), limits)
     if suffix in (".html", ".htm"):
-        return read_html(_decode_text(data))
+        if len(data) > limits.html_bytes:
+            raise over("the HTML file", len(data), limits.html_bytes, "bytes")
+        return read_html(_decode_text(data), limits, deadline)
     if suffix == ".pdf":
-        return read_pdf(data)
+        return read_pdf(data, limits, deadline)
     if suffix == ".docx":
-        return read_docx(data)
+        return read_docx(data, limits, deadline)
     raise DocumentError(f"unsupported file type {suffix!r}")
 
 
@@ -56,17 +57,11 @@ def _decode_text(data: bytes) -> str:
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 
 
-def split_front_matter(text: str) -> tuple[dict, str]:
+def split_front_matter(text: str, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[dict, str]:
     m = _FRONT_MATTER.match(text)
     if not m:
         return {}, text
-    try:
-        meta = yaml.safe_load(m.group(1)) or {}
-    except yaml.YAMLError as e:
-        raise DocumentError(f"invalid YAML front matter: {e}") from e
-    if not isinstance(meta, dict):
-        raise DocumentError("front matter is not a YAML mapping")
-    return meta, text[m.end():]
+    return load_yaml_meta(m.group(1), "front matter", limits), text[m.end():]
 
 
 class _SectionBuilder:
@@ -104,24 +99,40 @@ def _title_and_sections(meta: dict, sections: list[Section], fallback: str) -> P
     return Parsed(title or fallback, sections, meta)
 
 
-def read_markdown(text: str) -> Parsed:
-    meta, body = split_front_matter(text)
+_ATX_HEADING = re.compile(r"(#{1,6})[ \t]+(\S.*)")
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """'## Title ##' -> (2, 'Title'). One anchored match, then plain string work: a single regex that also
+    stripped the closing hashes backtracked cubically, and one 4 KB line of spaces took minutes."""
+    m = _ATX_HEADING.match(line)
+    if not m:
+        return None
+    text = m.group(2).rstrip()
+    closed = text.rstrip("#")
+    if closed != text and (not closed or closed[-1] in " \t"):  # a closing '###' run (CommonMark), not 'C#'
+        text = closed.rstrip()
+    return (len(m.group(1)), text) if text else None
+
+
+def read_markdown(text: str, limits: ReadLimits = DEFAULT_LIMITS) -> Parsed:
+    meta, body = split_front_matter(text, limits)
     b = _SectionBuilder()
     in_fence = False
     for line in body.splitlines():
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
-        m = None if in_fence else re.match(r"^(#{1,6})\s+(.+?)\s*#*\s*$", line)
-        if m:
-            b.heading(len(m.group(1)), m.group(2))
+        heading = None if in_fence else _atx_heading(line)
+        if heading:
+            b.heading(*heading)
         else:
             b.add(line)
     return _title_and_sections(meta, b.done(), "")
 
 
-def read_plain_text(text: str) -> Parsed:
+def read_plain_text(text: str, limits: ReadLimits = DEFAULT_LIMITS) -> Parsed:
     """Plain text with setext headings: a line underlined by '=' (level 1) or '-' (level 2)."""
-    meta, body = split_front_matter(text)
+    meta, body = split_front_matter(text, limits)
     lines = body.splitlines()
     b = _SectionBuilder()
     i = 0
@@ -140,19 +151,28 @@ def read_plain_text(text: str) -> Parsed:
 _BLOCKS = ("p", "li", "pre", "blockquote", "dt", "dd", "tr", "figcaption", "caption")
 
 
-def read_html(text: str) -> Parsed:
+def read_html(text: str, limits: ReadLimits = DEFAULT_LIMITS, deadline: Deadline | None = None) -> Parsed:
     from bs4 import BeautifulSoup
 
+    deadline = deadline or Deadline(limits)
     soup = BeautifulSoup(text, "html.parser")
     for junk in soup(["script", "style", "nav", "noscript", "template"]):
         junk.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     b = _SectionBuilder()
     body = soup.body or soup
-    for el in body.find_all(True):
+    elements = body.find_all(True)
+    if len(elements) > limits.html_elements:
+        raise over("the number of HTML elements", len(elements), limits.html_elements)
+    holds_block = set()  # ids of elements with a block inside; children come after parents, so walk backwards
+    for el in reversed(elements):
+        if (el.name in _BLOCKS or id(el) in holds_block) and el.parent is not None:
+            holds_block.add(id(el.parent))
+    for n, el in enumerate(elements):
+        deadline.check(f"HTML element {n + 1:,}")
         if re.fullmatch(r"h[1-6]", el.name):
             b.heading(int(el.name[1]), el.get_text(" ", strip=True))
-        elif el.name in _BLOCKS and not el.find(_BLOCKS):
+        elif el.name in _BLOCKS and id(el) not in holds_block:
             sep = " | " if el.name == "tr" else " "
             piece = el.get_text(sep, strip=True)
             if piece:
@@ -160,16 +180,47 @@ def read_html(text: str) -> Parsed:
     return _title_and_sections({"title": title}, b.done(), "")
 
 
-def read_pdf(data: bytes) -> Parsed:
-    """Text per page; section headings come from the PDF outline (bookmarks) when it has one."""
+def _pdf_pages(data: bytes, limits: ReadLimits, deadline: Deadline):
+    """(reader, text of each page), within the page, stream and text limits."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
-        reader = PdfReader(io.BytesIO(data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, TypeError) as e:
+        with _pdf_stream_cap(limits.pdf_stream_bytes):
+            reader = PdfReader(io.BytesIO(data))
+            if len(reader.pages) > limits.pages:
+                raise over("the number of PDF pages", len(reader.pages), limits.pages)
+            pages, chars = [], 0
+            for number, page in enumerate(reader.pages, start=1):
+                deadline.check(f"page {number}")
+                pages.append(page.extract_text() or "")
+                chars += len(pages[-1])
+                if chars > limits.text_chars:
+                    raise over(f"the text of pages 1-{number}", chars, limits.text_chars)
+    except (PyPdfError, ValueError, KeyError, TypeError, RecursionError) as e:
+        if isinstance(e, DocumentError):
+            raise
         raise DocumentError(f"not a readable PDF ({type(e).__name__}: {e})") from e
+    return reader, pages
+
+
+def _pdf_stream_cap(max_bytes: int):
+    """pypdf's per-stream decompression caps lowered to `max_bytes` (pypdf >= 6.4 has a configuration for them;
+    older versions keep their own 75 MB caps)."""
+    import contextlib
+
+    import pypdf
+
+    if not hasattr(pypdf, "apply_configuration"):
+        return contextlib.nullcontext()
+    return pypdf.apply_configuration(zlib_maximum_output_length=max_bytes, lzw_maximum_output_length=max_bytes,
+                                     run_length_maximum_output_length=max_bytes,
+                                     array_based_stream_maximum_output_length=max_bytes)
+
+
+def read_pdf(data: bytes, limits: ReadLimits = DEFAULT_LIMITS, deadline: Deadline | None = None) -> Parsed:
+    """Text per page; section headings come from the PDF outline (bookmarks) when it has one."""
+    reader, pages = _pdf_pages(data, limits, deadline or Deadline(limits))
     outline = _pdf_outline_titles(reader)
     title = ""
     if reader.metadata is not None and reader.metadata.title:
@@ -207,26 +258,34 @@ def _pdf_outline_titles(reader) -> dict[str, int]:
     return titles
 
 
-def read_docx(data: bytes) -> Parsed:
+def read_docx(data: bytes, limits: ReadLimits = DEFAULT_LIMITS, deadline: Deadline | None = None) -> Parsed:
     import zipfile
 
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    deadline = deadline or Deadline(limits)
+    check_docx_zip(data, limits)  # before python-docx unzips and parses anything
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as e:
         raise DocumentError(f"not a readable DOCX file ({type(e).__name__}: {e})") from e
     b = _SectionBuilder()
     title = document.core_properties.title or ""
-    for block in _docx_blocks(document):
+    style_of = _docx_style_names(document, deadline)
+    chars = 0
+    for n, block in enumerate(_docx_blocks(document)):
+        deadline.check(f"paragraph {n + 1:,}")
         if isinstance(block, str):
-            b.add(block)
-            continue
-        style = (block.style.name if block.style is not None else "") or ""
-        text = block.text.strip()
-        if not text:
-            continue
+            text, style = block, ""
+        else:
+            text = block.text.strip()
+            if not text:
+                continue
+            style = style_of(block)
+        chars += len(text)
+        if chars > limits.text_chars:
+            raise over("the DOCX's text", chars, limits.text_chars)
         if style == "Title":
             title = title or text
         elif style.startswith("Heading"):
@@ -235,6 +294,23 @@ def read_docx(data: bytes) -> Parsed:
         else:
             b.add(("- " if "List" in style else "") + text)
     return _title_and_sections({"title": title}, b.done(), "")
+
+
+def _docx_style_names(document, deadline: Deadline):
+    """paragraph -> its style name, from one table of the document's paragraph styles. python-docx's own
+    `paragraph.style` searches every style for the default on each call (~1 ms per paragraph, ~3 h for the ten
+    million empty paragraphs a 131 KB file can hold)."""
+    from docx.enum.style import WD_STYLE_TYPE
+
+    names = {}
+    for n, style in enumerate(document.styles):
+        if n % 1000 == 0:
+            deadline.check("the style table")
+        if style.type == WD_STYLE_TYPE.PARAGRAPH:
+            names[style.style_id] = style.name or ""
+    default_style = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+    default = (default_style.name or "") if default_style is not None else ""
+    return lambda paragraph: names.get(paragraph._p.style, default)
 
 
 def _docx_blocks(document):
