@@ -60,8 +60,8 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
     embedder = embedder or Embedder(config.embed)
     started = time.perf_counter()
     docs_dir = Path(docs_dir)
-    sources = find_documents(docs_dir)
     report = IndexReport()
+    sources = find_documents(docs_dir, skipped=report.failed)  # links and hard-linked twins are reported, not read
     with writer_lock(workspace):
         try:
             previous = load_current(workspace)
@@ -140,7 +140,8 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         dense.save(dense.build(vectors, kind), staging / "dense.faiss")
         LexicalIndex.build([c.embed_text for c in all_chunks]).save(staging / "bm25")
         manifest = Manifest(config.settings(), embedder.fingerprint, dict(sorted(docs_meta.items())),
-                            [asdict(f) for f in report.failed], kind, len(all_chunks), str(docs_dir.resolve()))
+                            [asdict(f) for f in report.failed], kind, len(all_chunks), str(docs_dir.resolve()),
+                            workspace=str(Path(workspace).resolve()))
         write_manifest(staging, manifest)
         final = publish(workspace, staging)
         report.chunks = len(all_chunks)

@@ -54,6 +54,7 @@ class Manifest:
     n_chunks: int = 0
     docs_dir: str = ""
     format_version: int = FORMAT_VERSION
+    workspace: str = ""  # the workspace that built it (resolved), so a copy can tell its documents folder apart
 
     @classmethod
     def from_json(cls, d: dict) -> "Manifest":
@@ -81,6 +82,32 @@ def current_generation_path(workspace: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return index_dir(workspace) / name
+
+
+def indexed_docs_dir(workspace: Path) -> Path | None:
+    """The documents folder the live index was built from, as seen from `workspace`. A folder inside the workspace
+    that built the index is taken at the same place inside this one, so a copied or moved workspace never writes
+    uploads into the original's documents; a folder outside any workspace is used as recorded. None if there is
+    no index or the folder does not exist."""
+    try:
+        manifest = load_current(workspace).manifest
+    except (IndexMissingError, OSError, ValueError):
+        return None
+    if not manifest.docs_dir:
+        return None
+    docs = Path(manifest.docs_dir)
+    built_in = Path(manifest.workspace) if manifest.workspace else _owning_workspace(docs)
+    if built_in is not None and docs.is_relative_to(built_in):
+        docs = Path(workspace).resolve() / docs.relative_to(built_in)
+    return docs if docs.is_dir() else None
+
+
+def _owning_workspace(folder: Path) -> Path | None:
+    """The nearest folder at or above `folder` that holds an index (manifests older than the `workspace` field)."""
+    for parent in (folder, *folder.parents):
+        if (index_dir(parent) / "CURRENT").is_file():
+            return parent
+    return None
 
 
 def read_generation(path: Path) -> Generation:
