@@ -1,8 +1,9 @@
 """The app's admin handlers (Documents, Tune, Evaluate tabs), kept apart from the layout in serve/app.py.
 
 Each handler checks the user again on the server (`admin_of`): hiding a tab is only the visible half of the rule.
-`build_app` binds these methods to the Gradio events; the signatures (gr.Request, gr.Progress) are what Gradio
-inspects, so they stay as they are.
+Admin-only handlers are also marked `admin_only`, so serve/http_guard.py refuses other users' calls of them
+before Gradio reads their inputs (an upload's files among them). `build_app` binds these methods to the Gradio
+events; the signatures (gr.Request, gr.Progress) are what Gradio inspects, so they stay as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from serve import app_views as views
 from serve.answer import AnswerError
 from serve.app_views import NO_ADAPTER, USE_FOR, _md_escape, _num, job_view, loss_plot, report_view
 from serve.docs_admin import DocsError, doc_link
+from serve.http_guard import admin_only, in_upload_folder
 from serve.server import UI_MODES, Ragtune
 from serve.users import User
+
+
+def refusal(message: str) -> gr.Error:
+    """The error a handler raises to tell the user no: shown in the app, with no traceback in the server log."""
+    return gr.Error(message, print_exception=False)
 
 
 class AdminHandlers:
@@ -36,7 +43,8 @@ class AdminHandlers:
     def doc_rows(self, user: User) -> list[list]:
         rows = self.service.docs.status_rows(self.service.groups_of(user), user.admin)
         for r in rows:
-            if r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]:
+            indexed = r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]
+            if indexed and self.service.may_open(user, r[0]):  # an admin's list links only what they may read
                 r[0] = f"[{_md_escape(r[0])}]({doc_link(r[0])})"
             else:
                 r[0] = _md_escape(r[0])
@@ -62,28 +70,33 @@ class AdminHandlers:
         progress(1.0, desc=job.phase)
         return job.summary()
 
+    @admin_only
     def reindex(self, request: gr.Request, progress=gr.Progress()):
         user = self.admin_of(request)
         job = self.service.docs.start_reindex(reason=f"requested by {user.name}")
         summary = self._wait_reindex(job, progress)
         return summary, self.doc_rows(user), self.service.docs.failures(), gr.update(choices=self.doc_choices())
 
+    @admin_only
     def upload(self, files, groups, folder, request: gr.Request, progress=gr.Progress()):
         user = self.admin_of(request)
         files = files or []
         if not isinstance(files, list):
             files = [files]
         if not files:
-            raise gr.Error("Choose one or more files to upload first.")
+            raise refusal("Choose one or more files to upload first.")
         saved, problems = [], []
         for f in files:
             path = getattr(f, "name", None) or str(f)
+            if not in_upload_folder(path):  # only what a browser uploaded, never a server file named in a call
+                problems.append(f"- {_md_escape(Path(path).name)}: not an uploaded file")
+                continue
             try:
                 saved.append(self.service.docs.save_upload(path, Path(path).name, groups, folder))
             except (DocsError, OSError) as e:
                 problems.append(f"- {_md_escape(str(e))}")
-            finally:  # Gradio's copy in its temp cache must not outlive the upload (it may be restricted)
-                Path(path).unlink(missing_ok=True)
+            finally:  # Gradio's copy in its cache must not outlive the upload (it may be restricted)
+                _remove_cached(Path(path))
         msg = ""
         if saved:
             job = self.service.docs.start_reindex(reason=f"upload by {user.name}")
@@ -92,27 +105,29 @@ class AdminHandlers:
             msg += "\n\nRefused:\n" + "\n".join(problems)
         return msg, self.doc_rows(user), self.service.docs.failures(), gr.update(choices=self.doc_choices()), None
 
+    @admin_only
     def set_groups(self, rel, groups, request: gr.Request, progress=gr.Progress()):
         user = self.admin_of(request)
         if not rel:
-            raise gr.Error("Pick a document first.")
+            raise refusal("Pick a document first.")
         try:
             applied = self.service.docs.set_groups(rel, groups)
         except DocsError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         job = self.service.docs.start_reindex(reason=f"groups changed by {user.name}")
         summary = self._wait_reindex(job, progress)
         return (f"{rel}: groups set to {', '.join(applied) or 'everyone'}. {summary}", self.doc_rows(user),
                 self.service.docs.failures(), gr.update(choices=self.doc_choices()))
 
+    @admin_only
     def delete_doc(self, rel, request: gr.Request, progress=gr.Progress()):
         user = self.admin_of(request)
         if not rel:
-            raise gr.Error("Pick a document first.")
+            raise refusal("Pick a document first.")
         try:
             self.service.docs.delete(rel)
         except DocsError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         job = self.service.docs.start_reindex(reason=f"delete by {user.name}")
         summary = self._wait_reindex(job, progress)
         return (f"Deleted {rel}. {summary}", self.doc_rows(user), self.service.docs.failures(),
@@ -141,6 +156,7 @@ class AdminHandlers:
         return views.card_markdown(self.ws, name)
 
 
+    @admin_only
     def start_tune(self, name, limit, max_steps, epochs, batch_tokens, request: gr.Request):
         self.admin_of(request)
         from tune.adapters import check_name
@@ -149,18 +165,18 @@ class AdminHandlers:
         try:
             check_name(name)
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         if name in self.service.adapters() or name in getattr(self.service.generator, "adapters", []):
-            raise gr.Error(f"An adapter named {name!r} exists already; choose a new name.")
+            raise refusal(f"An adapter named {name!r} exists already; choose a new name.")
         if not self.service.has_index():
-            raise gr.Error("There is no index to make training data from: upload documents first.")
+            raise refusal("There is no index to make training data from: upload documents first.")
         try:
             job = self.service.jobs.start("tune", {"name": name, "limit": int(limit) if limit else None,
                                               "max_steps": int(max_steps) if max_steps else None,
                                               "epochs": float(epochs or 1),
                                               "batch_tokens": int(batch_tokens) if batch_tokens else 2048})
         except AnswerError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         yield from self._poll(job)
 
     def _poll(self, job):
@@ -180,6 +196,7 @@ class AdminHandlers:
                 self.adapter_update(), self.adapter_update()
             return
 
+    @admin_only
     def watch_tune(self, request: gr.Request):
         self.admin_of(request)
         job = self.service.jobs.last.get("tune")
@@ -189,6 +206,7 @@ class AdminHandlers:
             return
         yield from self._poll(job)
 
+    @admin_only
     def stop_tune(self, request: gr.Request):
         self.admin_of(request)
         job = self.service.jobs.last.get("tune")
@@ -202,17 +220,18 @@ class AdminHandlers:
             return ""
         return self.card_markdown(name)
 
+    @admin_only
     def use_adapter(self, name, for_modes, request: gr.Request):
         self.admin_of(request)
         if not name or name == NO_ADAPTER:
-            raise gr.Error("Pick an adapter first.")
+            raise refusal("Pick an adapter first.")
         modes = USE_FOR.get(for_modes or "tuned and hybrid")
         if modes is None:
-            raise gr.Error(f"'for' must be one of {', '.join(USE_FOR)}")
+            raise refusal(f"'for' must be one of {', '.join(USE_FOR)}")
         try:
             self.service.set_default_adapter(name, modes)
         except AnswerError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         return f"The app now uses adapter **{name}** for {' and '.join(modes)} answers.", self.adapter_rows(), \
             self.adapter_update(), self.adapter_update()
 
@@ -221,13 +240,14 @@ class AdminHandlers:
     def latest_report(self) -> Path | None:
         return views.latest_report(self.ws)
 
+    @admin_only
     def run_evaluation(self, limit, modes, request: gr.Request, progress=gr.Progress()):
         self.admin_of(request)
         modes = [m for m in (modes or []) if m in ("base",) + UI_MODES] or ["rag"]
         try:
             job = self.service.jobs.start("eval", {"limit": max(1, int(limit or 5)), "modes": ",".join(modes)})
         except AnswerError as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         while job.running:
             progress(None, desc=f"evaluating {job.params['limit']} questions ({time.time() - job.started:.0f} s)")
             yield f"Running: {job.phase} ({time.time() - job.started:.0f} s)", gr.update(), gr.update()
@@ -238,3 +258,12 @@ class AdminHandlers:
         md, images = report_view(Path(job.result["report"]))
         skipped = "; ".join(f"{m}: {r}" for m, r in (job.result.get("skipped") or {}).items())
         yield (f"Done: {job.result['n']} questions." + (f" Skipped {skipped}" if skipped else "")), md, images
+
+
+def _remove_cached(path: Path) -> None:
+    """Remove Gradio's cached copy of an upload and its per-file folder (named by the file's hash) if now empty."""
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (another upload of the same bytes is in flight), or gone already
+        pass

@@ -4,7 +4,8 @@ Safety rules for files coming from a browser:
 - a size limit and an allow-list of suffixes (the formats ingest reads);
 - the stored name is rebuilt from the uploaded name's last component (letters, digits, '.', '_', '-'), never used
   as given, and every path is resolved and checked to stay inside the documents folder (no '..', no absolute
-  paths, no hidden files, no symlinks followed out of it);
+  paths, no hidden files, no control characters, and no symbolic link anywhere below the folder: ingest does not
+  follow links either, see ingest/scan.py);
 - groups are written to the sidecar `<file>.meta.yaml` (which wins over front matter), keeping its other keys.
 
 Re-indexing runs `retrieve.build_index` in a background thread (one at a time; `ragtune index` from a shell is
@@ -15,7 +16,6 @@ given: the chunks to embed are encoded in slices and each slice is reported.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -38,6 +38,7 @@ from ingest.types import can_read
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DOC_ROUTE = "ragtune/doc/"  # relative to the app's root, so it also works behind a path prefix
 
 
@@ -154,15 +155,20 @@ class DocsAdmin:
         that would leave the folder or touch hidden files and sidecars."""
         rel = str(rel or "").strip().replace("\\", "/")
         parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if not parts or rel.startswith("/") or any(p == ".." or p.startswith(".") for p in parts):
-            raise DocsError(f"not a document path: {rel!r}")
+        if not parts or rel.startswith("/") or _CONTROL.search(rel) or any(
+                p == ".." or p.startswith(".") or len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+            raise DocsError(f"not a document path: {rel[:300]!r}")
         if parts[-1].lower().endswith(SIDECAR_SUFFIX) or Path(parts[-1]).suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise DocsError(f"not a document path: {rel!r}")
+            raise DocsError(f"not a document path: {rel[:300]!r}")
         path = self.docs_dir.joinpath(*parts)
-        real = path.resolve()
-        if not real.is_relative_to(self._root):
-            raise DocsError(f"not a document path: {rel!r}")
-        if must_exist and not path.is_file():
+        try:
+            real = path.resolve()
+            exists = path.is_file()
+        except (OSError, ValueError) as e:  # a path the file system refuses (too long, undecodable)
+            raise DocsError(f"not a document path: {rel[:300]!r}") from e
+        if real != self._root.joinpath(*parts):  # left the folder, or passed through a link inside it
+            raise DocsError(f"not a document path: {rel!r} (links are not followed)")
+        if must_exist and not exists:
             raise DocsError(f"no document {rel!r} in {self.docs_dir}")
         return path
 
@@ -292,16 +298,18 @@ class DocsAdmin:
             return {}
 
     def status_rows(self, user_groups: frozenset[str], admin: bool) -> list[list]:
-        """[document, title, groups, chunks, status] per document. Admins see everything, including files not
-        indexed yet and failures; other users see only indexed documents their groups may read."""
+        """[document, title, groups, chunks, status] per document. Admins see every file, including files not
+        indexed yet and failures, to manage them, but a title (the document's words) only where their groups may
+        read it; other users see only indexed documents their groups may read."""
         indexed = self.indexed_docs()
         rows: dict[str, list] = {}
         for path, meta in indexed.items():
             groups = tuple(meta.get("groups") or ())
-            if not admin and not can_read(groups, user_groups):
+            readable = can_read(groups, user_groups)
+            if not admin and not readable:
                 continue
-            rows[path] = [path, meta.get("title", ""), ", ".join(groups) or "everyone", meta.get("chunks", 0),
-                          "indexed"]
+            rows[path] = [path, meta.get("title", "") if readable else "", ", ".join(groups) or "everyone",
+                          meta.get("chunks", 0), "indexed"]
         if not admin:
             return [rows[p] for p in sorted(rows)]
         from ingest import find_documents
@@ -340,32 +348,6 @@ class DocsAdmin:
         from ingest import SourceFile, read_document
 
         return read_document(SourceFile(rel, self.resolve(rel), ""))
-
-    @staticmethod
-    def render_html(doc, section: str | None = None, page: int | None = None) -> str:
-        """The document's text as a plain, escaped HTML page; the cited section is highlighted and scrolled to."""
-        rel = doc.path
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(doc.title)}</title>",
-                 "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;"
-                 "line-height:1.5}section{padding:.4rem .8rem;border-left:3px solid #ddd;margin:1rem 0}"
-                 "section.cited{border-left-color:#e67e22;background:#fff6ea}pre{white-space:pre-wrap;"
-                 "font-family:inherit}.meta{color:#666;font-size:.9rem}</style></head><body>",
-                 f"<h1>{html.escape(doc.title)}</h1>",
-                 f"<p class='meta'>{html.escape(rel)} &middot; groups: "
-                 f"{html.escape(', '.join(doc.groups) or 'everyone')} &middot; "
-                 f"<a href='{html.escape(quote(Path(rel).name))}?raw=1'>download original</a></p>"]
-        cited_done = False
-        for i, s in enumerate(doc.sections):
-            cited = (not cited_done and section is not None and s.heading == section
-                     and (page is None or s.page is None or s.page == page))
-            cited_done = cited_done or cited
-            attrs = " class='cited' id='cited'" if cited else f" id='s{i}'"
-            where = html.escape(s.heading or doc.title)
-            if s.page:
-                where += f" <span class='meta'>(page {s.page})</span>"
-            parts.append(f"<section{attrs}><h3>{where}</h3><pre>{html.escape(s.text)}</pre></section>")
-        parts.append("</body></html>")
-        return "".join(parts)
 
 
 def doc_link(rel: str, section: str | None = None, page: int | None = None, base: str = "") -> str:

@@ -59,6 +59,14 @@ class BusyError(RuntimeError):
     """Too many requests are already waiting for the model (HTTP 429); retry later."""
 
 
+class RateLimited(PermissionError):
+    """Too many failed attempts from this client (HTTP 429 with Retry-After: `retry_after` seconds)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class Completion:
     """One opened chat completion. `pieces()` runs in a worker thread and yields text; `finish()` is called in
@@ -83,6 +91,9 @@ def _error_for(exc: BaseException) -> JSONResponse:
     if isinstance(exc, AuthError):
         return _error(401, str(exc) or "invalid API key", "authentication_error", code="invalid_api_key",
                       headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, RateLimited):
+        return _error(429, str(exc), "rate_limit_error", code="too_many_failures",
+                      headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, PermissionError):
         return _error(403, str(exc), "permission_error", code="forbidden")
     if isinstance(exc, ModelNotFoundError):
@@ -209,6 +220,9 @@ def add_chat_routes(app: FastAPI, *, list_models: Callable[[Any], list[str]],
             messages = [{"role": m.role, "content": _text_content(m.content)} for m in req.messages]
         except ValueError as exc:
             return _error(400, str(exc), param="messages")
+        invalid = _out_of_range(req)
+        if invalid is not None:
+            return invalid
         max_tokens = req.max_completion_tokens or req.max_tokens or default_max_tokens
         if max_tokens_limit is not None:
             max_tokens = min(max_tokens, max_tokens_limit)
@@ -246,6 +260,22 @@ def add_chat_routes(app: FastAPI, *, list_models: Callable[[Any], list[str]],
             "choices": [{"index": 0, "message": message, "finish_reason": _finish(stats)}],
             "usage": _usage(stats), **extra,
         })
+
+
+def _out_of_range(req: ChatRequest) -> JSONResponse | None:
+    """OpenAI's own 400 for a sampling value outside its range (temperature 0-2, token limits >= 1)."""
+    checks = [("temperature", req.temperature, 0, 2, "decimal"), ("max_tokens", req.max_tokens, 1, None, "integer"),
+              ("max_completion_tokens", req.max_completion_tokens, 1, None, "integer")]
+    for name, value, low, high, kind in checks:
+        if value is None:
+            continue
+        if not value >= low:  # also NaN
+            return _error(400, f"Invalid '{name}': {kind} below minimum value. Expected a value >= {low}, but got "
+                               f"{value} instead.", param=name, code=f"{kind}_below_min_value")
+        if high is not None and value > high:
+            return _error(400, f"Invalid '{name}': {kind} above maximum value. Expected a value <= {high}, but got "
+                               f"{value} instead.", param=name, code=f"{kind}_above_max_value")
+    return None
 
 
 def _finish(stats: GenerationStats | None) -> str:

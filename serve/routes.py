@@ -2,7 +2,8 @@
 the document viewer, the evaluation reports, a health check, and the Gradio app mounted at /.
 
 Every route finds its caller first (`Ragtune.user_for_request`: a bearer key, the Gradio session cookie, or the
-local admin in single-user mode) and checks groups before it reads a file.
+local admin in single-user mode; invalid keys are throttled per client address) and checks groups before it reads
+a file. serve/http_guard.py sits in front of all of it (malformed paths, login throttling, Gradio's API).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from fastapi import Request
 
-from serve.openai_api import AuthError
+from serve.openai_api import AuthError, RateLimited
 from serve.server import Ragtune
 from serve.users import User
 
@@ -27,22 +28,28 @@ def create_server(service: Ragtune):
     from ingest.types import can_read
     from serve.app import build_app
     from serve.docs_admin import DocsError
+    from serve.http_guard import HttpGuard, session_user
     from serve.openai_api import add_chat_routes
+    from serve.throttle import Throttle
+    from serve.viewer import render_html
 
     app = FastAPI(title="ragtune", docs_url=None, redoc_url=None, openapi_url=None)
     gradio_ref: dict[str, Any] = {}
-
-    def gradio_user(request) -> str | None:
-        """The user of the Gradio session cookie sent with this request, if any."""
-        gapp = gradio_ref.get("app")
-        if gapp is None:
-            return None
-        cid = getattr(gapp, "cookie_id", None)
-        token = request.cookies.get(f"access-token-{cid}") or request.cookies.get(f"access-token-unsecure-{cid}")
-        return getattr(gapp, "tokens", {}).get(token) if token else None
+    throttle = Throttle()
+    service.throttle = throttle  # like service.demo below: tests reach the server's parts through the service
 
     def caller(request) -> User:
-        return service.user_for_request(request, gradio_user=gradio_user(request))
+        address = request.client.host if request.client else ""
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        wait = throttle.key_wait(address) if bearer else 0
+        if wait:
+            raise RateLimited(f"too many invalid API keys from {address}: try again in {wait} s", wait)
+        try:
+            return service.user_for_request(request, gradio_user=session_user(gradio_ref.get("app"), request))
+        except AuthError:
+            if bearer:
+                throttle.key_failed(address)
+            raise
 
     def open_completion(user: User, model: str, messages: list[dict], max_tokens: int, temperature: float):
         return service.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
@@ -52,6 +59,8 @@ def create_server(service: Ragtune):
                     max_tokens_limit=max(512, service.config.max_new_tokens))
 
     def _deny(exc: Exception):
+        if isinstance(exc, RateLimited):
+            return PlainTextResponse(f"429: {exc}", status_code=429, headers={"Retry-After": str(exc.retry_after)})
         status = 401 if isinstance(exc, AuthError) else 403
         return PlainTextResponse(f"{status}: {exc}", status_code=status)
 
@@ -75,14 +84,14 @@ def create_server(service: Ragtune):
             doc = await run_in_threadpool(service.docs.read, rel)
         except Exception as e:  # noqa: BLE001 - unreadable file: say why
             return PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
-        if not (user.admin or can_read(doc.groups, service.groups_of(user))):
+        if not can_read(doc.groups, service.groups_of(user)):
             return denied  # restricted on disk since it was indexed
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
         if raw:
             return FileResponse(path, filename=path.name, headers=headers,
                                 content_disposition_type="attachment", media_type="application/octet-stream")
-        return HTMLResponse(service.docs.render_html(doc, section, page), headers=headers)
+        return HTMLResponse(render_html(doc, section, page), headers=headers)
 
     @app.get("/ragtune/evals/{name}/{file}", response_model=None)
     async def eval_file(name: str, file: str, request: Request):
@@ -96,13 +105,22 @@ def create_server(service: Ragtune):
                 or name.startswith("."):
             return PlainTextResponse("404", status_code=404)
         path = service.workspace / "evals" / name / file
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # a name the file system refuses (too long, NUL)
+            found = False
+        if not found:
             return PlainTextResponse("404", status_code=404)
         media = "text/plain; charset=utf-8" if file.endswith(".md") else None
         return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/ragtune/health")
-    async def health():
+    async def health(request: Request):
+        """Liveness for anyone (a load balancer's probe); the counters for logged-in callers only."""
+        try:
+            caller(request)
+        except (AuthError, PermissionError):
+            return JSONResponse({"ok": True})
         g = service.gate
         return JSONResponse({"ok": True, "index": service.has_index(), "waiting": g.waiting, "active": g.active,
                              "served": g.served, "refused": g.refused})
@@ -124,6 +142,7 @@ def create_server(service: Ragtune):
     for route in app.routes:
         if isinstance(route, Mount) and route.path in ("", "/"):
             gradio_ref["app"] = route.app
+    app.add_middleware(HttpGuard, service=service, gradio=lambda: gradio_ref.get("app"), throttle=throttle)
     return app
 
 

@@ -18,6 +18,7 @@ from openai import OpenAI
 from retrieve import build_index
 from serve.docs_admin import DocsAdmin, DocsError, safe_filename, safe_folder
 from serve.feedback import read_votes, record_vote, tally
+from serve.http_guard import upload_folder
 from serve.openai_api import serve_in_thread
 from serve.server import ServeConfig, build
 from tests.conftest import served_copy
@@ -224,9 +225,11 @@ def test_an_empty_workspace_starts_and_says_what_to_do(api, tmp_path: Path) -> N
             display = list(handlers["chat"]("hello?", [], [], mode, None, local))[-1][0]
             assert says in display[-1]["content"], display  # a clear message in the chat, not a crash
         # the first upload creates the index, and the same running server answers from it
-        src = tmp_path / "Canteen hours.md"
+        src = upload_folder() / tmp_path.name / "Canteen hours.md"  # where Gradio puts a browser's upload
+        src.parent.mkdir(parents=True)
         src.write_text("# Canteen\n\nThe canteen serves the Thursday fish pie at 12:15 sharp, in the Larch Hall.\n")
         status = handlers["upload"]([str(src)], "", "", local)[0]
+        assert not src.exists()  # the cached copy is removed once saved
         assert "Uploaded Canteen-hours.md" in status and "1 added" in status and service.has_index()
         display = list(handlers["chat"]("Where does the canteen serve the fish pie?", [], [], "rag", None,
                                         local))[-1][0]
