@@ -12,8 +12,9 @@ API keys.
 YAML (`.yaml`/`.yml`) or JSON (`.json`, or any other name), chosen by the file name. Passwords are stored as
 scrypt hashes and compared in constant time; API keys are 256-bit random tokens stored only as their SHA-256
 (a slow hash adds nothing for a key that cannot be guessed), looked up in constant time. The file is written
-atomically with mode 0600 under an exclusive lock, so `ragtune users add` can run while the server is up: the
-server re-reads the file when it changes.
+atomically with mode 0600 under an exclusive lock, so `ragtune users add/remove/rotate-key/revoke-key` (or the
+app's Users tab) can run while the server is up: the server re-reads the file when it changes, so a removed user
+or a revoked key is refused from the next request on.
 """
 
 from __future__ import annotations
@@ -117,11 +118,12 @@ def _is_yaml(path: Path) -> bool:
     return path.suffix.lower() in (".yaml", ".yml")
 
 
-def _load_raw(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {"users": {}}
+def _load_raw(path: Path, text: str | None = None) -> dict:
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {"users": {}}
     if not text.strip():
         return {"users": {}}
     try:
@@ -180,12 +182,81 @@ def add_user(path: Path, name: str, password: str, groups=(), admin: bool = Fals
         if old is not None and not replace:
             raise UsersFileError(f"user {name!r} already exists in {path}")
         keys = list((old or {}).get("keys") or [])
-        keys.append({"id": key[:len(KEY_PREFIX) + 4], "sha256": key_digest(key),
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        keys.append(_new_key_entry(key))
         data["users"][name] = {"password": hash_password(password), "groups": sorted(group_set),
                                "admin": bool(admin), "keys": keys}
         _write(path, data)
     return key
+
+
+def _change(path: Path, change) -> object:
+    """Apply change(data) to the users file under its lock and write it back; returns what change returned."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsersFileError(f"users file not found: {path}")
+    with _locked(path):
+        data = _load_raw(path)
+        result = change(data)
+        _write(path, data)
+    return result
+
+
+def _record(data: dict, name: str) -> dict:
+    rec = data["users"].get(check_name(name))
+    if not isinstance(rec, dict):
+        raise UsersFileError(f"no user {check_name(name)!r} in the users file")
+    return rec
+
+
+def _new_key_entry(key: str) -> dict:
+    return {"id": key[:len(KEY_PREFIX) + 4], "sha256": key_digest(key), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def list_users(path: Path) -> list[dict]:
+    """[{name, admin, groups, keys: [{id, created}]}] sorted by name; no hashes."""
+    data = _load_raw(Path(path))
+    return [{"name": name, "admin": bool(rec.get("admin")), "groups": sorted(parse_groups(rec.get("groups"))),
+             "keys": [{"id": k.get("id", "?"), "created": k.get("created", "")} for k in rec.get("keys") or []]}
+            for name, rec in sorted(data["users"].items()) if isinstance(rec, dict)]
+
+
+def remove_user(path: Path, name: str) -> None:
+    """Remove NAME (their logins and keys stop working at their next request); the last admin stays."""
+    def change(data: dict) -> None:
+        rec = _record(data, name)
+        admins = [n for n, r in data["users"].items() if isinstance(r, dict) and r.get("admin")]
+        if rec.get("admin") and len(admins) == 1:
+            raise UsersFileError(f"{check_name(name)!r} is the only admin: make another admin first")
+        del data["users"][check_name(name)]
+
+    _change(path, change)
+
+
+def rotate_key(path: Path, name: str) -> str:
+    """A new API key for NAME (returned, shown once); every older key of theirs is revoked."""
+    key = new_api_key()
+
+    def change(data: dict) -> None:
+        _record(data, name)["keys"] = [_new_key_entry(key)]
+
+    _change(path, change)
+    return key
+
+
+def revoke_keys(path: Path, name: str, key_id: str | None = None) -> int:
+    """Revoke NAME's key with this id (as `users list` shows it), or all their keys when key_id is None; returns
+    how many were revoked."""
+    def change(data: dict) -> int:
+        rec = _record(data, name)
+        keys = list(rec.get("keys") or [])
+        kept = [k for k in keys if key_id is not None and k.get("id") != key_id]
+        if len(kept) == len(keys):
+            raise UsersFileError(f"user {check_name(name)!r} has no API key {key_id!r}" if key_id else
+                                 f"user {check_name(name)!r} has no API keys")
+        rec["keys"] = kept
+        return len(keys) - len(kept)
+
+    return _change(path, change)
 
 
 class UserStore:
@@ -197,24 +268,26 @@ class UserStore:
             raise FileNotFoundError(f"users file not found: {self.path} (create it with `ragtune users add NAME "
                                     f"--users {self.path}`)")
         self._lock = threading.Lock()
-        self._stamp: tuple | None = None
+        self._stamp: bytes | None = None
         self._users: dict[str, dict] = {}
         self._reload()
         if not self._users:
             raise UsersFileError(f"users file {self.path} has no users; add one with `ragtune users add`")
 
     def _reload(self) -> None:
+        """Re-read the file if its bytes changed. Compared by content, not by mtime: two changes within one tick
+        of the file system's clock (a key rotated twice, say) must not look like one."""
         try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            raw = self.path.read_bytes()
         except FileNotFoundError:
-            stamp = None
+            raw = b""
+        stamp = hashlib.sha256(raw).digest()
         if stamp == self._stamp:
             return
         with self._lock:
             if stamp == self._stamp:
                 return
-            data = _load_raw(self.path)
+            data = _load_raw(self.path, raw.decode("utf-8"))
             users = {}
             for name, rec in data["users"].items():
                 if not isinstance(rec, dict):

@@ -91,3 +91,59 @@ def users_add_command(
 
 
 users_add = users_add_command  # the name the issue's brief uses
+
+
+_USERS_FILE = typer.Option(..., "--users", help="The users file (see `ragtune users add`).")
+
+
+@users_app.command("list")
+def users_list_command(users: Path = _USERS_FILE) -> None:
+    """List users: admin flag, groups, and their API keys' ids and dates (never the keys)."""
+    from serve.users import list_users
+
+    if not users.is_file():
+        raise FileNotFoundError(f"users file not found: {users}")
+    rows = list_users(users)
+    if not rows:
+        print(f"no users in {users}")
+    for u in rows:
+        keys = ", ".join(f"{k['id']}… ({k['created'] or 'date unknown'})" for k in u["keys"]) or "no API keys"
+        print(f"{u['name']}{' (admin)' if u['admin'] else ''}  groups: {', '.join(u['groups']) or '-'}  "
+              f"keys: {keys}")
+
+
+@users_app.command("remove")
+def users_remove_command(name: str = typer.Argument(..., help="The user to remove."),
+                         users: Path = _USERS_FILE) -> None:
+    """Remove a user: their logins and API keys are refused from their next request on (no restart)."""
+    from serve.users import remove_user
+
+    remove_user(users, name)
+    print(f"removed user {name.strip().lower()} from {users}")
+
+
+@users_app.command("rotate-key")
+def users_rotate_key_command(name: str = typer.Argument(..., help="Whose key to replace."),
+                             users: Path = _USERS_FILE) -> None:
+    """Give a user a new API key and revoke all their older ones; prints the new key (last line, shown once)."""
+    from serve.users import rotate_key
+
+    key = rotate_key(users, name)
+    print(f"new API key for {name.strip().lower()}; their older keys are revoked", file=sys.stderr)
+    print(key, flush=True)
+
+
+@users_app.command("revoke-key")
+def users_revoke_key_command(
+    name: str = typer.Argument(..., help="Whose key to revoke."),
+    key_id: Optional[str] = typer.Argument(None, help="The key's id as `ragtune users list` shows it (rt-XXXX)."),
+    all_keys: bool = typer.Option(False, "--all", help="Revoke every key of the user."),
+    users: Path = _USERS_FILE,
+) -> None:
+    """Revoke one API key of a user (by its id) or all of them; refused from the next request on."""
+    from serve.users import revoke_keys
+
+    if (key_id is None) == (not all_keys):
+        raise ValueError("name one key id (see `ragtune users list`) or pass --all, not both")
+    n = revoke_keys(users, name, None if all_keys else key_id.rstrip("…"))
+    print(f"revoked {n} API key{'s' if n != 1 else ''} of {name.strip().lower()}")
