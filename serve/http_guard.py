@@ -124,8 +124,9 @@ def replay(body: bytes, receive):
 
 
 class HttpGuard:
-    """The middleware. `service` is the Ragtune service; `gradio` returns the mounted Gradio app (its sessions)
-    and `demo` the Blocks (its event handlers); `throttle` is a serve.throttle.Throttle."""
+    """The middleware. `service` is the Ragtune service (its users, and in `service.demo` the Blocks whose event
+    handlers calls name); `gradio` returns the mounted Gradio app (its sessions); `throttle` is a
+    serve.throttle.Throttle."""
 
     def __init__(self, app, *, service, gradio: Callable[[], Any], throttle) -> None:
         self.app = app
@@ -174,7 +175,10 @@ class HttpGuard:
             return await respond(send, 413, "login form too large")
         if body is None:
             return None
-        form = await Request(scope, replay(body, receive)).form()
+        try:
+            form = await Request(scope, replay(body, receive)).form()
+        except Exception:  # noqa: BLE001 - not a form: Gradio refuses it itself (422)
+            form = {}
         name, address = str(form.get("username") or ""), (scope.get("client") or ("?", 0))[0]
         wait = self.throttle.login_wait(name, address)
         if wait > 0:
