@@ -28,7 +28,7 @@ def create_server(service: Ragtune):
     from ingest.types import can_read
     from serve.app import build_app
     from serve.docs_admin import DocsError
-    from serve.http_guard import HttpGuard, session_user
+    from serve.http_guard import HttpGuard
     from serve.openai_api import add_chat_routes
     from serve.throttle import Throttle
     from serve.viewer import render_html
@@ -38,18 +38,7 @@ def create_server(service: Ragtune):
     throttle = Throttle()
     service.throttle = throttle  # like service.demo below: tests reach the server's parts through the service
 
-    def caller(request) -> User:
-        address = request.client.host if request.client else ""
-        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-        wait = throttle.key_wait(address) if bearer else 0
-        if wait:
-            raise RateLimited(f"too many invalid API keys from {address}: try again in {wait} s", wait)
-        try:
-            return service.user_for_request(request, gradio_user=session_user(gradio_ref.get("app"), request))
-        except AuthError:
-            if bearer:
-                throttle.key_failed(address)
-            raise
+    caller = _caller(service, lambda: gradio_ref.get("app"), throttle)
 
     def open_completion(user: User, model: str, messages: list[dict], max_tokens: int, temperature: float):
         return service.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
@@ -57,12 +46,6 @@ def create_server(service: Ragtune):
     add_chat_routes(app, list_models=lambda _user: service.model_ids(), open_completion=open_completion,
                     authenticate=caller, default_max_tokens=service.config.max_new_tokens,
                     max_tokens_limit=max(512, service.config.max_new_tokens))
-
-    def _deny(exc: Exception):
-        if isinstance(exc, RateLimited):
-            return PlainTextResponse(f"429: {exc}", status_code=429, headers={"Retry-After": str(exc.retry_after)})
-        status = 401 if isinstance(exc, AuthError) else 403
-        return PlainTextResponse(f"{status}: {exc}", status_code=status)
 
     @app.get("/ragtune/doc/{rel:path}", response_model=None)
     async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
@@ -144,6 +127,36 @@ def create_server(service: Ragtune):
             gradio_ref["app"] = route.app
     app.add_middleware(HttpGuard, service=service, gradio=lambda: gradio_ref.get("app"), throttle=throttle)
     return app
+
+
+def _caller(service: Ragtune, gradio_app, throttle):
+    """request -> the User making it (serve.server.Ragtune.user_for_request), with invalid bearer keys throttled per
+    client address: RateLimited (429) while the address waits, AuthError (401) / PermissionError (403) otherwise."""
+    from serve.http_guard import session_user
+
+    def caller(request) -> User:
+        address = request.client.host if request.client else ""
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        wait = throttle.key_wait(address) if bearer else 0
+        if wait:
+            raise RateLimited(f"too many invalid API keys from {address}: try again in {wait} s", wait)
+        try:
+            return service.user_for_request(request, gradio_user=session_user(gradio_app(), request))
+        except AuthError:
+            if bearer:
+                throttle.key_failed(address)
+            raise
+
+    return caller
+
+
+def _deny(exc: Exception):
+    from fastapi.responses import PlainTextResponse
+
+    if isinstance(exc, RateLimited):
+        return PlainTextResponse(f"429: {exc}", status_code=429, headers={"Retry-After": str(exc.retry_after)})
+    status = 401 if isinstance(exc, AuthError) else 403
+    return PlainTextResponse(f"{status}: {exc}", status_code=status)
 
 
 APP_CSS = """
