@@ -241,7 +241,11 @@ def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     page.locator("#adapter-for").get_by_label("hybrid", exact=True).check()
     page.locator("#adapter-use").click()
     expect(page.locator("#adapter-table")).to_contain_text("tuned + hybrid")  # the only adapter: auto for tuned
-    assert json.loads((app_server.root / "ws" / "serve.json").read_text()) == {"adapters": {"hybrid": "tiny"}}
+    settings = app_server.root / "ws" / "serve.json"
+    deadline = time.monotonic() + 60  # the table said so before the click too: wait for the handler itself
+    while not settings.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert json.loads(settings.read_text()) == {"adapters": {"hybrid": "tiny"}}
     shot(page, tmp_path, "10-tune")
     page.get_by_role("tab", name="Evaluate").click()
     expect(page.locator("#eval-report")).to_contain_text("No evaluation report yet")

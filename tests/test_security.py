@@ -64,7 +64,7 @@ def test_an_upload_call_cannot_copy_a_server_file_and_a_refused_call_touches_not
     upload = fn_index(demo, demo.ragtune_handlers["upload"])
     secret = sec.root / "ws" / "adapters" / "x" / "README.md"  # in the workspace, which Gradio's blocked_paths name
     secret.parent.mkdir(parents=True)
-    secret.write_bytes(b"# Adapter notes\n\nThe launch code is 4711.\n")
+    secret.write_bytes(f"# Adapter notes\n\nThe launch code is {os.urandom(8).hex()}.\n".encode())  # found nowhere else
     alice, bob = session(sec, "alice"), session(sec, "bob")
     data = [[file_data(secret)], "", "uploads"]
     for who, status in ((bob, 403), (alice, 400)):
