@@ -15,7 +15,8 @@ import gradio as gr
 
 from serve.adapter_choice import ADAPTER_MODES, format_adapters
 from serve.answer import AnswerError
-from serve.app_admin import AdminHandlers
+from serve.app_admin import AdminHandlers, refusal
+from serve.app_users import users_tab
 from serve.app_views import (AUTO_ADAPTER, NO_ADAPTER, USE_FOR, _md_escape, flatten_content, flatten_messages,
                              format_answer, format_timings, job_view, loss_plot, report_view)
 from serve.feedback import COMPARE_MODES, record_vote, tally
@@ -38,13 +39,13 @@ def build_app(service: Ragtune) -> gr.Blocks:
         name = getattr(request, "username", None) if request is not None else None
         user = service.user_named(name)
         if user is None:
-            raise gr.Error("You are not logged in (or your account was removed); reload the page.")
+            raise refusal("You are not logged in (or your account was removed); reload the page.")
         return user
 
     def admin_of(request: gr.Request | None) -> User:
         user = user_of(request)
         if not user.admin:
-            raise gr.Error("Only admins can do this.")
+            raise refusal("Only admins can do this.")
         return user
 
     def adapter_update(value: str | None = None, auto: bool = True):
@@ -188,7 +189,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 loss_plot(service.jobs.last.get("tune")) if admin else None)
 
     # ---- layout ----------------------------------------------------------------------------------------------------
-    with gr.Blocks(title="ragtune") as demo:
+    # uploads that no handler used (a browser that went away) leave Gradio's cache within two hours
+    with gr.Blocks(title="ragtune", delete_cache=(3600, 3600)) as demo:
         with gr.Row():
             gr.Markdown("## ragtune · company documents chat")
             who = gr.Markdown(elem_id="who")
@@ -300,6 +302,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 e_status = gr.Markdown(elem_id="eval-status")
                 e_plots = gr.Gallery(label="Plots", columns=3, height=360, object_fit="contain", elem_id="eval-plots")
                 e_report = gr.Markdown(elem_id="eval-report")
+
+            users_tab(demo, service, user_of, admin_of)  # admins, multi-user mode: users and their API keys
 
         # ---- events ----------------------------------------------------------------------------------------------
         gen = {"concurrency_id": "generate", "concurrency_limit": service.config.ui_concurrency,

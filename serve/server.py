@@ -315,24 +315,18 @@ class Ragtune:
 
     # ---- documents --------------------------------------------------------------------------------------------
     def _indexed_docs_dir(self) -> Path | None:
-        from retrieve.store import IndexMissingError, load_current
+        from retrieve.store import indexed_docs_dir
 
-        try:
-            d = load_current(self.workspace).manifest.docs_dir
-        except (IndexMissingError, OSError, ValueError):
-            return None
-        return Path(d) if d and Path(d).is_dir() else None
+        return indexed_docs_dir(self.workspace)  # a copied workspace's own, never the original's
 
     def may_open(self, user: User, rel: str) -> bool:
-        """A user may open a document whose indexed groups (and current groups) they may read; admins any."""
+        """Whether the index lets this user open the document: its indexed groups are ones they may read (a file
+        not indexed yet is judged by its own groups, which the viewer also checks). Admins are no exception:
+        groups decide reading, the admin role decides managing (SECURITY.md)."""
         from ingest.types import can_read
 
-        if user.admin:
-            return True
         groups = self.docs.document_groups(rel)
-        if groups is None:  # not indexed: only admins
-            return False
-        return can_read(groups, self.groups_of(user))
+        return groups is None or can_read(groups, self.groups_of(user))
 
 
 def build(config: ServeConfig, generator=None, embedder=None):
