@@ -24,6 +24,7 @@ from pathlib import Path
 from ingest.types import can_read
 from retrieve.focus import focus_passages
 from serve.adapter_choice import ADAPTER_MODES, pick_adapter
+from serve.drafts import DraftGate
 from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                            support_score)
 
@@ -78,11 +79,13 @@ class Answer:
     sources: list[Citation] = field(default_factory=list)  # every chunk given to the model, numbered
     search_query: str = ""
     warnings: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)  # drafts withheld as degenerate: why (empty, question, echo)
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "mode": self.mode, "adapter": self.adapter,
                 "citations": [asdict(c) for c in self.citations], "refused": self.refused,
                 "timings": self.timings, "search_query": self.search_query, "warnings": self.warnings,
+                "degenerate": self.degenerate,
                 "sources": [asdict(s) for s in self.sources]}
 
 
@@ -228,35 +231,37 @@ class AnswerEngine:
 
         def shown(pieces):  # what reaches the reader; the first visible piece sets the time to first token
             for piece in pieces:
-                if timings["first_token_ms"] is None and piece:
-                    timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-                yield piece
+                if piece:
+                    if timings["first_token_ms"] is None:
+                        timings["first_token_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+                    yield piece
 
+        degenerate: list[str] = []  # why each rejected draft was rejected
         for n_try, sources in enumerate(attempts, start=1):
             last = n_try == len(attempts)
             messages = build_messages(question, sources, turns, with_context=mode in RETRIEVAL_MODES)
-            pieces: list[str] = []
-            held: list[str] = []  # a try that may be followed by another holds back what could be the refusal
+            gate = DraftGate(question, hold_all=not last)  # a try that may be replaced is held back whole
             for piece in self.generator.stream(messages, **options):
-                pieces.append(piece)
-                if not last and REFUSAL.startswith("".join(pieces).strip()):
-                    held.append(piece)
-                    continue
-                yield from shown(held + [piece])
-                held.clear()
-            text = "".join(pieces).strip()
-            refused, warning, support = self._judge(text, sources, mode)
+                yield from shown([gate.feed(piece)])
+            text, bad = gate.finish()
+            if bad:
+                degenerate.append(bad)
+                refused, support = True, None
+                warning = f"the model's draft was degenerate ({bad}: {text!r}) and was withheld"
+            else:
+                refused, warning, support = self._judge(text, sources, mode)
             timings.pop("support", None)
             if support is not None:
                 timings["support"] = round(support, 3)
             if not refused or last:
-                yield from shown(held)
+                if not warning:
+                    yield from shown([gate.rest()])
+                elif not gate.shown:
+                    yield from shown([REFUSAL])  # withheld before any of it showed: the stream says what replaced it
                 break
-            why = "was not supported by them" if warning else "was a refusal"
+            why = "was degenerate" if bad else "was not supported by them" if warning else "was a refusal"
             warnings.append(f"the answer from the focused passages ({text!r}) {why}; answered again from the "
                             "whole passages")
-            if not held:
-                yield from shown(["\n\n"])  # the first draft was already streamed: the second one follows it
         if warning:
             warnings.append(warning)
         stats = getattr(self.generator, "last_stats", None)
@@ -272,7 +277,8 @@ class AnswerEngine:
             text = REFUSAL
         elif not refused:
             text, citations = self._citations(text, sources, warnings)
-        stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings)
+        stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings,
+                               degenerate)
 
     def _passages(self, hits, query: str, mode: str, warnings: list[str]) -> list[list[Citation]]:
         """The numbered passages to answer from, within the token budget: the focused ones first (when focusing

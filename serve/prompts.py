@@ -124,3 +124,29 @@ def cloze_prefix(question: str) -> str:
 def answer_with_citation(answer: str, n: int | None) -> str:
     """The answer format the tuned model learns: the short answer, then its source marker."""
     return f"{answer.strip()} [{n}]" if n else answer.strip()
+
+
+_MARKERS = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+
+
+def strip_markers(text: str) -> str:
+    """The text without its [n] / [n, m] source markers."""
+    return _MARKERS.sub(" ", text or "")
+
+
+def degenerate(answer: str, question: str) -> str | None:
+    """Why a draft must not reach the reader, or None: 'empty' (nothing left once [n] markers and punctuation are
+    removed), 'question' (it asks instead of answering: its first sentence ends with a question mark, "the
+    castle?") or 'echo' (it says no content word the question did not: the question said back). A refusal is
+    not degenerate."""
+    text = strip_markers(answer).strip()
+    if not any(ch.isalnum() for ch in text):
+        return "empty"
+    if is_refusal(text) or re.match(r"(?:yes|no)\b", text, re.I):
+        return None
+    first = re.split(r"(?<=[.!?])\s+|\n", text, maxsplit=1)[0]
+    if first.rstrip(" \"'”’)").endswith("?"):
+        return "question"
+    if not content_words(text) - content_words(question):
+        return "echo"
+    return None

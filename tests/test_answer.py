@@ -197,10 +197,27 @@ def test_withheld_focused_draft_is_followed_by_the_second_look(built_index, sear
     fake = ScriptedGenerator("Zebra crossings [1]", "EUR 0.32 per km [1]")
     stream = AnswerEngine(built_index[1], fake, searcher, FOCUSED).start(MILEAGE, mode="rag")
     shown = "".join(stream)
-    assert shown.index("Zebra") < shown.index("\n\n") < shown.index("EUR 0.32")
+    assert "Zebra" not in shown and shown.strip() == "EUR 0.32 per km [1]"  # the withheld draft never showed
     assert stream.result.answer == "EUR 0.32 per km [1]" and not stream.result.refused
     assert any("not supported by them" in w for w in stream.result.warnings)
     assert not any("withheld" in w for w in stream.result.warnings)  # the final answer was not withheld
+
+
+@pytest.mark.parametrize("draft, reason", [("[2]", "empty"), ("the castle?", "question"),
+                                           ("the mileage rate for my own car", "echo")])
+def test_degenerate_draft_never_reaches_the_reader(built_index, searcher, draft, reason):
+    fake = ScriptedGenerator(draft, "EUR 0.32 per km [1]")  # focused try degenerate: the second look answers
+    stream = AnswerEngine(built_index[1], fake, searcher, FOCUSED).start(MILEAGE, mode="rag")
+    shown = "".join(stream)
+    assert shown.strip() == "EUR 0.32 per km [1]" and stream.result.degenerate == [reason]
+    for mode in ("base", "rag"):  # a single try (closed book; whole chunks): the refusal instead
+        fake = ScriptedGenerator(draft)
+        stream = AnswerEngine(built_index[1], fake, searcher, AnswerConfig(focus_window=-1)).start(MILEAGE, mode=mode)
+        shown = "".join(stream)
+        assert shown.strip() == REFUSAL  # the draft never showed: the stream carries only the refusal
+        a = stream.result
+        assert a.refused and a.answer == REFUSAL and a.degenerate == [reason] and not a.citations
+        assert any("degenerate" in w for w in a.warnings)
 
 
 def test_two_refusals_end_in_one_refusal(built_index, searcher):

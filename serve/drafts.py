@@ -1,0 +1,66 @@
+"""What of a draft answer may reach the reader while it is generated (the answer engine streams through this).
+
+A draft that another try may replace (the focused passages' answer, before the second look) is held back whole
+until it is judged. The last try is held only until it has shown it is an answer, then streams: it must say a
+word of its own (a content word that is not in the question, so it is neither empty nor the question said back)
+and either finish its first sentence without a question mark, or run on for a few words without starting like
+a question. A draft that never shows that is judged whole at the end. So a degenerate draft ("[2]", "the
+castle?", the question said back; serve.prompts.degenerate) never reaches the reader in any mode.
+
+    gate = DraftGate(question, hold_all=False)
+    for piece in pieces: out = gate.feed(piece)   # text that may be shown now ('' while held)
+    text, reason = gate.finish()                 # the whole draft and why it is degenerate (None: it is fine)
+    rest = gate.rest()                           # what is still held, to show when the draft is fine
+"""
+
+from __future__ import annotations
+
+import re
+
+from serve.prompts import content_words, degenerate, strip_markers
+
+_OPENERS = frozenset("what who whom whose why how when where which is are was were do does did can could would "
+                     "should will shall may might have has had am isn't aren't don't doesn't didn't".split())
+_FIRST_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+MIN_WORDS = 4  # an unfinished first sentence streams once it has this many words and does not open like a question
+
+
+class DraftGate:
+    def __init__(self, question: str, hold_all: bool) -> None:
+        self.question = question
+        self.asked = content_words(question)
+        self.hold_all = hold_all
+        self.pending = ""  # generated, not shown
+        self.shown = ""  # shown already
+        self.open = False  # the draft has shown it is an answer: pieces pass straight through
+
+    def feed(self, piece: str) -> str:
+        if self.open:
+            self.shown += piece
+            return piece
+        self.pending += piece
+        if self.hold_all or not self._is_answer(self.pending):
+            return ""
+        self.open = True
+        return self.rest()
+
+    def _is_answer(self, text: str) -> bool:
+        plain = strip_markers(text)
+        if not (content_words(plain) - self.asked):
+            return False  # nothing of its own yet: maybe empty, maybe the question said back
+        end = _FIRST_SENTENCE_END.search(plain)
+        if end:
+            return plain[end.start()] != "?"
+        words = plain.split()
+        return len(words) > MIN_WORDS and words[0].lower().strip("\"'(") not in _OPENERS
+
+    def finish(self) -> tuple[str, str | None]:
+        """(the whole draft, why it is degenerate or None). A draft that already streamed is not degenerate."""
+        whole = (self.shown + self.pending).strip()
+        return whole, None if self.open else degenerate(whole, self.question)
+
+    def rest(self) -> str:
+        """What is still held (all of it once the draft is judged fine); it counts as shown from here on."""
+        out, self.pending = self.pending, ""
+        self.shown += out
+        return out
