@@ -113,7 +113,7 @@ def test_extract_teacher_items_cloze_and_question():
     assert by[("question", "6 months")].question == "How many months is the probation period?"
     assert ("cloze", "6 months") not in by  # the prefix "The probation period is" has fewer than 6 words
     assert ("question", "2019") in by and not any(i.style == "cloze" and i.answer.startswith("2019") for i in items)
-    assert all(supported(i.answer, C.text) for i in items)
+    assert all(supported(i.support, C.text) for i in items)  # a form item: on its evidence
     # the sentence without a span-based cloze item gets one for its final phrase
     ending = [i for i in items if i.rule == "ending"]
     assert [(i.search_query, i.answer) for i in ending] == [

@@ -76,7 +76,8 @@ def test_examples_are_raft_shaped_and_cite_the_source(sample_run, sample_searche
     for r in rows:
         source = chunks[r["chunk_id"]]
         assert r["doc"] == source.doc
-        assert normalize(r["answer"]) in normalize(source.text)  # the answer is a span of its source chunk
+        support = r["evidence"] or r["answer"]  # a form item's answer ("Yes. ...") rests on its evidence
+        assert normalize(support) in normalize(source.text)  # the answer (or its evidence) is a span of the source
         msgs = r["messages"]
         assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
         target = msgs[-1]["content"]
@@ -100,7 +101,7 @@ def test_examples_are_raft_shaped_and_cite_the_source(sample_run, sample_searche
             assert target == REFUSAL
             others = list(texts.values())
         for t in others:  # distractors never hold the answer
-            assert not supported(r["answer"], t)
+            assert not supported(support, t)
     # the source's position is shuffled, not always the same
     positions = {next(n for n, (_, t) in _blocks(r["messages"][1]["content"]).items()
                       if t == neutralize(chunks[r["chunk_id"]].text)[0]) for r in rows if r["kind"] == "raft"}
@@ -297,6 +298,8 @@ def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
                 yield ('{"question": "How many days of paid holiday does an employee get per year?", '
                        '"answer": "27 days"}\n'
                        '{"question": "How long is probation?", "answer": "six months"}\n'
+                       '{"question": "Is the probation period for new hires three months?", '
+                       '"answer": "No. The probation period for new hires is 6 months."}\n'
                        'Sure! Here are more questions:\n')
             else:
                 yield '{"question": "What is this?", "answer": "nothing"}\n'
@@ -306,8 +309,50 @@ def test_url_teacher_answers_must_be_spans(tiny_ws, tiny_searcher):
     assert report.teacher == "http://teacher.invalid/v1"
     assert report.filtered["malformed"] >= 1 and report.filtered["unsupported"] >= 2  # "six months", "nothing"
     rows = _read(report.dataset)["train"] + _read(report.dataset)["val"]
-    assert {r["answer"] for r in rows} == {"27 days"} and report.kept == 1  # and no recitations by default
+    # a yes/no answer is checked on the sentence after its "No."
+    assert {r["answer"] for r in rows} == {"27 days", "No. The probation period for new hires is 6 months."}
+    assert report.kept == 2  # and no recitations by default
     assert "`recite`" not in (report.dataset / "card.md").read_text()  # the card describes only what it holds
+
+
+def test_url_teacher_against_a_real_openai_compatible_server(tiny_ws, tiny_searcher, tmp_path, built_index,
+                                                           local_generator, embedder):
+    """`--teacher URL` end to end over HTTP: ragtune's own /v1 serving the local model is the teacher server (the
+    official openai client, streaming, the key's auth). The 135M model rarely writes valid JSON lines, so what
+    it sends back is parsed and counted by the filters like any teacher's output."""
+    from serve.openai_generate import OpenAIGenerator
+    from tests.conftest import served_copy
+
+    with served_copy(tmp_path, built_index, generator=local_generator, embedder=embedder,
+                     users={"synth": ("pw-synth-1", (), False)}) as served:
+        teacher = OpenAIGenerator(f"{served.url}/v1", served.keys["synth"], "ragtune-base")
+        report = synthesize(SynthConfig(tiny_ws, name="url-real", teacher=f"{served.url}/v1", limit=1,
+                                        teacher_model="ragtune-base"), searcher=tiny_searcher, progress=False,
+                            generator=teacher)
+    assert report.teacher == f"{served.url}/v1"
+    assert teacher.last_stats is not None and teacher.last_stats.new_tokens > 0  # the server answered
+    assert report.candidates >= 1  # what came back was parsed into items (or counted as malformed lines)
+    assert report.kept + sum(report.filtered.values()) == report.candidates
+
+
+def test_forms_add_longer_answers_that_rest_on_the_chunk(tiny_ws, tiny_searcher):
+    from tune.filters import normalize
+
+    report = synthesize(SynthConfig(tiny_ws, name="forms"), searcher=tiny_searcher, progress=False)
+    rows = _read(report.dataset)["train"] + _read(report.dataset)["val"]
+    forms = [r for r in rows if r["rule"] == "form"]
+    assert forms and {r["question_kind"] for r in forms} <= {"yes_no", "reason", "procedure", "describe", "what",
+                                                               "who"}
+    chunks = {c.id: c.text for c in tiny_searcher.generation.chunks}
+    for r in forms:
+        assert r["evidence"] and normalize(r["evidence"]) in normalize(chunks[r["chunk_id"]])
+        assert r["answer"] != r["evidence"] or len(r["answer"].split()) > 3  # a clause or a sentence, not a span
+    assert any(r["answer"].startswith(("Yes. ", "No. ")) for r in forms)
+    card = json.loads((report.dataset / "card.json").read_text())
+    assert card["counts"]["by_question_kind"]["yes_no"] >= 1
+    plain = synthesize(SynthConfig(tiny_ws, name="facts-only", max_forms_per_chunk=0), searcher=tiny_searcher,
+                       progress=False)
+    assert not [r for r in _read(plain.dataset)["train"] + _read(plain.dataset)["val"] if r["rule"] == "form"]
 
 
 def test_cli_json_contract(tiny_ws, tmp_path):

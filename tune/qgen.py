@@ -16,11 +16,13 @@ Teachers only propose; tune.filters decides what is kept.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from serve.prompts import cloze_question
+from tune.forms import form_items
 from tune.spans import (_MONTH, _PLACE_WORDS, _PRIORITY, _WEEKDAY, Span, find_spans, known_names_of, sentence_ending,
                         split_sentences)
 
@@ -37,8 +39,15 @@ class QAItem:
     chunk: object  # ingest.types.Chunk
     style: str  # "cloze" | "question"
     kind: str  # span kind (amount, date, ...) or "teacher"
-    rule: str  # how the question was made: cloze, subject, inverted, in_situ, local, teacher
+    rule: str  # how the question was made: cloze, subject, inverted, in_situ, local, teacher, form
     search_query: str  # what the round-trip filter searches: the question, or a cloze item's sentence prefix
+    evidence: str = ""  # a form item (tune/forms.py): the chunk text its longer answer rests on ("" = the answer
+    # itself is a span of the chunk)
+
+    @property
+    def support(self) -> str:
+        """The text that must be found in the source chunk (and must not be in a distractor)."""
+        return self.evidence or self.answer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,7 +263,8 @@ class ExtractTeacher:
     name = "extract"
 
     def __init__(self, frequent=None, max_spans_per_chunk: int = 6, min_cloze_words: int = 6,
-                 max_cloze_answer_words: int = 8, styles: tuple[str, ...] = STYLES) -> None:
+                 max_cloze_answer_words: int = 8, styles: tuple[str, ...] = STYLES, max_forms_per_chunk: int = 4,
+                 seed: int = 0) -> None:
         if frequent is None:
             frequent = set()
         self.frequent = frequent if callable(frequent) else (lambda text, _s=frozenset(frequent): text.lower() in _s)
@@ -262,6 +272,8 @@ class ExtractTeacher:
         self.min_cloze_words = min_cloze_words
         self.max_cloze_answer_words = max_cloze_answer_words
         self.styles = styles
+        self.max_forms = max_forms_per_chunk
+        self.seed = seed
 
     def spans(self, chunk, sentences: list[str] | None = None) -> list[tuple[str, Span]]:
         """(sentence, span) pairs worth asking about, at most `max_spans`, most specific kinds first.
@@ -302,6 +314,10 @@ class ExtractTeacher:
                 q, rule = make_question(sent, sp, topic, known)
                 if q:  # an empty question: no rule fits this sentence
                     out.append(QAItem(q, sp.text, chunk, "question", sp.kind, rule, q))
+        if "question" in self.styles and self.max_forms:  # why / how / yes-no / what-is: longer answers
+            rng = random.Random(f"{self.seed}|{chunk.id}")
+            for f in form_items(chunk, rng.choice, self.max_forms):
+                out.append(QAItem(f.question, f.answer, chunk, "question", f.form, "form", f.question, f.evidence))
         if "cloze" in self.styles:  # every other sentence: complete its final phrase (reading practice)
             for sent in sentences:
                 cut = None if sent in clozed else sentence_ending(sent, self.min_cloze_words,

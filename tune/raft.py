@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ingest.types import can_read
 from serve.answer import Citation
 from serve.prompts import REFUSAL, answer_with_citation, build_messages
+from serve.question_kind import question_kind
 from tune.filters import normalize, supported
 from tune.qgen import QAItem
 
@@ -33,17 +34,18 @@ def raft_examples(item: QAItem, hits, config: SynthConfig, allowed, groups, pool
         c = h.chunk
         if len(distractors) >= config.distractors:
             break
-        if c.id == chunk.id or not allowed(c) or supported(item.answer, c.text) or \
-                supported(item.answer, seen_text(c)) or normalize(c.text) == normalize(chunk.text):
+        if c.id == chunk.id or not allowed(c) or supported(item.support, c.text) or \
+                supported(item.support, seen_text(c)) or normalize(c.text) == normalize(chunk.text):
             continue
         distractors.append(c)
     if len(distractors) < config.distractors:  # rare: fill with random readable chunks of other documents
         others = [c for c in pool if c.doc != chunk.doc and can_read(c.groups, groups)
-                  and c.id not in {d.id for d in distractors} and not supported(item.answer, c.text)]
+                  and c.id not in {d.id for d in distractors} and not supported(item.support, c.text)]
         rng.shuffle(others)
         distractors.extend(others[: config.distractors - len(distractors)])
     base = {"style": item.style, "rule": item.rule, "doc": chunk.doc, "chunk_id": chunk.id,
-            "question": item.question, "answer": item.answer}
+            "question": item.question, "answer": item.answer, "question_kind": question_kind(item.question),
+            "evidence": item.evidence}
     out = []
     drop = config.drop_oracle > 0 and rng.random() < config.drop_oracle
     if drop and not distractors:

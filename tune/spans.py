@@ -175,7 +175,13 @@ _HUMAN_VERBS = frozenset(
     "joins noted notes explained explains asked asks agreed agrees thanked thanks who will signs signed "
     "founded founds wrote writes became becomes served serves sends sent confirmed confirms "
     "reports reported runs ran manages managed handles handled reviews reviewed decides decided replied replies "
-    "welcomed welcomes introduced introduces".split())
+    "welcomed welcomes introduced introduces "
+    # what people do in stories and histories
+    "loves loved marries married kills killed tells told meets met falls fell wants wanted tries tried returns "
+    "returned escapes escaped learns learned realizes realized discovers discovered visits visited helps helped "
+    "saves saved rescues rescued accepts accepted refuses refused dies died lives lived becomes agrees fears "
+    "feared hopes hoped believes believed travels travelled traveled flees fled hides hid kisses kissed "
+    "confesses confessed persuades persuaded promises promised".split())
 
 
 def _named_spans(sentence: str, known_names: set[str]) -> list[Span]:
@@ -239,6 +245,17 @@ def _named_spans(sentence: str, known_names: set[str]) -> list[Span]:
     return spans
 
 
+_KIN_WORDS = frozenset("friend acquaintance wife husband son daughter father mother brother sister uncle aunt "
+                       "cousin nephew niece widow lover fiance fiancee servant maid neighbour neighbor rival "
+                       "companion".split())
+
+
+def _not_a_word(word: str) -> bool:
+    from lemminflect import getAllLemmas
+
+    return not getAllLemmas(word.lower())
+
+
 def _person_or_name(sentence: str, start: int, end: int, words: list[str]) -> str:
     if any(w in _ORG_WORDS or w.lower() in _ROLE_WORDS for w in words) or len(words) > 3:
         return "name"
@@ -247,8 +264,8 @@ def _person_or_name(sentence: str, start: int, end: int, words: list[str]) -> st
     after = re.findall(r"[a-z]+", after_text)[:6]
     cue_before = any(w in _ROLE_WORDS or w in ("mr", "mrs", "ms", "dr", "prof") for w in before[-2:]) or \
         any(w in _ROLE_WORDS for w in before) or (len(words) >= 2 and before[-1:] == ["by"])
-    appositive = re.match(r"\s*(?:,|\()\s*(?:(?:a|an|the|our|their|its)\s)?(?:[a-z-]+\s){0,3}", after_text) and \
-        any(w in _ROLE_WORDS for w in after[:5])
+    appositive = re.match(r"\s*(?:,|\()\s*(?:(?:a|an|the|our|their|its|his|her)\s)?(?:[a-z-]+\s){0,3}", after_text) \
+        and any(w in _ROLE_WORDS or w in _KIN_WORDS for w in after[:5])
     verb_after = bool(after) and after[0] in _HUMAN_VERBS and re.match(r"\s+[a-z]", after_text) is not None
     person_slot = bool(before) and before[-1] in ("by", "to", "with", "from", "contact", "ask", "under", "call",
                                                  "email", "tell", "inform", "thank", "thanked", "congratulated")
@@ -257,6 +274,8 @@ def _person_or_name(sentence: str, start: int, end: int, words: list[str]) -> st
     if len(words) >= 2 and (verb_after or person_slot) and \
             all(re.fullmatch(r"[A-Z][a-z]+(?:-[A-Z][a-z]+)?", w) for w in words):
         return "person"
+    if len(words) == 1 and (verb_after or person_slot) and _not_a_word(words[0]):
+        return "person"  # "Maskull accepts an invitation": a name no dictionary knows, doing what people do
     return "name"
 
 

@@ -66,6 +66,7 @@ class SynthConfig:
     round_trip_k: int = 5
     val_fraction: float = 0.1  # share of documents held out for validation (at least one)
     max_spans_per_chunk: int = 6  # extract/local: answer spans per chunk
+    max_forms_per_chunk: int = 4  # extract: why / how / yes-no / what-is items per chunk (tune/forms.py); 0 = none
     questions_per_chunk: int = 4  # URL teacher: questions asked for per chunk
     styles: tuple[str, ...] = STYLES  # extract teacher: which item styles to make
     dedup_jaccard: float = 0.85
@@ -73,6 +74,7 @@ class SynthConfig:
     min_answer_chars: int = 2
     max_answer_chars: int = 80
     max_answer_words: int = 10
+    max_form_answer_words: int = 60  # a form item's answer (a clause, a sentence, steps) may be this long
 
     def check(self) -> None:
         if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
@@ -85,6 +87,8 @@ class SynthConfig:
             raise ValueError(f"--no-oracle-target must be refuse or answer, not {self.no_oracle_target!r}")
         if self.distractors < 0:
             raise ValueError("--distractors must be >= 0")
+        if self.max_forms_per_chunk < 0:
+            raise ValueError("--forms must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -160,7 +164,8 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
     """The question generator for `config.teacher`; `generator` overrides the model behind local/URL teachers
     (tests use a stub)."""
     extract = ExtractTeacher(frequent=frequent, max_spans_per_chunk=config.max_spans_per_chunk,
-                             styles=tuple(config.styles))
+                             styles=tuple(config.styles), max_forms_per_chunk=config.max_forms_per_chunk,
+                             seed=config.seed)
     if config.teacher == "extract":
         return extract
     if config.teacher == "local":
@@ -303,6 +308,7 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
         "teacher": teacher_name,
         "counts": {"train": len(train), "val": len(val), "by_kind": by_kind,
                    "by_style": dict(Counter(e["style"] for e in examples)),
+                   "by_question_kind": dict(Counter(e.get("question_kind", e["kind"]) for e in train + val)),
                    "by_split_kind": {"train": dict(Counter(e["kind"] for e in train)),
                                      "val": dict(Counter(e["kind"] for e in val))},
                    "items_kept": total.kept, "items_candidates": total.candidates,
@@ -340,13 +346,17 @@ def _cheap_check(item: QAItem, config: SynthConfig, dedup: Deduper, seen_text) -
     if not item.question.strip() or not item.answer.strip() or \
             (item.style == "question" and not item.question.rstrip().endswith("?")):
         return "malformed"
-    if not answer_length_ok(item.answer, config.min_answer_chars, config.max_answer_chars, config.max_answer_words):
+    if item.evidence:  # a form item: a clause or sentences, checked on the chunk text it rests on
+        words = config.max_form_answer_words
+        if not answer_length_ok(item.evidence, config.min_answer_chars, 8 * words, words):
+            return "answer_length"
+    elif not answer_length_ok(item.answer, config.min_answer_chars, config.max_answer_chars, config.max_answer_words):
         return "answer_length"
     if answer_in_question(item.question, item.answer):
         return "answer_in_question"
     if item.rule in ("local", "teacher") and not answer_type_ok(item.question, _answer_kind(item)):
         return "answer_type"
-    if not supported(item.answer, seen_text(item.chunk)):
+    if not supported(item.support, seen_text(item.chunk)):
         return "unsupported"
     if dedup.is_duplicate(item.question, item.chunk.id):
         return "duplicate"

@@ -45,6 +45,9 @@ def synth_command(
                                                  "cannot enforce access rules."),
     seed: int = typer.Option(0, help="Seed for sampling, shuffling and the train/validation split."),
     round_trip_k: int = typer.Option(5, help="A question must retrieve its source chunk in the top K."),
+    forms: int = typer.Option(4, help="Extract teacher: up to N questions per chunk whose answer is a clause, a "
+                              "sentence or steps (why, how, yes/no, what is; tune/forms.py) next to the fact "
+                              "questions; 0 = facts only."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
 ) -> None:
     """Make RAFT-style training data (questions, source chunk plus distractors, cited answers) from the index."""
@@ -55,7 +58,7 @@ def synth_command(
                          api_key=api_key, limit=limit, distractors=distractors, drop_oracle=drop_oracle,
                          no_oracle_target=no_oracle_target, closed_book=closed_book, recite=recite, recipe=recipe,
                          facts_styles=tuple(s.strip() for s in facts_styles.split(",") if s.strip()),
-                         include_groups=groups, seed=seed, round_trip_k=round_trip_k)
+                         include_groups=groups, seed=seed, round_trip_k=round_trip_k, max_forms_per_chunk=forms)
     config.check()
     if groups:
         sys.stderr.write(f"warning: {restricted_warning(groups)}\n")

@@ -69,18 +69,33 @@ class LocalTeacher:
 
 TEACHER_SYSTEM = ("You write training data for a company's internal question-answering assistant. You are given one "
                   "passage from a company document. Write questions an employee might really ask that the passage "
-                  "answers, each with the shortest exact answer copied word for word from the passage.")
+                  "answers, each with an answer copied word for word from the passage, as long as the question needs.")
 
 
 def teacher_prompt(chunk, n: int) -> list[dict]:
     where = f"{chunk.title} — {chunk.section}" if chunk.section and chunk.section != chunk.title else chunk.title
     user = (f"Document: {where}\n\nPassage:\n{chunk.text.strip()}\n\n"
-            f"Write up to {n} different questions. Each answer must be a short span (a number with its unit, an "
-            "amount, a date, a time, a name or a code) copied exactly from the passage, and must not appear in its "
-            "question. Questions must make sense on their own, without the passage (name the topic instead of "
-            "saying 'it' or 'this').\n"
+            f"Write up to {n} different questions of different kinds, worded the way an employee would ask (not "
+            "copying the passage's phrasing): facts (who, what, when, how many) answered by the shortest exact span "
+            "(a number with its unit, a date, a name); why / how / what-for / how do I questions answered by the "
+            "clause or sentences of the passage that explain it (the steps, for a procedure); yes/no questions "
+            "answered by Yes or No and then the sentence that shows it. Copy answers exactly from the passage and "
+            "never put the answer in its question. Questions must make sense on their own, without the passage "
+            "(name the topic instead of saying 'it' or 'this').\n"
             'Output one JSON object per line, {"question": "...", "answer": "..."}, and nothing else.')
     return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
+
+
+_YES_NO = re.compile(r"^(?:yes|no)\b[.,!:;]?\s+(.+)$", re.I | re.S)
+
+
+def evidence_of(answer: str, max_span_words: int = 10) -> str:
+    """The chunk text a teacher's answer must be found in: after a leading Yes/No, or the whole answer when it is
+    longer than a fact span (a clause, sentences); '' for a short span (checked as itself)."""
+    m = _YES_NO.match(answer.strip())
+    if m:
+        return m.group(1).strip()
+    return answer.strip() if len(answer.split()) > max_span_words else ""
 
 
 def parse_teacher_output(text: str) -> list[tuple[str, str]]:
@@ -126,4 +141,5 @@ class OpenAITeacher:
     def items(self, chunk) -> list[QAItem]:
         text = "".join(self.generator.stream(teacher_prompt(chunk, self.n), max_new_tokens=self.max_new_tokens,
                                              temperature=0.0))
-        return [QAItem(q, a, chunk, "question", "teacher", "teacher", q) for q, a in parse_teacher_output(text)]
+        return [QAItem(q, a, chunk, "question", "teacher", "teacher", q, evidence_of(a))
+                for q, a in parse_teacher_output(text)]

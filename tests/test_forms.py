@@ -1,0 +1,123 @@
+"""Answers longer than a name or a number: question kinds (serve/question_kind.py), the rule-made why / how /
+yes-no / what-is items (tune/forms.py), and the draft gate that keeps degenerate answers from the reader
+(serve/prompts.degenerate, serve/drafts.py). No model needed."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ingest.types import Chunk
+from serve.drafts import DraftGate
+from serve.prompts import degenerate
+from serve.question_kind import coarse_kind, question_kind
+from tune.forms import form_items, invert, purpose_items, reason_items, section_items, task_items, yes_no_items
+from tune.spans import split_sentences
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("Who approves travel requests?", "who"),
+    ("In what year did London die?", "when"),
+    ("Where does Billy put Mrs. Frisby?", "where"),
+    ("How many days of annual leave do I get?", "quantity"),
+    ("What is the name of Roy's partner?", "what"),
+    ("The Normans were in what country?", "what"),
+    ("Why does Roy become depressed?", "reason"),
+    ("What is the use of search option in the smart hub?", "reason"),
+    ("How do I activate Voice Guide?", "procedure"),
+    ("I want to get information about weather. How can I do that?", "procedure"),
+    ("Please explain the procedure how to edit recording time?", "procedure"),
+    ("How does Roy travel to Nome?", "describe"),
+    ("What is Remote Support?", "describe"),
+    ("Is there a relationship between homocysteine and vitiligo?", "yes_no"),
+    ("MR arthrography of the shoulder: do we need local anesthesia?", "yes_no"),
+    ("Syncope during bathing in infants, a pediatric form of water-induced urticaria?", "yes_no"),
+    ("Complete the sentence: The office opens at ...", "cloze"),
+])
+def test_question_kind(question, kind):
+    assert question_kind(question) == kind
+
+
+def test_coarse_kinds():
+    assert coarse_kind("Who leads the team?") == "factoid"
+    assert coarse_kind("Can I set the clock manually?") == "explain"
+    assert coarse_kind("Complete the sentence: Leave is ...") == "cloze"
+
+
+def test_invert_uses_auxiliaries_and_do_support():
+    assert invert("The meeting was moved to Friday") == "Was the meeting moved to Friday?"
+    assert invert("He left the castle at dawn", "why") == "Why did he leave the castle at dawn?"
+    assert invert("The committee approves the budget", "why") == "Why does the committee approve the budget?"
+    # a plural noun that could be a verb stays in the subject when a verb follows
+    assert invert("The two forces finally met near the lake") == "Did the two forces finally meet near the lake?"
+    assert invert("The duration did not differ in the 2 groups", drop_negation=True) == \
+        "Did the duration differ in the 2 groups?"
+    assert invert("This function is available only if") is None  # a cut-off sentence
+    assert invert("Afterwards they eat breakfast at a diner") is None  # an adverb, not a subject
+
+
+def test_reason_purpose_and_manner_answers_follow_the_question():
+    [item] = reason_items("The race was cancelled because the roads were flooded.", set())
+    assert (item.question, item.answer, item.form) == ("Why was the race cancelled?",
+                                                       "Because the roads were flooded.", "reason")
+    assert item.evidence in "The race was cancelled because the roads were flooded."
+    [item] = purpose_items("He sold the farm to pay his debts.", set())
+    assert (item.question, item.answer) == ("Why did he sell the farm?", "To pay his debts.")
+    [item] = purpose_items("Cestids can swim by undulating their bodies.", {"Cestids"})
+    assert (item.question, item.answer, item.form) == ("How can Cestids swim?", "By undulating their bodies.",
+                                                       "manner")
+    assert purpose_items("They agreed to help the rats.", set()) == []  # a complement, not a purpose
+
+
+def test_yes_no_items_say_yes_no_and_the_sentence():
+    items = yes_no_items("The TV turns off after 4 hours.", set(), ["2 hours"], random.Random(0).choice)
+    assert [(i.question, i.answer) for i in items] == [
+        ("Does the TV turn off after 4 hours?", "Yes. The TV turns off after 4 hours."),
+        ("Does the TV turn off after 2 hours?", "No. The TV turns off after 4 hours.")]
+    [neg] = yes_no_items("These buttons are not available in Canada.", set(), [], random.choice)
+    assert (neg.question, neg.answer) == ("Are these buttons available in Canada?",
+                                          "No. These buttons are not available in Canada.")
+
+
+def test_task_and_section_items_answer_with_steps():
+    [item] = task_items("To reset the TV, select Reset in the Support menu.", set())
+    assert (item.question, item.answer) == ("How do I reset the TV?", "Select Reset in the Support menu.")
+    text = "Open Settings and select Picture. Choose the mode that suits the room. Dynamic is the brightest."
+    chunk = Chunk("c1", "manual.md", "TV Manual", "TV Manual > Choosing a picture mode", None, 0, text, "h", ())
+    [item] = section_items(chunk, split_sentences(text))
+    assert item.question == "How do I choose a picture mode?" and item.answer == text
+    items = form_items(chunk, random.Random(0).choice)
+    assert items[0].form == "section" and len(items) <= 4
+    assert all(i.evidence in text for i in items)
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("[2]", "empty"), (" . [1]", "empty"), ("the castle?", "question"),
+    ("Why do treatment and management vary in efficacy?", "question"),
+    ("treatment and management vary in efficacy [1]", "echo"),
+    ("14 days [1]", None), ("Yes. The TV turns off. [1]", None), ("The documents do not contain the answer.", None),
+])
+def test_degenerate(answer, reason):
+    assert degenerate(answer, "Why do treatment and management vary in efficacy?") == reason
+
+
+def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
+    gate = DraftGate("How do I reset the TV?", hold_all=False)
+    shown = [gate.feed(p) for p in ["Open Settings", ". Select", " Reset", "."]]
+    assert shown == ["", "Open Settings. Select", " Reset", "."]  # held until its first sentence ended, then streams
+    assert gate.finish() == ("Open Settings. Select Reset.", None) and gate.rest() == ""
+    gate = DraftGate("Who approves travel?", hold_all=False)  # an unfinished sentence streams after a few words
+    assert [gate.feed(p) for p in ["The", " head", " of", " finance", " approves", " it"]] == [
+        "", "", "", "", "The head of finance approves", " it"]
+    gate = DraftGate("What is the castle called?", hold_all=False)
+    assert "".join(gate.feed(p) for p in ["the ", "castle", "?"]) == ""
+    assert gate.finish() == ("the castle?", "question")
+    gate = DraftGate("Why was the castle called Arnwood?", hold_all=False)  # opens like a question: held to the end
+    assert "".join(gate.feed(p) for p in ["Who", " knows", " why", " people", " named", " it", "?"]) == ""
+    assert gate.finish()[1] == "question"
+    gate = DraftGate("Who leads?", hold_all=True)  # a try the second look may replace: nothing until judged
+    assert "".join(gate.feed(p) for p in ["Anna Berg leads. ", "She is new."]) == ""
+    assert gate.finish() == ("Anna Berg leads. She is new.", None) and gate.rest() == "Anna Berg leads. She is new."
+    gate = DraftGate("Is the office open on Sunday?", hold_all=False)
+    assert gate.feed("No") == "" and gate.finish() == ("No", None)  # a bare No is an answer

@@ -1,0 +1,376 @@
+"""Questions whose answer is a clause, a sentence or steps, not a name or a number: the `forms` of the extract
+teacher (tune/qgen.py asks these next to its fact spans). Rules, no model: a sentence is cut at a connective or a
+copula and its main clause turned into a question by auxiliary inversion or do-support (verb forms from
+lemminflect's dictionary). The answer's length and form follow the question:
+
+    reason      "X happened because Y."            Why did X happen?          -> Because Y.
+    purpose     "X did Y to achieve Z."            Why did X do Y?            -> To achieve Z.
+    manner      "X escaped by climbing the wall."  How did X escape?          -> By climbing the wall.
+    definition  "X is a device that ..."           What is X? / Who is X?     -> A device that ...
+    apposition  "X, a retired sailor, ..."         Who is X?                  -> A retired sailor.
+    yes / no    "The groups did not differ."       Did the groups differ?     -> No. The groups did not differ.
+                a sentence with one fact swapped for another fact of the chunk: the answer says No and gives the
+                true sentence
+    task        "To reset the TV, select Reset."   How do I reset the TV?     -> Select Reset.
+                "You can X by Y-ing Z."            How can I X?               -> By Y-ing Z.
+    section     a heading "Changing the clock"     How do I change the clock? -> the section's first sentences
+                a heading "Remote Support"         What is Remote Support?    -> the section's first sentences
+
+Every answer rests on `evidence`, verbatim text of the chunk (the filters check that, not the added "Because" or
+"No."). Rules that do not fit a sentence make nothing: precision over recall.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from tune.spans import _CAP_STOP, _ROLE_WORDS, find_spans, known_names_of, split_sentences
+
+FORMS = ("reason", "purpose", "manner", "definition", "apposition", "yes", "no", "task", "section")
+MAX_EVIDENCE_WORDS = 60
+
+_AUX = frozenset("is are was were will would can could should shall may might must has have had".split())
+_DO = frozenset("do does did".split())
+_CLAUSE = frozenset("if when whenever while because although though unless that which who whom whose where after "
+                    "before until once since as than and or but so".split())
+_DETS = frozenset("the a an his her their its our my your this that these those some many each every any no "
+                  "all both several".split())
+_PREPS = frozenset("at to of for on in with by from about into onto over under per through via within after before "
+                   "until since during against among between without".split())
+_PRONOUN_SUBJ = {"i": "you", "we": "we", "you": "you", "he": "he", "she": "she", "it": "it", "they": "they"}
+_NEGATION = re.compile(r"\b(?:not|never|no longer)\s+", re.I)
+_COMPLEMENT_VERBS = frozenset("agree want try decide need plan refuse begin start continue seem appear hope fail "
+                              "manage ask tell able go use have ought like love hate prefer learn promise expect "
+                              "allow force order persuade convince help intend wish attempt choose offer "
+                              "threaten prepare arrange".split())
+_PERSON_NOUNS = _ROLE_WORDS | frozenset(
+    "man woman boy girl son daughter wife husband father mother brother sister child friend uncle aunt cousin "
+    "widow orphan servant soldier sailor farmer student teacher priest knight lord lady doctor detective thief "
+    "hero heroine villain character narrator protagonist member leader citizen resident".split())
+_CAUSAL = re.compile(r",?\s+\b(because of|because|due to|owing to|as a result of|thanks to|so that|in order to)\s+",
+                     re.I)
+_GENERIC_HEADINGS = frozenset(
+    "introduction background methods method results result conclusion conclusions objective objectives summary "
+    "design abstract overview notes note discussion purpose aims aim materials patients setting settings study "
+    "contents index appendix references".split())
+_IMPERATIVE_LEADS = frozenset("select press go open use turn enter navigate connect set change move choose click "
+                              "tap follow check make sure insert remove hold".split())
+
+
+@lru_cache(maxsize=8192)
+def _lemmas(word: str) -> dict:
+    from lemminflect import getAllLemmas
+
+    return getAllLemmas(word)
+
+
+def verb_lemma(word: str) -> str | None:
+    """The verb lemma of an inflected or base verb form ('left' -> 'leave'), None when it is not a verb."""
+    lemmas = _lemmas(word.lower()).get("VERB")
+    return lemmas[0] if lemmas else None
+
+
+def _inflect(lemma: str, tag: str) -> set[str]:
+    from lemminflect import getInflection
+
+    return set(getInflection(lemma, tag=tag) or ())
+
+
+def _bare(word: str) -> str:
+    return word.strip("\"'“”‘’()[],.;:!?").lower()
+
+
+def _finite(word: str, prev: str) -> tuple[str, str] | None:
+    """(do-form, lemma) when `word` is a finite lexical verb after `prev` ('left' -> ('did', 'leave')), else None."""
+    w = _bare(word)
+    if not w.isalpha() or _bare(prev) in _DETS or _bare(prev) in _PREPS or w.endswith("ing"):
+        return None
+    lemma = verb_lemma(w)
+    if lemma is None or lemma in ("be", "have", "do"):
+        return None
+    if w in _inflect(lemma, "VBD") and w != lemma:
+        return "did", lemma
+    if w in _inflect(lemma, "VBZ") and w != lemma:
+        return "does", lemma
+    if w == lemma and _bare(prev) in ("they", "we", "you", "i"):
+        return "do", lemma
+    return None
+
+
+_ADVERBS = frozenset("afterwards then later meanwhile eventually finally however soon also still now once instead "
+                     "thus therefore hence moreover furthermore nevertheless overall here there".split())
+
+
+def _ambiguous(word: str) -> bool:
+    """A verb form that is also a noun ('forces', 'functions'): maybe still the subject."""
+    return "NOUN" in _lemmas(word) or word.endswith("ed")
+
+
+def _verb_follows(words: list[str], i: int) -> bool:
+    """Whether the word after i is 'of', or an auxiliary or a clear finite verb comes within the next six words
+    (before a comma or a clause word): then word i belongs to the subject."""
+    if i + 1 < len(words) and _bare(words[i + 1]) in ("of", "in", "for", "from", "which", "that", "who"):
+        return True
+    for j in range(i + 1, min(len(words), i + 7)):
+        w = _bare(words[j])
+        if words[j - 1].endswith((",", ";")) or w in _CLAUSE:
+            return False
+        if w in _AUX or (not _ambiguous(w) and _finite(words[j], words[j - 1])):
+            return True
+    return False
+
+
+def _subject_ok(words: list[str]) -> bool:
+    first = _bare(words[0]) if words else ""
+    return 1 <= len(words) <= 8 and not any(w.endswith((",", ";", ":")) or _bare(w) in _CLAUSE for w in words) \
+        and first not in _PREPS | _ADVERBS | _IMPERATIVE_LEADS | {"every", "each"} and not first.endswith("ly") \
+        and not any(_bare(w) in ("you", "we", "they", "he", "she", "it", "to") for w in words[1:])
+
+
+def _lower_first(words: list[str], known: set[str]) -> list[str]:
+    first = words[0]
+    bare = first.strip("\"'“”‘’()")
+    if _bare(first) in _PRONOUN_SUBJ:
+        return [_PRONOUN_SUBJ[_bare(first)]] + words[1:]
+    if bare[:1].isupper() and bare[1:].islower() and bare not in known and \
+            (bare.lower() in _DETS or _lemmas(bare.lower())):  # a dictionary word, not a name
+        return [first[:1].lower() + first[1:]] + words[1:]
+    return words
+
+
+def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
+           drop_negation: bool = False) -> str | None:
+    """A declarative clause as a question: 'The meeting was moved to Friday' -> 'Was the meeting moved to Friday?'
+    (with wh='why': 'Why was the meeting moved to Friday?'); lexical verbs get do-support ('He left the castle' ->
+    'Why did he leave the castle?'). None when no subject + verb split fits within the first eight words."""
+    words = clause.strip().rstrip(".!?;:,").split()
+    if not words or _bare(words[-1]) in _CLAUSE | _PREPS | _DETS:
+        return None  # a cut-off sentence ("... available only if")
+    for i in range(1, min(len(words), 9)):
+        w = _bare(words[i])
+        if not _subject_ok(words[:i]):
+            return None
+        if w == "cannot":  # "cannot" = "can" + "not"
+            w, words = "can", words[:i] + ["can", "not"] + words[i + 1:]
+        subject = _lower_first(words[:i], set(known))
+        rest = words[i + 1:]
+        if w in _AUX or w in _DO:
+            if w in ("has", "have", "had") and not (rest and verb_lemma(_bare(rest[0])) and
+                                                     _bare(rest[0]).endswith(("ed", "en", "wn", "ne"))):
+                lead, verb = {"has": "does", "have": "do", "had": "did"}[w], ["have"]  # possession
+            else:
+                lead, verb = w, []
+            tail = " ".join(verb + rest)
+        else:
+            found = _finite(words[i], words[i - 1])
+            if found is None or (_ambiguous(w) and _verb_follows(words, i)):
+                continue
+            lead, lemma = found
+            tail = " ".join([lemma] + rest)
+        if _NEGATION.match(tail):
+            if not drop_negation:
+                return None  # "Why did he not go?" reads badly; the positive question is asked instead
+            tail = _NEGATION.sub("", tail, count=1)
+        elif drop_negation:
+            return None  # the negation is elsewhere ("told them not to speak"): not a plain No
+        question = " ".join(x for x in (wh, lead, " ".join(subject), tail) if x).strip()
+        if len(question.split()) < 3 or all(t.endswith("ly") for t in tail.split()):
+            return None  # nothing left to ask about ("Why is the treatment possibly?")
+        return question[:1].upper() + question[1:] + "?"
+    return None
+
+
+def _sentence_case(text: str) -> str:
+    text = text.strip().rstrip(",;:")
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def _cap(words: list[str]) -> bool:
+    return len(words) <= MAX_EVIDENCE_WORDS
+
+
+class FormItem:
+    """A proposed explanatory item: the question, the answer shown to the model, and the chunk text it rests on."""
+
+    __slots__ = ("question", "answer", "evidence", "form")
+
+    def __init__(self, question: str, answer: str, evidence: str, form: str) -> None:
+        self.question, self.answer, self.evidence, self.form = question, answer, evidence, form
+
+
+def reason_items(sentence: str, known) -> list[FormItem]:
+    """Because / due to / so that / in order to: 'Why ...?' -> the connective and what follows it."""
+    m = _CAUSAL.search(sentence)
+    if not m:
+        return []
+    lead = re.match(r"^(because of|because|due to|owing to|thanks to|as a result of)\s+(.+?),\s+(.+)$", sentence, re.I)
+    if lead:  # "Because the roads were closed, the race was cancelled."
+        connective, reason, main = lead.group(1), lead.group(2), lead.group(3)
+        evidence = f"{connective} {reason}"
+    else:
+        main, connective = sentence[:m.start()], m.group(1)
+        reason = re.split(r"[;]|,\s+(?:which|but|and|while|although)\s", sentence[m.end():])[0]
+        evidence = sentence[m.start():m.end()].strip(" ,") + " " + reason
+    question = invert(main, "why", known)
+    if not question or len(reason.split()) < 2:
+        return []
+    form = "purpose" if connective.lower() in ("so that", "in order to") else "reason"
+    return [FormItem(question, _sentence_case(evidence), evidence, form)]
+
+
+def purpose_items(sentence: str, known) -> list[FormItem]:
+    """'He sold the farm to pay his debts.' -> 'Why did he sell the farm?' -> 'To pay his debts.'; 'She escaped by
+    climbing the wall.' -> 'How did she escape?' -> 'By climbing the wall.'"""
+    out = []
+    words = sentence.rstrip(".!?").split()
+    for i in range(3, len(words) - 1):
+        w, nxt = _bare(words[i]), _bare(words[i + 1])
+        before = words[i - 1]
+        if before.endswith((",", ";")) or _bare(before) in _DETS:
+            continue
+        after = _bare(words[i + 2]) if i + 2 < len(words) else ""
+        if w == "to" and verb_lemma(nxt) == nxt and nxt not in _PREPS and \
+                ("NOUN" not in _lemmas(nxt) or after in _DETS) and \
+                not any((verb_lemma(_bare(b)) or _bare(b)) in _COMPLEMENT_VERBS for b in words[max(0, i - 2):i]) \
+                and not _finite(before, words[i - 2]) and not _bare(before).endswith(("ed", "ing")):
+            wh, form = "why", "purpose"
+        elif w == "by" and nxt.endswith("ing") and verb_lemma(nxt):
+            wh, form = "how", "manner"
+        else:
+            continue
+        tail = re.split(r"[;,]\s", " ".join(words[i:]))[0]
+        question = invert(" ".join(words[:i]), wh, known)
+        if question and len(tail.split()) >= 3:
+            out.append(FormItem(question, _sentence_case(tail), tail, form))
+        break
+    return out
+
+
+def definition_items(sentence: str, known) -> list[FormItem]:
+    """'X is a Y ...' -> 'What is X?' (or 'Who is X?' for a person) -> 'A Y ...'; 'X, a Y, ...' -> 'Who is X?'."""
+    m = re.match(r"^((?:The |An? )?[A-Z][\w'’-]*(?: [\w'’-]+){0,4}?) (is|are|was|were) ((?:an?|the|one of the) .+)$",
+                 sentence.rstrip(".!?"))
+    out = []
+    pronoun = m and _bare(m.group(1)) in ("this", "that", "these", "those", "it", "they", "he", "she", "there")
+    if m and not pronoun and \
+            not any(_bare(w) in _CLAUSE | _AUX | _PREPS or w.endswith(",") for w in m.group(1).split()[:1]) and \
+            not any(_bare(w) in _CLAUSE | _AUX or w.endswith(",") for w in m.group(1).split()[1:]):
+        subject, verb, predicate = m.groups()
+        predicate = re.split(r"[;]|,\s+(?:which|but|and|while|although|who)\s", predicate)[0]
+        head = [_bare(w) for w in predicate.split()[:4]]
+        wh = "who" if any(w in _PERSON_NOUNS for w in head) else "what"
+        subject = subject if subject.split()[0] not in ("The", "A", "An") or subject in known \
+            else subject[:1].lower() + subject[1:]
+        if len(predicate.split()) >= 3:
+            out.append(FormItem(f"{wh.capitalize()} {verb} {subject}?", _sentence_case(predicate), predicate,
+                                "definition"))
+    a = re.match(r"^([A-Z][\w'’.-]*(?: [A-Z][\w'’.-]*){0,3}), ((?:an?|the|his|her|their) [^,]{3,80}), ", sentence)
+    if a and a.group(1) not in _CAP_STOP and not a.group(1).lower().endswith("ly") and \
+            _bare(a.group(1)) not in _ADVERBS and any(_bare(w) in _PERSON_NOUNS for w in a.group(2).split()):
+        tense = "was" if re.search(r"\b(was|were|had|\w+ed)\b", sentence[a.end():a.end() + 40]) else "is"
+        out.append(FormItem(f"Who {tense} {a.group(1)}?", _sentence_case(a.group(2)), a.group(2), "apposition"))
+    return out
+
+
+def yes_no_items(sentence: str, known, others: list[str], pick) -> list[FormItem]:
+    """A statement asked as a yes/no question: 'Yes.' or, for a negated one, 'No.', then the sentence. With
+    `others` (spans of the same kind from the chunk), a second question with one fact swapped: 'No.' + the
+    sentence. `pick(seq)` chooses (seeded by the caller)."""
+    words = sentence.split()
+    if not 5 <= len(words) <= 30 or sentence.rstrip().endswith("?") or re.search(r"[;:—–()]| - ", sentence) or \
+            sentence.count(",") > 1 or re.search(r"\bbut\b|, and\b|\band \w+(?:s|ed)\b", sentence):
+        return []  # a short, plain statement: a long one makes a question nobody would ask
+    negated = bool(_NEGATION.search(sentence))
+    question = invert(sentence, "", known, drop_negation=negated)
+    if not question:
+        return []
+    out = [FormItem(question, f"{'No' if negated else 'Yes'}. {_sentence_case(sentence)}", sentence,
+                    "no" if negated else "yes")]
+    if not negated:
+        spans = [s for s in find_spans(sentence, known) if s.kind in ("amount", "percent", "date", "duration",
+                                                                      "count", "person", "name", "time")]
+        for sp in spans:
+            swaps = [o for o in others if o.lower() != sp.text.lower() and o.lower() not in sentence.lower()]
+            if swaps:
+                wrong = sentence[:sp.start] + pick(swaps) + sentence[sp.end:]
+                q = invert(wrong, "", known)
+                if q:
+                    out.append(FormItem(q, f"No. {_sentence_case(sentence)}", sentence, "no"))
+                break
+    return out
+
+
+def task_items(sentence: str, known) -> list[FormItem]:
+    """'To reset the TV, select Reset.' -> 'How do I reset the TV?' -> 'Select Reset.'; 'You can X by Y-ing Z.' ->
+    'How can I X?' -> 'By Y-ing Z.'"""
+    m = re.match(r"^To ([a-z]+) ([^,]{3,80}), (.{5,})$", sentence.rstrip("."))
+    step = m.group(3) if m else ""
+    if m and verb_lemma(m.group(1)) == m.group(1) and verb_lemma(_bare(step.split()[0])) == step.split()[0].lower() \
+            and (step[:1].islower() or _bare(step.split()[0]) in _IMPERATIVE_LEADS):
+        return [FormItem(f"How do I {m.group(1)} {m.group(2)}?", _sentence_case(step), step, "task")]
+    m = re.match(r"^You can ([a-z]+ [^,]{3,80}?) (by [a-z]+ing .{3,})$", sentence.rstrip("."))
+    if m and verb_lemma(m.group(1).split()[0]):
+        return [FormItem(f"How can I {m.group(1)}?", _sentence_case(m.group(2)), m.group(2), "task")]
+    return []
+
+
+def _heading_question(heading: str) -> str | None:
+    words = heading.strip().rstrip(".:?").split()
+    if not words or len(words) > 8 or heading.lower().strip() in _GENERIC_HEADINGS or not words[0][:1].isupper():
+        return None
+    first = words[0].lower()
+    if first.endswith("ing") and verb_lemma(first) and verb_lemma(first) != first:
+        rest = [w if (w[:1].isupper() and w.lower() not in _DETS | _PREPS and i > 0 and not w.istitle()) or w.isupper()
+                else w.lower() if w.istitle() and i == 0 else w for i, w in enumerate(words[1:])]
+        return f"How do I {verb_lemma(first)} {' '.join(rest)}?".replace("  ", " ")
+    if first in _IMPERATIVE_LEADS or verb_lemma(first) == first and first not in _DETS and len(words) >= 2 and \
+            first not in ("read",):
+        return f"How do I {first} {' '.join(words[1:])}?"
+    if len(words) <= 5 and not any(w.lower() in _CLAUSE for w in words) and not re.search(r"\d", heading):
+        return f"What is {heading.strip()}?"
+    return None
+
+
+def section_items(chunk, sentences: list[str]) -> list[FormItem]:
+    """A task heading ('Changing the clock') as 'How do I change the clock?', a name heading ('Remote Support') as
+    'What is Remote Support?'; the answer is the first sentences of the section (up to 60 words)."""
+    leaf = (chunk.section or "").split(" > ")[-1].strip()
+    if not leaf or leaf == (chunk.title or "").strip() or not sentences:
+        return []
+    question = _heading_question(leaf)
+    if not question:
+        return []
+    taken: list[str] = []
+    for s in sentences:
+        if taken and len(" ".join(taken + [s]).split()) > MAX_EVIDENCE_WORDS:
+            break
+        taken.append(s)
+    evidence = " ".join(taken)
+    if len(evidence.split()) < 6 or len(evidence.split()) > MAX_EVIDENCE_WORDS:
+        return []
+    return [FormItem(question, evidence, evidence, "section")]
+
+
+def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
+    """Every form that fits a sentence of the chunk, the section question first; at most `max_items`, spread over
+    forms (one of each before a second of any)."""
+    known = known_names_of(chunk)
+    sentences = split_sentences(chunk.text)
+    facts = [sp.text for s in sentences for sp in find_spans(s, known)]
+    found: list[FormItem] = list(section_items(chunk, sentences))
+    for s in sentences:
+        if len(s.split()) > MAX_EVIDENCE_WORDS:
+            continue
+        for make in (reason_items, purpose_items, definition_items, task_items):
+            found.extend(make(s, known))
+        found.extend(yes_no_items(s, known, facts, pick))
+    by_form: dict[str, list[FormItem]] = {}
+    for item in found:
+        by_form.setdefault(item.form, []).append(item)
+    chosen: list[FormItem] = []
+    while len(chosen) < max_items and any(by_form.values()):
+        for form in FORMS:
+            if by_form.get(form) and len(chosen) < max_items:
+                chosen.append(by_form[form].pop(0))
+    return chosen
