@@ -70,7 +70,8 @@ def _print_summary(out: dict) -> None:
 
     results = out["results"]
     labels = {"contains": "contains", "f1": "F1", "exact": "EM", "refusal_acc": "refusal", "citation_acc": "cite",
-              "faithfulness": "faith", "recall@5": "R@5", "first_token_ms": "TTFT ms", "tokens_per_s": "tok/s"}
+              "faithfulness": "faith", "degenerate_drafts": "degen.", "recall@5": "R@5", "first_token_ms": "TTFT ms",
+              "tokens_per_s": "tok/s"}
     names = [n for n in labels if any(n in r for r in results.values())]
     table = Table(title=f"ragtune eval: {out['n']} questions")
     table.add_column("mode")

@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evals import metrics as M
+from evals.aggregate import RECALL_KS, SEARCH_MODES, aggregate_mode, aggregate_retrieval, flat
 from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_fictional_knowledge, load_jsonl,
                              sample)
 from serve.adapter_choice import ADAPTER_MODES, format_adapters, parse_adapter_choice, pick_adapter
+from serve.answer import MODES, RETRIEVAL_MODES
+from serve.prompts import degenerate
+from serve.question_kind import question_kind
 
-MODES = ("base", "rag", "tuned", "hybrid")
-RETRIEVAL_MODES = ("rag", "hybrid")
-SEARCH_MODES = ("dense", "bm25", "hybrid")
-RECALL_KS = (1, 5, 10)
 ANSWER_METRICS = ("contains", "f1", "exact", "refusal_acc", "false_refusal", "citation_acc", "faithfulness",
-                  "context_recall")
+                  "context_recall", "degenerate", "degenerate_drafts")
 COST_METRICS = ("retrieve_ms", "first_token_ms", "tokens_per_s")
 
 
@@ -196,7 +196,10 @@ def _record(q: Question, mode: str, ans, retrieval: dict) -> dict:
         if not ans.refused:
             flags["faithfulness"] = M.faithfulness(text, cited)
     t = dict(ans.timings or {})
+    drafts = list(getattr(ans, "degenerate", []) or [])
     return {"id": q.id, "mode": mode, "adapter": ans.adapter, "kind": q.kind, "probe_set": q.probe_set,
+            "question_kind": question_kind(q.question),
+            "degenerate": degenerate(text, q.question) is not None, "degenerate_drafts": drafts,
             "question": q.question, "gold": list(q.answers), "doc": q.doc, "groups": list(q.groups),
             "answer": text, "refused": bool(ans.refused), "answerable": q.answerable, "correct": flags,
             "citations": [{"n": c.n, "doc": c.doc, "section": c.section, "inferred": c.inferred,
@@ -237,55 +240,6 @@ def _answer_mode(engine, plan: _Plan, mode: str, retrieval: list[dict], progress
 
 class _SkipMode(Exception):
     pass
-
-
-def aggregate_retrieval(retrieval: list[dict], seed: int = 0, n_boot: int = 1000) -> dict:
-    """recall@1/5/10 and MRR per search mode, of the gold document and of the first chunk holding a gold answer."""
-    out: dict = {"gold_doc": {}, "answer_chunk": {}}
-    for kind, key in (("gold_doc", "doc_rank"), ("answer_chunk", "answer_rank")):
-        for mode in SEARCH_MODES:
-            ranks = [r[mode][key] for r in retrieval if key in r.get(mode, {})]
-            if not ranks:
-                continue
-            block = {f"recall@{k}": M.bootstrap([M.recall_at(x, k) for x in ranks], seed, n_boot) for k in RECALL_KS}
-            block["mrr"] = M.bootstrap([M.reciprocal_rank(x) for x in ranks], seed, n_boot)
-            out[kind][mode] = {name: e.to_json() for name, e in block.items()}
-    return out
-
-
-def aggregate_mode(records: list[dict], mode: str, seed: int = 0, n_boot: int = 1000) -> dict:
-    """Estimates of every answer and cost metric of one mode from its per_question records."""
-    answerable = [r for r in records if r["answerable"]]
-    unanswerable = [r for r in records if not r["answerable"]]
-    est: dict[str, M.Estimate | None] = {}
-    for name in ("contains", "f1", "exact"):
-        est[name] = M.bootstrap([r["correct"][name] for r in answerable], seed, n_boot)
-    est["refusal_acc"] = M.bootstrap([float(r["refused"]) for r in unanswerable], seed, n_boot)
-    est["false_refusal"] = M.bootstrap([float(r["refused"]) for r in answerable], seed, n_boot)
-    for name in ("citation_acc", "faithfulness", "context_recall"):
-        est[name] = M.bootstrap([r["correct"].get(name) for r in records], seed, n_boot)
-    probe_sets = sorted({r.get("probe_set") for r in answerable if r.get("probe_set")})
-    if len(probe_sets) > 1:  # Fictional Knowledge: gen (reworded facts) and hard_gen (composition) apart
-        for ps in probe_sets:
-            rows = [r for r in answerable if r.get("probe_set") == ps]
-            for name in ("contains", "f1"):
-                est[f"{name}_{ps}"] = M.bootstrap([r["correct"][name] for r in rows], seed, n_boot)
-    generated = [r["timings"] for r in records if r["timings"].get("first_token_ms") is not None]
-    if mode in RETRIEVAL_MODES:
-        est["retrieve_ms"] = M.bootstrap([r["timings"].get("retrieve_ms") for r in records], seed, n_boot, median=True)
-    est["first_token_ms"] = M.bootstrap([t["first_token_ms"] for t in generated], seed, n_boot, median=True)
-    est["tokens_per_s"] = M.bootstrap([t.get("tokens_per_s") for t in generated if t.get("tokens_per_s")], seed,
-                                      n_boot, median=True)
-    return {name: e for name, e in est.items() if e is not None}
-
-
-def _flat(estimates: dict) -> dict:
-    out = {}
-    for name, e in estimates.items():
-        out[name] = round(e.value, 4)
-        if e.p50 is not None:
-            out[f"{name}_p50"] = round(e.p50, 4)
-    return out
 
 
 def _engine_for(config: EvalConfig):
@@ -348,7 +302,7 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
             for name in [f"recall@{k}" for k in RECALL_KS] + ["mrr"]:
                 est[name] = M.Estimate(**hybrid[name])
         metrics[mode] = {name: e.to_json() for name, e in est.items()}
-        results[mode] = _flat(est)
+        results[mode] = flat(est)
     for mode, reason in plan.skipped.items():
         _log(progress, f"skipped mode {mode}: {reason}")
 
@@ -387,6 +341,7 @@ def _score_adapter_card(config: EvalConfig, plan: _Plan, results: dict, folder: 
         scores = {f"{tag} {mode} {metric}": results[mode][metric] for mode in own
                   for metric in ("contains", "f1") if metric in results[mode]}
         scores[f"{tag} report"] = str(folder)
+        scores[f"{tag} workspace"] = str(Path(config.workspace).resolve())  # serve.adapter_choice.preferred_mode
         try:
             update_card(Path(config.workspace), name, scores)
         except (OSError, ValueError) as exc:  # e.g. an adapter folder without a card: the report itself is written

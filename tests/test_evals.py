@@ -160,6 +160,10 @@ def test_citation_faithfulness_and_refusal_accuracy():
     assert est["false_refusal"].value == pytest.approx(1 / 3)
     assert est["citation_acc"].value == 0.5 and est["citation_acc"].n == 2
     assert est["first_token_ms"].n == 3 and est["retrieve_ms"].p50 == 4.0  # refused without generating: no TTFT
+    records[1]["degenerate_drafts"] = ["question"]  # withheld, then refused: counted as a draft, not as shown
+    records[4]["degenerate"] = True
+    est = aggregate_mode(records, "rag", seed=0, n_boot=200)
+    assert est["degenerate_drafts"].value == pytest.approx(1 / 5) and est["degenerate"].value == pytest.approx(1 / 5)
 
 
 def test_bootstrap_interval_contains_estimate_and_is_seeded():
@@ -265,6 +269,8 @@ def test_report_folder_and_contract(tmp_path, tiny_ws, tiny, embedder):
     vault = next(r for r in records if r["mode"] == "rag" and r["doc"] == "vault.md")
     assert vault["answer"] == "The finance vault code is 7781. [1]" and vault["correct"]["contains"] == 1.0
     assert vault["citations"][0]["doc"] == "vault.md" and vault["retrieval"]["bm25"]["doc_rank"] == 1
+    assert vault["question_kind"] == "what" and vault["degenerate"] is False
+    assert rag["degenerate"] == 0.0 and "degenerate_drafts" in rag
 
     md = (folder / "report.md").read_text()
     assert "ragtune eval x" in md and "torch" in md and "transformers" in md and "fake-model" in md

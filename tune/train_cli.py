@@ -27,7 +27,7 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Library chatter off (set through the environment, so nothing heavy is imported here): transformers'
     info logs and its "Loading weights" / "Writing model shards" bars. (serve.cli.main filters the deprecation
     warning peft triggers, for every command.)"""
@@ -68,7 +68,7 @@ def tune_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Fine-tune a LoRA adapter on a synth dataset; saves WS/adapters/NAME with a card."""
-    _quiet_libraries()
+    quiet_libraries()
     from tune.train import TuneConfig, train_adapter
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
@@ -140,7 +140,7 @@ def export_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Merge an adapter into its base model and save a standalone model folder (loads without peft)."""
-    _quiet_libraries()
+    quiet_libraries()
     from tune.adapters import export_merged
 
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
