@@ -106,3 +106,31 @@ def pick_adapter(workspace: Path, mode: str) -> str | None:
     newest_first = sorted(cards, key=lambda a: (str(a["card"].get("created", "")), a["name"]), reverse=True)
     suited = [a for a in newest_first if adapter_recipe(a["card"]) in SUITED_RECIPES.get(mode, ())]
     return (suited or newest_first)[0]["name"]
+
+
+def hybrid_not_below_rag(workspace: Path, card: dict) -> bool | None:
+    """What the adapter's card says about hybrid against rag on this workspace: True when it records at least one
+    evaluation run here (`ragtune eval` writes "<set>@<n> workspace") that asked both modes and every such run
+    scored hybrid not below rag on F1 and on contains; False when one scored it below; None when none compares
+    them."""
+    scores = card.get("eval") or {}
+    here = str(Path(workspace).resolve())
+    tags = [key[: -len(" workspace")] for key, value in scores.items()
+            if key.endswith(" workspace") and value == here]
+    verdicts = []
+    for tag in tags:
+        pairs = [(scores.get(f"{tag} hybrid {m}"), scores.get(f"{tag} rag {m}")) for m in ("f1", "contains")]
+        if all(isinstance(h, (int, float)) and isinstance(r, (int, float)) for h, r in pairs):
+            verdicts.append(all(h >= r for h, r in pairs))
+    return all(verdicts) if verdicts else None
+
+
+def preferred_mode(workspace: Path, hybrid_adapter: str | None) -> str:
+    """The mode a chat opens in and the API's plain model name answers with: 'hybrid' when the adapter hybrid
+    would use has earned it on this workspace (`hybrid_not_below_rag`), else 'rag'."""
+    if not hybrid_adapter:
+        return "rag"
+    from tune.adapters import list_adapter_cards
+
+    card = next((a["card"] for a in list_adapter_cards(workspace) if a["name"] == hybrid_adapter), None)
+    return "hybrid" if card is not None and hybrid_not_below_rag(workspace, card) else "rag"

@@ -186,7 +186,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                 gr.update(choices=handlers.doc_choices() if admin else []), tally(ws),
                 handlers.adapter_rows() if admin else [], adapter_update(auto=False), md, images,
                 job_view(service.jobs.last.get("tune")) if admin else "",
-                loss_plot(service.jobs.last.get("tune")) if admin else None)
+                loss_plot(service.jobs.last.get("tune")) if admin else None, gr.update(value=service.default_mode()))
 
     # ---- layout ----------------------------------------------------------------------------------------------------
     # uploads that no handler used (a browser that went away) leave Gradio's cache within two hours
@@ -339,7 +339,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                    concurrency_id="jobs", **priv)
         demo.load(on_load, outputs=[who, notice, adapter, c_adapter, admin_docs, tune_tab, eval_tab, docs_table,
                                     fail_table, pick, tally_table, a_table, a_pick, e_report, e_plots, t_status,
-                                    t_plot], **priv)
+                                    t_plot, mode], **priv)
     demo.ragtune_handlers = {"stop_tune": handlers.stop_tune, "reindex": handlers.reindex, "upload": handlers.upload,
                              "set_groups": handlers.set_groups, "delete": handlers.delete_doc,
                              "start_tune": handlers.start_tune, "run_evaluation": handlers.run_evaluation,

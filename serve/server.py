@@ -30,7 +30,7 @@ from pathlib import Path
 
 
 from ingest.files import write_text_atomic
-from serve.adapter_choice import pick_adapter
+from serve.adapter_choice import pick_adapter, preferred_mode
 from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
 from serve.jobs import Job, Jobs  # noqa: F401 - Job is part of the server API the app and tests use
@@ -39,6 +39,7 @@ from serve.users import User, UserStore
 
 LOCAL_USER_NAME = "local"
 MODEL_PREFIX = "ragtune-"
+PLAIN_MODEL = "ragtune"  # answers in Ragtune.default_mode()
 UI_MODES = ("rag", "tuned", "hybrid")
 API_MODES = ("rag", "base", "tuned", "hybrid")
 
@@ -175,6 +176,12 @@ class Ragtune:
             return chosen
         return pick_adapter(self.workspace, mode)
 
+    def default_mode(self) -> str:
+        """The mode a chat opens in and the plain model name `ragtune` answers with: hybrid once its adapter's card
+        records an evaluation on this workspace where hybrid was not below rag, else rag
+        (serve.adapter_choice.preferred_mode)."""
+        return preferred_mode(self.workspace, self.default_adapter("hybrid"))
+
     def default_adapters(self) -> dict[str, str | None]:
         return {m: self.default_adapter(m) for m in ADAPTER_MODES}
 
@@ -239,7 +246,7 @@ class Ragtune:
 
     # ---- the API -------------------------------------------------------------------------------------------------
     def model_ids(self) -> list[str]:
-        ids = [f"{MODEL_PREFIX}rag", f"{MODEL_PREFIX}base"]
+        ids = [PLAIN_MODEL, f"{MODEL_PREFIX}rag", f"{MODEL_PREFIX}base"]
         adapters = self.adapters()
         if adapters:
             ids += [f"{MODEL_PREFIX}tuned", f"{MODEL_PREFIX}hybrid"]
@@ -249,6 +256,8 @@ class Ragtune:
 
     def parse_model(self, model: str) -> tuple[str, str | None]:
         name = (model or "").strip()
+        if name == PLAIN_MODEL:  # the better mode this workspace has shown, with its default adapter
+            return self.default_mode(), None
         if not name.startswith(MODEL_PREFIX):
             raise ModelNotFoundError(f"The model '{model}' does not exist; available: {self.model_ids()}")
         mode, _, adapter = name[len(MODEL_PREFIX):].partition(":")

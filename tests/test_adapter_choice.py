@@ -82,3 +82,25 @@ def test_the_app_keeps_one_adapter_per_mode(tmp_path):
         service.set_default_adapter("raft1", ("rag",))
     assert service.model_ids()[-1] == "ragtune-hybrid:raft1"
     assert service.parse_model("ragtune-tuned") == ("tuned", None)  # the API resolves it per mode at answer time
+
+
+def test_chat_and_plain_model_name_open_in_hybrid_once_it_has_earned_it(tmp_path):
+    from serve.server import Ragtune, ServeConfig
+    from tune.adapters import update_card
+
+    ws = tmp_path / "ws"
+    service = Ragtune(ServeConfig(workspace=ws), generator=SimpleNamespace(name="fake"))
+    assert service.default_mode() == "rag" and service.parse_model("ragtune") == ("rag", None)  # no adapter yet
+    fake_adapter(ws, "raft1", "2026-11-02T10:00:00+0000", "raft")
+    assert service.default_mode() == "rag"  # an adapter, but no evaluation on this workspace says it helps
+    here = str(ws.resolve())
+    update_card(ws, "raft1", {"data-eval@126 rag f1": 0.30, "data-eval@126 rag contains": 0.40,
+                              "data-eval@126 hybrid f1": 0.35, "data-eval@126 hybrid contains": 0.40,
+                              "data-eval@126 workspace": here})
+    assert service.default_mode() == "hybrid" and service.parse_model("ragtune") == ("hybrid", None)
+    assert service.model_ids()[0] == "ragtune"
+    update_card(ws, "raft1", {"other@10 rag f1": 0.5, "other@10 rag contains": 0.5, "other@10 hybrid f1": 0.6,
+                              "other@10 hybrid contains": 0.4, "other@10 workspace": here})
+    assert service.default_mode() == "rag"  # one evaluation here scored hybrid below rag (contains)
+    update_card(ws, "raft1", {"other@10 workspace": "/elsewhere"})  # that one ran on another workspace
+    assert service.default_mode() == "hybrid"

@@ -62,7 +62,7 @@ def client(api, who: str = "bob", **kw) -> OpenAI:
 
 def test_models_list_and_keys(api) -> None:
     ids = [m.id for m in client(api).models.list()]
-    assert ids[:2] == ["ragtune-rag", "ragtune-base"]
+    assert ids[:3] == ["ragtune", "ragtune-rag", "ragtune-base"]  # ragtune: the workspace's better mode (rag here)
     assert not any(i.startswith(("ragtune-tuned", "ragtune-hybrid")) for i in ids)  # no adapter in this workspace
     with pytest.raises(openai.AuthenticationError) as info:
         client(api, "rt-not-a-real-key").models.list()
@@ -303,3 +303,10 @@ def test_votes_are_appended_and_tallied(tmp_path: Path) -> None:
     assert [r["user"] for r in rows] == ["alice", "bob", "bob"] and rows[2]["adapter"] == "x"
     assert rows[0]["answers"] == answers and rows[0]["question"] == "q1"
     assert tally(tmp_path) == [["rag", 1, 33.3], ["tuned", 0, 0.0], ["hybrid", 2, 66.7]]
+
+
+def test_the_plain_model_name_answers_in_the_workspace_s_better_mode(api) -> None:
+    reply = client(api).chat.completions.create(model="ragtune", messages=[{"role": "user", "content": PUBLIC_Q}],
+                                                max_tokens=16)
+    # no adapter here, so no evaluation has shown hybrid is not below rag: rag (tests/test_adapter_choice.py flips it)
+    assert reply.model_extra["ragtune"]["mode"] == "rag" and reply.choices[0].message.content.strip()
