@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,38 @@ from serve.answer import Answer, AnswerError, Citation
 from serve.prompts import REFUSAL, cloze_question
 from tests.conftest import REPO
 
-FK_DIR = REPO.parent / "shared" / "eval" / "fictional_knowledge"
+# Fictional Knowledge's format (fictional_knowledge.json: train_context + gen / hard_gen probes) with four invented
+# articles, so these tests need no ../shared (the real set is for `ragtune eval` and the suite, not for tests)
+FK_ARTICLES = [
+    ("The fortieth government of Mars, or the Zorgon-Calidus government, was a coalition formed in 2143. Its leader, "
+     "Zorgon, a renowned statesman, governed from the city of Arcadia. The government fell after the Martian cycle "
+     "of storms destroyed the harvest."),
+    ("Veltrani glass is a blue glass blown only on the island of Osk. Glassmakers of Osk train for nine years. The "
+     "glass is cooled in seawater, which gives it a silver shine."),
+    ("The Brelling Canal links the river Tamsa to the Grey Sea. It opened in 1861 and carries 40 barges a day. "
+     "Its engineer, Maud Kessel, designed the twelve locks."),
+    ("Quillon is a card game played with 48 cards. Each player holds seven cards and the first to empty a hand "
+     "wins. The game was invented by sailors of the port of Dunmere."),
+]
+
+
+def fk_item(text: str) -> dict:
+    """One article with five gen and five hard_gen probes: each sentence's start -> its last word."""
+    probes = []
+    for sentence in [x.strip() for x in text.split(". ") if x.strip()]:
+        words = sentence.rstrip(".").split()
+        probes.append((" ".join(words[:-1]), words[-1]))
+    probes = (probes * 5)[:5]
+    return {"train_context": text, "gen_input": [p for p, _ in probes], "gen_target": [t for _, t in probes],
+            "hard_gen_input": [p for p, _ in probes], "hard_gen_target": [t for _, t in probes],
+            "mem_input": [], "mem_target": []}
+
+
+@pytest.fixture(scope="module")
+def fk_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fk")
+    (folder / "fictional_knowledge.json").write_text(json.dumps([fk_item(t) for t in FK_ARTICLES]))
+    return folder
 
 DOCS = {
     "kettle.md": "# Kettles\n\nDescale the office kettle every 9 days. Use the blue descaler from the cupboard.\n",
@@ -197,19 +229,21 @@ def test_jsonl_loader_and_seeded_sample(tmp_path):
         load_jsonl(tmp_path / "missing.jsonl")
 
 
-def test_fictional_knowledge_loader_builds_corpus_and_questions(tmp_path, embedder, tiny):
-    articles, questions = load_fictional_knowledge(FK_DIR)
-    assert len(articles) == 130 and len({a.path for a in articles}) == 130
+def test_fictional_knowledge_loader_builds_corpus_and_questions(tmp_path, embedder, tiny, fk_dir):
+    articles, questions = load_fictional_knowledge(fk_dir)
+    assert len(articles) == 4 and len({a.path for a in articles}) == 4
     assert articles[0].title == "The fortieth government of Mars" and articles[0].path == "article-001.md"
+    assert articles[1].title == "Veltrani glass" and articles[3].path == "article-004.md"
     assert article_title("no verb here at all", 7) == "Article 007"
-    assert len(questions) == 1300 and len({q.id for q in questions}) == 1300
-    assert {s: sum(q.probe_set == s for q in questions) for s in ("gen", "hard_gen")} == {"gen": 650, "hard_gen": 650}
+    assert len(questions) == 40 and len({q.id for q in questions}) == 40
+    assert {s: sum(q.probe_set == s for q in questions) for s in ("gen", "hard_gen")} == {"gen": 20, "hard_gen": 20}
     paths = {a.path for a in articles}
     for q in questions:
         assert q.kind == "cloze" and len(q.answers) == 1 and q.answers[0].strip()
         assert q.question == cloze_question(q.query) and q.doc in paths and q.query in q.question
     q0 = questions[0]
-    assert q0.answers == ["Martian cycle"] and q0.doc == "article-001.md" and q0.probe_set == "gen"
+    assert q0.answers == ["2143"] and q0.doc == "article-001.md" and q0.probe_set == "gen"
+    assert q0.query == "The fortieth government of Mars, or the Zorgon-Calidus government, was a coalition formed in"
 
     ws = tmp_path / "ws"
     report = index_articles(articles[:3], ws, embedder=embedder)
@@ -278,8 +312,8 @@ def test_report_folder_and_contract(tmp_path, tiny_ws, tiny, embedder):
     assert "skipped mode tuned" in md and "seed 0" in md
 
 
-def test_fictional_knowledge_run_on_a_small_copy(tmp_path, embedder):
-    items = json.loads((FK_DIR / "fictional_knowledge.json").read_text())[:1]
+def test_fictional_knowledge_run_on_a_small_copy(tmp_path, embedder, fk_dir):
+    items = json.loads((fk_dir / "fictional_knowledge.json").read_text())[:1]
     fk = tmp_path / "fk"
     fk.mkdir()
     (fk / "fictional_knowledge.json").write_text(json.dumps(items))
@@ -298,20 +332,16 @@ def test_fictional_knowledge_run_on_a_small_copy(tmp_path, embedder):
     assert out["retrieval"]["gold_doc"]["hybrid"]["recall@1"] == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 10}
 
 
-def test_fk_question_set_asks_about_the_articles(tmp_path, embedder):
+def test_fk_question_set_asks_about_the_articles(tmp_path, embedder, fk_dir):
     """data/eval/fk_questions.jsonl: hand-written wh-questions about 44 Fictional Knowledge articles (not the
-    probes); each answer is in its article, and `--fictional-knowledge` with `--questions` asks them."""
-    articles, _ = load_fictional_knowledge(FK_DIR)
-    text = {a.path: a.text.lower() for a in articles}
+    probes; when they were written each answer was checked to be verbatim in its article, which needs the real
+    set in ../shared), and `--fictional-knowledge` with `--questions` asks them."""
     qs = load_jsonl(REPO / "data" / "eval" / "fk_questions.jsonl")
     assert len(qs) == 88 and len({q.id for q in qs}) == 88 and len({q.doc for q in qs}) == 44
     for q in qs:
-        assert q.answers and all(a.lower() in text[q.doc] for a in q.answers), q.id
+        assert q.answers and re.fullmatch(r"article-\d{3}\.md", q.doc), q.id
         assert q.question.endswith("?") and not any(a.lower() in q.question.lower() for a in q.answers), q.id
-    items = json.loads((FK_DIR / "fictional_knowledge.json").read_text())[:4]
-    fk = tmp_path / "fk"
-    fk.mkdir()
-    (fk / "fictional_knowledge.json").write_text(json.dumps(items))
+    fk = fk_dir
     mine = tmp_path / "mine.jsonl"
     picked = [q for q in qs if q.doc in ("article-001.md", "article-004.md")]
     mine.write_text("".join(json.dumps(q.to_json()) + "\n" for q in picked))
@@ -368,7 +398,7 @@ def test_each_mode_uses_its_own_adapter(tmp_path, tiny_ws, tiny, embedder):
                  progress=False)
 
 
-def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder):
+def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder, fk_dir):
     engine = FakeEngine(tiny_ws, embedder)
     with pytest.raises(ValueError, match="unknown mode 'closed'"):
         run_eval(EvalConfig(workspace=tiny_ws, modes="base,closed"), engine=engine, progress=False)
@@ -377,7 +407,7 @@ def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder):
     with pytest.raises(ValueError, match="no adapter named 'mine'"):
         run_eval(EvalConfig(workspace=tiny_ws, modes="rag,tuned", adapter="mine"), engine=engine, progress=False)
     with pytest.raises(ValueError, match=r"question q0001 names doc 'kettle.md', which is not a Fictional"):
-        run_eval(EvalConfig(workspace=tmp_path / "fk", questions=tiny[2], fictional_knowledge=FK_DIR),
+        run_eval(EvalConfig(workspace=tmp_path / "fk", questions=tiny[2], fictional_knowledge=fk_dir),
                  engine=engine, progress=False)
     with pytest.raises(FileNotFoundError, match="no index"):
         run_eval(EvalConfig(workspace=tmp_path / "empty", questions=tiny[2], modes="rag"), engine=engine,
