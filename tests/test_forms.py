@@ -12,7 +12,8 @@ from ingest.types import Chunk
 from serve.drafts import DraftGate
 from serve.prompts import degenerate
 from serve.question_kind import coarse_kind, question_kind
-from tune.forms import form_items, invert, purpose_items, reason_items, section_items, task_items, yes_no_items
+from tune.forms import form_items, purpose_items, reason_items, section_items, task_items, yes_no_items
+from tune.inversion import invert
 from tune.spans import split_sentences
 
 
@@ -121,3 +122,15 @@ def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
     assert gate.finish() == ("Anna Berg leads. She is new.", None) and gate.rest() == "Anna Berg leads. She is new."
     gate = DraftGate("Is the office open on Sunday?", hold_all=False)
     assert gate.feed("No") == "" and gate.finish() == ("No", None)  # a bare No is an answer
+
+
+def test_time_items_and_plural_subjects():
+    from tune.forms import time_items
+
+    [item] = time_items("After the castle burned, Edward fled to France.", {"Edward"})
+    assert (item.question, item.answer, item.form) == ("When did Edward flee to France?", "After the castle burned.",
+                                                       "time")
+    [item] = reason_items("The rats agree to help Mrs. Frisby because her late husband helped them.", {"Frisby"})
+    assert item.question == "Why do the rats agree to help Mrs. Frisby?"
+    [item] = purpose_items("Roy Glenister and Dextry travel to Nome to work their gold claim.", {"Dextry", "Nome"})
+    assert (item.question, item.answer) == ("Why do Roy Glenister and Dextry travel to Nome?", "To work their gold claim.")

@@ -6,6 +6,7 @@ lemminflect's dictionary). The answer's length and form follow the question:
     reason      "X happened because Y."            Why did X happen?          -> Because Y.
     purpose     "X did Y to achieve Z."            Why did X do Y?            -> To achieve Z.
     manner      "X escaped by climbing the wall."  How did X escape?          -> By climbing the wall.
+    time        "X fled after the castle burned."  When did X flee?           -> After the castle burned.
     definition  "X is a device that ..."           What is X? / Who is X?     -> A device that ...
     apposition  "X, a retired sailor, ..."         Who is X?                  -> A retired sailor.
     yes / no    "The groups did not differ."       Did the groups differ?     -> No. The groups did not differ.
@@ -23,23 +24,14 @@ Every answer rests on `evidence`, verbatim text of the chunk (the filters check 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
+from tune.inversion import (ADVERBS, AUX, CLAUSE, DETS, IMPERATIVE_LEADS, NEGATION, PREPS, bare, finite, invert,
+                            lemmas, verb_lemma)
 from tune.spans import _CAP_STOP, _ROLE_WORDS, find_spans, known_names_of, split_sentences
 
-FORMS = ("reason", "purpose", "manner", "definition", "apposition", "yes", "no", "task", "section")
+FORMS = ("reason", "purpose", "manner", "time", "definition", "apposition", "yes", "no", "task", "section")
 MAX_EVIDENCE_WORDS = 60
 
-_AUX = frozenset("is are was were will would can could should shall may might must has have had".split())
-_DO = frozenset("do does did".split())
-_CLAUSE = frozenset("if when whenever while because although though unless that which who whom whose where after "
-                    "before until once since as than and or but so".split())
-_DETS = frozenset("the a an his her their its our my your this that these those some many each every any no "
-                  "all both several".split())
-_PREPS = frozenset("at to of for on in with by from about into onto over under per through via within after before "
-                   "until since during against among between without".split())
-_PRONOUN_SUBJ = {"i": "you", "we": "we", "you": "you", "he": "he", "she": "she", "it": "it", "they": "they"}
-_NEGATION = re.compile(r"\b(?:not|never|no longer)\s+", re.I)
 _COMPLEMENT_VERBS = frozenset("agree want try decide need plan refuse begin start continue seem appear hope fail "
                               "manage ask tell able go use have ought like love hate prefer learn promise expect "
                               "allow force order persuade convince help intend wish attempt choose offer "
@@ -54,140 +46,11 @@ _GENERIC_HEADINGS = frozenset(
     "introduction background methods method results result conclusion conclusions objective objectives summary "
     "design abstract overview notes note discussion purpose aims aim materials patients setting settings study "
     "contents index appendix references".split())
-_IMPERATIVE_LEADS = frozenset("select press go open use turn enter navigate connect set change move choose click "
-                              "tap follow check make sure insert remove hold".split())
-
-
-@lru_cache(maxsize=8192)
-def _lemmas(word: str) -> dict:
-    from lemminflect import getAllLemmas
-
-    return getAllLemmas(word)
-
-
-def verb_lemma(word: str) -> str | None:
-    """The verb lemma of an inflected or base verb form ('left' -> 'leave'), None when it is not a verb."""
-    lemmas = _lemmas(word.lower()).get("VERB")
-    return lemmas[0] if lemmas else None
-
-
-def _inflect(lemma: str, tag: str) -> set[str]:
-    from lemminflect import getInflection
-
-    return set(getInflection(lemma, tag=tag) or ())
-
-
-def _bare(word: str) -> str:
-    return word.strip("\"'“”‘’()[],.;:!?").lower()
-
-
-def _finite(word: str, prev: str) -> tuple[str, str] | None:
-    """(do-form, lemma) when `word` is a finite lexical verb after `prev` ('left' -> ('did', 'leave')), else None."""
-    w = _bare(word)
-    if not w.isalpha() or _bare(prev) in _DETS or _bare(prev) in _PREPS or w.endswith("ing"):
-        return None
-    lemma = verb_lemma(w)
-    if lemma is None or lemma in ("be", "have", "do"):
-        return None
-    if w in _inflect(lemma, "VBD") and w != lemma:
-        return "did", lemma
-    if w in _inflect(lemma, "VBZ") and w != lemma:
-        return "does", lemma
-    if w == lemma and _bare(prev) in ("they", "we", "you", "i"):
-        return "do", lemma
-    return None
-
-
-_ADVERBS = frozenset("afterwards then later meanwhile eventually finally however soon also still now once instead "
-                     "thus therefore hence moreover furthermore nevertheless overall here there".split())
-
-
-def _ambiguous(word: str) -> bool:
-    """A verb form that is also a noun ('forces', 'functions'): maybe still the subject."""
-    return "NOUN" in _lemmas(word) or word.endswith("ed")
-
-
-def _verb_follows(words: list[str], i: int) -> bool:
-    """Whether the word after i is 'of', or an auxiliary or a clear finite verb comes within the next six words
-    (before a comma or a clause word): then word i belongs to the subject."""
-    if i + 1 < len(words) and _bare(words[i + 1]) in ("of", "in", "for", "from", "which", "that", "who"):
-        return True
-    for j in range(i + 1, min(len(words), i + 7)):
-        w = _bare(words[j])
-        if words[j - 1].endswith((",", ";")) or w in _CLAUSE:
-            return False
-        if w in _AUX or (not _ambiguous(w) and _finite(words[j], words[j - 1])):
-            return True
-    return False
-
-
-def _subject_ok(words: list[str]) -> bool:
-    first = _bare(words[0]) if words else ""
-    return 1 <= len(words) <= 8 and not any(w.endswith((",", ";", ":")) or _bare(w) in _CLAUSE for w in words) \
-        and first not in _PREPS | _ADVERBS | _IMPERATIVE_LEADS | {"every", "each"} and not first.endswith("ly") \
-        and not any(_bare(w) in ("you", "we", "they", "he", "she", "it", "to") for w in words[1:])
-
-
-def _lower_first(words: list[str], known: set[str]) -> list[str]:
-    first = words[0]
-    bare = first.strip("\"'“”‘’()")
-    if _bare(first) in _PRONOUN_SUBJ:
-        return [_PRONOUN_SUBJ[_bare(first)]] + words[1:]
-    if bare[:1].isupper() and bare[1:].islower() and bare not in known and \
-            (bare.lower() in _DETS or _lemmas(bare.lower())):  # a dictionary word, not a name
-        return [first[:1].lower() + first[1:]] + words[1:]
-    return words
-
-
-def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
-           drop_negation: bool = False) -> str | None:
-    """A declarative clause as a question: 'The meeting was moved to Friday' -> 'Was the meeting moved to Friday?'
-    (with wh='why': 'Why was the meeting moved to Friday?'); lexical verbs get do-support ('He left the castle' ->
-    'Why did he leave the castle?'). None when no subject + verb split fits within the first eight words."""
-    words = clause.strip().rstrip(".!?;:,").split()
-    if not words or _bare(words[-1]) in _CLAUSE | _PREPS | _DETS:
-        return None  # a cut-off sentence ("... available only if")
-    for i in range(1, min(len(words), 9)):
-        w = _bare(words[i])
-        if not _subject_ok(words[:i]):
-            return None
-        if w == "cannot":  # "cannot" = "can" + "not"
-            w, words = "can", words[:i] + ["can", "not"] + words[i + 1:]
-        subject = _lower_first(words[:i], set(known))
-        rest = words[i + 1:]
-        if w in _AUX or w in _DO:
-            if w in ("has", "have", "had") and not (rest and verb_lemma(_bare(rest[0])) and
-                                                     _bare(rest[0]).endswith(("ed", "en", "wn", "ne"))):
-                lead, verb = {"has": "does", "have": "do", "had": "did"}[w], ["have"]  # possession
-            else:
-                lead, verb = w, []
-            tail = " ".join(verb + rest)
-        else:
-            found = _finite(words[i], words[i - 1])
-            if found is None or (_ambiguous(w) and _verb_follows(words, i)):
-                continue
-            lead, lemma = found
-            tail = " ".join([lemma] + rest)
-        if _NEGATION.match(tail):
-            if not drop_negation:
-                return None  # "Why did he not go?" reads badly; the positive question is asked instead
-            tail = _NEGATION.sub("", tail, count=1)
-        elif drop_negation:
-            return None  # the negation is elsewhere ("told them not to speak"): not a plain No
-        question = " ".join(x for x in (wh, lead, " ".join(subject), tail) if x).strip()
-        if len(question.split()) < 3 or all(t.endswith("ly") for t in tail.split()):
-            return None  # nothing left to ask about ("Why is the treatment possibly?")
-        return question[:1].upper() + question[1:] + "?"
-    return None
 
 
 def _sentence_case(text: str) -> str:
     text = text.strip().rstrip(",;:")
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
-
-
-def _cap(words: list[str]) -> bool:
-    return len(words) <= MAX_EVIDENCE_WORDS
 
 
 class FormItem:
@@ -219,21 +82,44 @@ def reason_items(sentence: str, known) -> list[FormItem]:
     return [FormItem(question, _sentence_case(evidence), evidence, form)]
 
 
+_TEMPORAL = re.compile(r",?\s+\b(after|before|when|once)\s+", re.I)
+
+
+def time_items(sentence: str, known) -> list[FormItem]:
+    """'Martin fell into a coma after the Emperor hit him.' -> 'When did Martin fall into a coma?' -> 'After the
+    Emperor hit him.' (also a leading 'After X, Y.')."""
+    lead = re.match(r"^(after|before|when|once)\s+([^,]{3,100}),\s+(.+)$", sentence.rstrip("."), re.I)
+    if lead:
+        connective, clause, main = lead.groups()
+    else:
+        m = _TEMPORAL.search(sentence)
+        if not m:
+            return []
+        main, connective = sentence[:m.start()], m.group(1)
+        clause = re.split(r"[;,]\s", sentence[m.end():].rstrip("."))[0]
+    question = invert(main, "when", known)
+    if not question or len(clause.split()) < 3 or connective.lower() == "when" and lead is None and \
+            not re.match(r"[A-Z]|the |his |her |their |a |an ", clause):
+        return []
+    evidence = f"{connective} {clause}"
+    return [FormItem(question, _sentence_case(evidence), evidence, "time")]
+
+
 def purpose_items(sentence: str, known) -> list[FormItem]:
     """'He sold the farm to pay his debts.' -> 'Why did he sell the farm?' -> 'To pay his debts.'; 'She escaped by
     climbing the wall.' -> 'How did she escape?' -> 'By climbing the wall.'"""
     out = []
     words = sentence.rstrip(".!?").split()
     for i in range(3, len(words) - 1):
-        w, nxt = _bare(words[i]), _bare(words[i + 1])
+        w, nxt = bare(words[i]), bare(words[i + 1])
         before = words[i - 1]
-        if before.endswith((",", ";")) or _bare(before) in _DETS:
+        if before.endswith((",", ";")) or bare(before) in DETS:
             continue
-        after = _bare(words[i + 2]) if i + 2 < len(words) else ""
-        if w == "to" and verb_lemma(nxt) == nxt and nxt not in _PREPS and \
-                ("NOUN" not in _lemmas(nxt) or after in _DETS) and \
-                not any((verb_lemma(_bare(b)) or _bare(b)) in _COMPLEMENT_VERBS for b in words[max(0, i - 2):i]) \
-                and not _finite(before, words[i - 2]) and not _bare(before).endswith(("ed", "ing")):
+        after = bare(words[i + 2]) if i + 2 < len(words) else ""
+        if w == "to" and verb_lemma(nxt) == nxt and nxt not in PREPS and \
+                ("NOUN" not in lemmas(nxt) or after in DETS) and \
+                not any((verb_lemma(bare(b)) or bare(b)) in _COMPLEMENT_VERBS for b in words[max(0, i - 2):i]) \
+                and not finite(before, words[i - 2]) and not bare(before).endswith(("ed", "ing")):
             wh, form = "why", "purpose"
         elif w == "by" and nxt.endswith("ing") and verb_lemma(nxt):
             wh, form = "how", "manner"
@@ -252,13 +138,13 @@ def definition_items(sentence: str, known) -> list[FormItem]:
     m = re.match(r"^((?:The |An? )?[A-Z][\w'’-]*(?: [\w'’-]+){0,4}?) (is|are|was|were) ((?:an?|the|one of the) .+)$",
                  sentence.rstrip(".!?"))
     out = []
-    pronoun = m and _bare(m.group(1)) in ("this", "that", "these", "those", "it", "they", "he", "she", "there")
+    pronoun = m and bare(m.group(1)) in ("this", "that", "these", "those", "it", "they", "he", "she", "there")
     if m and not pronoun and \
-            not any(_bare(w) in _CLAUSE | _AUX | _PREPS or w.endswith(",") for w in m.group(1).split()[:1]) and \
-            not any(_bare(w) in _CLAUSE | _AUX or w.endswith(",") for w in m.group(1).split()[1:]):
+            not any(bare(w) in CLAUSE | AUX | PREPS or w.endswith(",") for w in m.group(1).split()[:1]) and \
+            not any(bare(w) in CLAUSE | AUX or w.endswith(",") for w in m.group(1).split()[1:]):
         subject, verb, predicate = m.groups()
         predicate = re.split(r"[;]|,\s+(?:which|but|and|while|although|who)\s", predicate)[0]
-        head = [_bare(w) for w in predicate.split()[:4]]
+        head = [bare(w) for w in predicate.split()[:4]]
         wh = "who" if any(w in _PERSON_NOUNS for w in head) else "what"
         subject = subject if subject.split()[0] not in ("The", "A", "An") or subject in known \
             else subject[:1].lower() + subject[1:]
@@ -267,7 +153,7 @@ def definition_items(sentence: str, known) -> list[FormItem]:
                                 "definition"))
     a = re.match(r"^([A-Z][\w'’.-]*(?: [A-Z][\w'’.-]*){0,3}), ((?:an?|the|his|her|their) [^,]{3,80}), ", sentence)
     if a and a.group(1) not in _CAP_STOP and not a.group(1).lower().endswith("ly") and \
-            _bare(a.group(1)) not in _ADVERBS and any(_bare(w) in _PERSON_NOUNS for w in a.group(2).split()):
+            bare(a.group(1)) not in ADVERBS and any(bare(w) in _PERSON_NOUNS for w in a.group(2).split()):
         tense = "was" if re.search(r"\b(was|were|had|\w+ed)\b", sentence[a.end():a.end() + 40]) else "is"
         out.append(FormItem(f"Who {tense} {a.group(1)}?", _sentence_case(a.group(2)), a.group(2), "apposition"))
     return out
@@ -281,7 +167,7 @@ def yes_no_items(sentence: str, known, others: list[str], pick) -> list[FormItem
     if not 5 <= len(words) <= 30 or sentence.rstrip().endswith("?") or re.search(r"[;:—–()]| - ", sentence) or \
             sentence.count(",") > 1 or re.search(r"\bbut\b|, and\b|\band \w+(?:s|ed)\b", sentence):
         return []  # a short, plain statement: a long one makes a question nobody would ask
-    negated = bool(_NEGATION.search(sentence))
+    negated = bool(NEGATION.search(sentence))
     question = invert(sentence, "", known, drop_negation=negated)
     if not question:
         return []
@@ -306,8 +192,8 @@ def task_items(sentence: str, known) -> list[FormItem]:
     'How can I X?' -> 'By Y-ing Z.'"""
     m = re.match(r"^To ([a-z]+) ([^,]{3,80}), (.{5,})$", sentence.rstrip("."))
     step = m.group(3) if m else ""
-    if m and verb_lemma(m.group(1)) == m.group(1) and verb_lemma(_bare(step.split()[0])) == step.split()[0].lower() \
-            and (step[:1].islower() or _bare(step.split()[0]) in _IMPERATIVE_LEADS):
+    if m and verb_lemma(m.group(1)) == m.group(1) and verb_lemma(bare(step.split()[0])) == step.split()[0].lower() \
+            and (step[:1].islower() or bare(step.split()[0]) in IMPERATIVE_LEADS):
         return [FormItem(f"How do I {m.group(1)} {m.group(2)}?", _sentence_case(step), step, "task")]
     m = re.match(r"^You can ([a-z]+ [^,]{3,80}?) (by [a-z]+ing .{3,})$", sentence.rstrip("."))
     if m and verb_lemma(m.group(1).split()[0]):
@@ -321,13 +207,13 @@ def _heading_question(heading: str) -> str | None:
         return None
     first = words[0].lower()
     if first.endswith("ing") and verb_lemma(first) and verb_lemma(first) != first:
-        rest = [w if (w[:1].isupper() and w.lower() not in _DETS | _PREPS and i > 0 and not w.istitle()) or w.isupper()
+        rest = [w if (w[:1].isupper() and w.lower() not in DETS | PREPS and i > 0 and not w.istitle()) or w.isupper()
                 else w.lower() if w.istitle() and i == 0 else w for i, w in enumerate(words[1:])]
         return f"How do I {verb_lemma(first)} {' '.join(rest)}?".replace("  ", " ")
-    if first in _IMPERATIVE_LEADS or verb_lemma(first) == first and first not in _DETS and len(words) >= 2 and \
+    if first in IMPERATIVE_LEADS or verb_lemma(first) == first and first not in DETS and len(words) >= 2 and \
             first not in ("read",):
         return f"How do I {first} {' '.join(words[1:])}?"
-    if len(words) <= 5 and not any(w.lower() in _CLAUSE for w in words) and not re.search(r"\d", heading):
+    if len(words) <= 5 and not any(w.lower() in CLAUSE for w in words) and not re.search(r"\d", heading):
         return f"What is {heading.strip()}?"
     return None
 
@@ -362,7 +248,7 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     for s in sentences:
         if len(s.split()) > MAX_EVIDENCE_WORDS:
             continue
-        for make in (reason_items, purpose_items, definition_items, task_items):
+        for make in (reason_items, purpose_items, time_items, definition_items, task_items):
             found.extend(make(s, known))
         found.extend(yes_no_items(s, known, facts, pick))
     by_form: dict[str, list[FormItem]] = {}
