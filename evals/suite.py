@@ -108,19 +108,25 @@ def parse_overrides(pairs: list[str], cls) -> dict:
 
 
 class _Stages:
-    """Which stages of a set ran with which inputs (OUT/<set>/stages.json): a stage is reused when its fingerprint
-    and the fingerprints of the stages before it are unchanged."""
+    """Which stages of a set ran with which inputs (OUT/<set>/stages.json): a stage is redone when its fingerprint
+    (which includes the fingerprints of the stages before it) changed or its output is gone, else reused. Keeps
+    each stage's seconds and the list of reused ones."""
 
     def __init__(self, folder: Path, fresh: bool) -> None:
         self.path = folder / "stages.json"
         self.done = {} if fresh or not self.path.is_file() else json.loads(self.path.read_text())
+        self.seconds: dict[str, float] = {}
+        self.reused: list[str] = []
 
-    def fresh(self, stage: str, fingerprint: str) -> bool:
-        return self.done.get(stage) != fingerprint
-
-    def mark(self, stage: str, fingerprint: str) -> None:
-        self.done[stage] = fingerprint
-        self.path.write_text(json.dumps(self.done, indent=1))
+    def run(self, stage: str, fingerprint: str, output: Path, action) -> None:
+        t = time.perf_counter()
+        if self.done.get(stage) != fingerprint or not output.is_file():
+            action()
+            self.done[stage] = fingerprint
+            self.path.write_text(json.dumps(self.done, indent=1))
+        else:
+            self.reused.append(stage)
+        self.seconds[stage] = round(time.perf_counter() - t, 1)
 
 
 def _log(msg: str) -> None:
@@ -140,8 +146,6 @@ def run_set(inputs: SetInputs, config: SuiteConfig) -> dict:
     ws = folder / "ws"
     folder.mkdir(parents=True, exist_ok=True)
     stages = _Stages(folder, config.fresh)
-    seconds: dict[str, float] = {}
-    reused: list[str] = []
     t = time.perf_counter()
     _log(f"{inputs.name}: index")
     if inputs.fictional_knowledge:
@@ -150,31 +154,19 @@ def run_set(inputs: SetInputs, config: SuiteConfig) -> dict:
     else:
         report = build_index(inputs.docs, ws, progress=True)
     index_fp = _fingerprint(sorted(report.added + report.updated + report.unchanged), report.chunks)
-    seconds["index"] = round(time.perf_counter() - t, 1)
+    stages.seconds["index"] = round(time.perf_counter() - t, 1)
 
     synth_cfg = SynthConfig(workspace=ws, name=ADAPTER, seed=config.seed, **config.synth)
     synth_fp = _fingerprint(index_fp, synth_cfg.to_json())
-    t = time.perf_counter()
-    if stages.fresh("synth", synth_fp) or not (ws / "datasets" / ADAPTER / "train.jsonl").is_file():
-        _log(f"{inputs.name}: synth")
-        synthesize(synth_cfg, progress=True)
-        stages.mark("synth", synth_fp)
-    else:
-        reused.append("synth")
-    seconds["synth"] = round(time.perf_counter() - t, 1)
+    stages.run("synth", synth_fp, ws / "datasets" / ADAPTER / "train.jsonl",
+               lambda: (_log(f"{inputs.name}: synth"), synthesize(synth_cfg, progress=True)))
 
     tune_cfg = TuneConfig(workspace=ws, dataset=ws / "datasets" / ADAPTER, name=ADAPTER, max_steps=config.steps,
                           lr=config.lr, max_val_examples=64, seed=config.seed,
                           **({"model": config.model} if config.model else {}), **config.tune)
     tune_fp = _fingerprint(synth_fp, {k: str(v) for k, v in dataclasses.asdict(tune_cfg).items()})
-    t = time.perf_counter()
-    if stages.fresh("tune", tune_fp) or not (ws / "adapters" / ADAPTER / "adapter_config.json").is_file():
-        _log(f"{inputs.name}: tune ({config.steps} steps)")
-        train_adapter(tune_cfg, progress=True)
-        stages.mark("tune", tune_fp)
-    else:
-        reused.append("tune")
-    seconds["tune"] = round(time.perf_counter() - t, 1)
+    stages.run("tune", tune_fp, ws / "adapters" / ADAPTER / "adapter_config.json",
+               lambda: (_log(f"{inputs.name}: tune ({config.steps} steps)"), train_adapter(tune_cfg, progress=True)))
 
     _log(f"{inputs.name}: eval {config.modes}")
     t = time.perf_counter()
@@ -184,9 +176,9 @@ def run_set(inputs: SetInputs, config: SuiteConfig) -> dict:
                               seed=config.seed, max_new_tokens=config.max_new_tokens, out=folder / "evals",
                               model=config.model,
                               command=f"evals.suite {inputs.name}"))
-    seconds["eval"] = round(time.perf_counter() - t, 1)
+    stages.seconds["eval"] = round(time.perf_counter() - t, 1)
     return {"set": inputs.name, "report": out["report"], "n": out["n"], "results": out["results"],
-            "seconds": seconds, "reused": reused}
+            "seconds": stages.seconds, "reused": stages.reused}
 
 
 def run_suite(config: SuiteConfig) -> dict:

@@ -27,9 +27,32 @@ COARSE = {**{k: "factoid" for k in FACTOID_KINDS}, **{k: "explain" for k in EXPL
 _LEAD = re.compile(r"^(?:(?:and|but|so|also|then|ok|okay|please|now|well|hi|hello)[,]?\s+)+", re.I)
 _PREP_LEAD = re.compile(r"^(?:in|on|at|during|after|before|from|by|with|to|for|of|according to|since|under)\s+",
                         re.I)
-# "What is Remote Support?": a term to define (no possessive, not ending in a preposition or a participle)
-_DEFINITION = re.compile(r"^what (?:is|are) (?:an? )?(?!the )(?![\w-]+(?: [\w-]+)* (?:from|to|for|by|with|of|in|on|at|about|"
-                         r"into)$)(?:[\w-]+(?<!ed))(?: [\w-]+(?<!ed)){0,3}$")
+_WH = re.compile(r"\b(?:what|which|who|whom|whose|when|where|how|why)\b")
+_STEPS = r"(?=.*\b(?:procedure|steps?|how to|how do i|how can i)\b)"  # asks for steps, anywhere in the question
+_ASK_TO_EXPLAIN = r"(?:(?:describe|explain|summari[sz]e|tell me (?:about|more)|give (?:me )?(?:an )?overview)\b|" \
+                  r".*\b(?:explain|describe) (?:the|how|what|why)\b)"
+# "What is Remote Support?": a term to define (no "the", no possessive, not ending in a preposition or a participle)
+_DEFINITION = r"what (?:is|are) (?:an? )?(?!the )(?![\w-]+(?: [\w-]+)* (?:from|to|for|by|with|of|in|on|at|about|" \
+              r"into)\??$)(?:[\w-]+(?<!ed))(?: [\w-]+(?<!ed)){0,3}\??$"
+# (kind, pattern) tried in order on the lower-cased question clause; the first match decides
+_RULES = [(kind, re.compile(pattern)) for kind, pattern in (
+    ("procedure", _STEPS + _ASK_TO_EXPLAIN),
+    ("describe", _ASK_TO_EXPLAIN),
+    ("reason", r"why\b|what\b.*\b(?:used|use|needed|good|meant|designed|intended)\s+for\??$|what is the (?:purpose|"
+               r"reason|point|use)\b|for what (?:reason|purpose)\b|how come\b"),
+    ("quantity", r"how (?:many|much|long|often|old|far|big|large|high|tall|fast|soon|frequently)\b"),
+    ("procedure", r"how (?:do|can|could|should|must) (?:i|we|you|one|users?)\b(?! describe)|what (?:do|should|must|"
+                  r"can) (?:i|we|you) (?:do|need to do|have to do)\b|how to\b|what (?:are the )?steps\b|"
+                  r"what is the procedure\b"),
+    ("describe", r"how\b|in what way\b"),
+    ("who", r"(?:who|whom|whose)\b"),
+    ("when", r"(?:when|what (?:year|date|day|month|time|century|decade|period))\b"),
+    ("where", r"(?:where|what (?:place|city|country|town|planet|room|location))\b"),
+    ("describe", r"what happens?\b|what (?:is|are) .* about\??$|what is (?:meant by|known about)\b|" + _DEFINITION),
+    ("what", r"(?:what|which)\b"),
+    ("yes_no", r"(?:is|are|was|were|am|do|does|did|can|could|should|would|will|shall|has|have|had|may|might|must)"
+               r"(?:n't)?\b"),
+)]
 
 
 def _clause(question: str) -> str:
@@ -57,38 +80,13 @@ def question_kind(question: str) -> str:
     if re.match(r"^\s*complete the sentence:", raw, re.I):
         return "cloze"
     q = _clause(raw).lower()
-    if re.match(r"^(describe|explain|summari[sz]e|tell me (about|more)|give (me )?(an )?overview)\b", q) or \
-            re.search(r"\b(explain|describe) (the|how|what|why)\b", q):
-        return "procedure" if re.search(r"\b(procedure|steps?|how to|how do i|how can i)\b", q) else "describe"
-    if re.match(r"^why\b|^what\b.*\b(used|use|needed|good|meant|designed|intended)\s+for\??$|^what is the (purpose|"
-                r"reason|point|use)\b|^for what (reason|purpose)\b|^how come\b", q):
-        return "reason"
-    if re.match(r"^how (many|much|long|often|old|far|big|large|high|tall|fast|soon|frequently)\b", q):
-        return "quantity"
-    if re.match(r"^how (do|can|could|should|must) (i|we|you|one|users?)\b(?! describe)|^what (do|should|must|can) "
-                r"(i|we|you) (do|need to do|have to do)\b", q):
-        return "procedure"
-    if re.match(r"^how (to|do|does|did|is|are|was|were|can|could|should|would|will)\b|^how\b|^in what way\b|"
-                r"^what (are the )?steps\b|^what is the procedure\b", q):
-        return "procedure" if re.match(r"^how to\b|^what (are the )?steps\b|^what is the procedure\b", q) else "describe"
-    if re.match(r"^(who|whom|whose)\b", q):
-        return "who"
-    if re.match(r"^(when|what (year|date|day|month|time|century|decade|period))\b", q):
-        return "when"
-    if re.match(r"^(where|what (place|city|country|town|planet|room|location))\b", q):
-        return "where"
-    if re.match(r"^what happens?\b|^what (is|are) .* about\??$|^what is (meant by|known about)\b", q) or \
-            _DEFINITION.match(q.rstrip("?").strip()):
-        return "describe"
-    if re.match(r"^(what|which)\b", q):
-        return "what"
-    if re.match(r"(is|are|was|were|am|do|does|did|can|could|should|would|will|shall|has|have|had|may|might|must)"
-                r"(n't)?\b", q):
-        return "yes_no"
+    for kind, pattern in _RULES:
+        if pattern.match(q):
+            return kind
     body = _PREP_LEAD.sub("", q)  # "In what year ...", "According to X, who ..."
-    if body != q and re.match(r"(what|which|who|whom|whose|when|where|how|why)\b", body):
+    if body != q and _WH.match(body):
         return question_kind(body)
-    if re.search(r"\b(what|which|who|whom|whose|when|where|how|why)\b", q):
+    if _WH.search(q):
         return "what"  # a wh-word inside: "The Normans were in what country?"
     return "yes_no"  # "A link between X and Y?"
 
