@@ -79,6 +79,15 @@ def _fingerprint(*parts) -> str:
 
 
 def _coerce(value: str, current):
+    if current is None:  # an optional field: a number when it reads as one, "none" for None
+        if value.lower() == "none":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
     if isinstance(current, bool):
         return value.lower() in ("1", "true", "yes", "on")
     if isinstance(current, int) and not isinstance(current, bool):
@@ -103,7 +112,7 @@ def parse_overrides(pairs: list[str], cls) -> dict:
         default = fields[key].default
         if default is dataclasses.MISSING and fields[key].default_factory is not dataclasses.MISSING:
             default = fields[key].default_factory()
-        out[key] = _coerce(value, default) if default is not None else value
+        out[key] = _coerce(value, default)
     return out
 
 

@@ -119,6 +119,8 @@ def test_extract_teacher_items_cloze_and_question():
     assert [(i.search_query, i.answer) for i in ending] == [
         ("Ashcombe Mutual has run the pension fund since 2019 for every employee who joined the company in any of",
          "its offices")]
+    capped = ExtractTeacher(max_endings_per_chunk=0).items(C)
+    assert not [i for i in capped if i.rule == "ending"] and len(capped) == len(items) - 1  # only endings go
 
 
 @pytest.mark.parametrize("sentence, expected", [

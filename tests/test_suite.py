@@ -58,8 +58,10 @@ def test_suite_runs_every_stage_and_reports_missing_sets(shared, tmp_path, tiny_
 
 
 def test_suite_overrides_and_flags_are_checked(capsys):
-    assert parse_overrides(["max_forms_per_chunk=0", "drop_oracle=0.2", "styles=question"], SynthConfig) == {
-        "max_forms_per_chunk": 0, "drop_oracle": 0.2, "styles": ("question",)}
+    assert parse_overrides(["max_forms_per_chunk=0", "drop_oracle=0.2", "styles=question",
+                            "max_endings_per_chunk=2", "teacher_model=none"], SynthConfig) == {
+        "max_forms_per_chunk": 0, "drop_oracle": 0.2, "styles": ("question",), "max_endings_per_chunk": 2,
+        "teacher_model": None}
     with pytest.raises(ValueError, match="KEY a field of SynthConfig"):
         parse_overrides(["no_such=1"], SynthConfig)
     assert main(["--sets", "squad2,nope"]) == 2

@@ -254,6 +254,8 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     by_form: dict[str, list[FormItem]] = {}
     for item in found:
         by_form.setdefault(item.form, []).append(item)
+    for form in ("yes", "no"):  # every plain statement makes these: one of each per chunk, or they crowd out the rest
+        by_form[form] = by_form.get(form, [])[:1]
     chosen: list[FormItem] = []
     while len(chosen) < max_items and any(by_form.values()):
         for form in FORMS:

@@ -16,7 +16,8 @@ DETS = frozenset("the a an his her their its our my your this that these those s
                  "all both several".split())
 PREPS = frozenset("at to of for on in with by from about into onto over under per through via within after before "
                   "until since during against among between without".split())
-_PRONOUN_SUBJ = {"i": "you", "we": "we", "you": "you", "he": "he", "she": "she", "it": "it", "they": "they"}
+# a manual's "you" is the reader, who asks about themself: "You can set the clock" -> "Can I set the clock?"
+_PRONOUN_SUBJ = {"i": "you", "we": "we", "you": "I", "he": "he", "she": "she", "it": "it", "they": "they"}
 NEGATION = re.compile(r"\b(?:not|never|no longer)\s+", re.I)
 IMPERATIVE_LEADS = frozenset("select press go open use turn enter navigate connect set change move choose click "
                              "tap follow check make sure insert remove hold".split())
@@ -152,6 +153,8 @@ def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
             tail = NEGATION.sub("", tail, count=1)
         elif drop_negation:
             return None  # the negation is elsewhere ("told them not to speak"): not a plain No
+        if subject == ["I"]:
+            tail = re.sub(r"\byour\b", "my", re.sub(r"\byourself\b", "myself", tail))
         question = " ".join(x for x in (wh, lead, " ".join(subject), tail) if x).strip()
         if len(question.split()) < 3 or all(t.endswith("ly") for t in tail.split()):
             return None  # nothing left to ask about ("Why is the treatment possibly?")

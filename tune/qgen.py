@@ -264,7 +264,7 @@ class ExtractTeacher:
 
     def __init__(self, frequent=None, max_spans_per_chunk: int = 6, min_cloze_words: int = 6,
                  max_cloze_answer_words: int = 8, styles: tuple[str, ...] = STYLES, max_forms_per_chunk: int = 4,
-                 seed: int = 0) -> None:
+                 max_endings_per_chunk: int | None = None, seed: int = 0) -> None:
         if frequent is None:
             frequent = set()
         self.frequent = frequent if callable(frequent) else (lambda text, _s=frozenset(frequent): text.lower() in _s)
@@ -273,6 +273,7 @@ class ExtractTeacher:
         self.max_cloze_answer_words = max_cloze_answer_words
         self.styles = styles
         self.max_forms = max_forms_per_chunk
+        self.max_endings = max_endings_per_chunk
         self.seed = seed
 
     def spans(self, chunk, sentences: list[str] | None = None) -> list[tuple[str, Span]]:
@@ -319,9 +320,12 @@ class ExtractTeacher:
             for f in form_items(chunk, rng.choice, self.max_forms):
                 out.append(QAItem(f.question, f.answer, chunk, "question", f.form, "form", f.question, f.evidence))
         if "cloze" in self.styles:  # every other sentence: complete its final phrase (reading practice)
-            for sent in sentences:
-                cut = None if sent in clozed else sentence_ending(sent, self.min_cloze_words,
-                                                                  self.max_cloze_answer_words)
-                if cut:
-                    out.append(QAItem(cloze_question(cut[0]), cut[1], chunk, "cloze", "ending", "ending", cut[0]))
+            endings = [cut for sent in sentences if sent not in clozed
+                       for cut in [sentence_ending(sent, self.min_cloze_words, self.max_cloze_answer_words)] if cut]
+            if self.max_endings is not None and len(endings) > self.max_endings:  # a seeded few, in text order
+                keep = sorted(random.Random(f"{self.seed}|{chunk.id}|endings").sample(range(len(endings)),
+                                                                                      self.max_endings))
+                endings = [endings[i] for i in keep]
+            for prefix, ending in endings:
+                out.append(QAItem(cloze_question(prefix), ending, chunk, "cloze", "ending", "ending", prefix))
         return out

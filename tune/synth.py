@@ -67,6 +67,8 @@ class SynthConfig:
     val_fraction: float = 0.1  # share of documents held out for validation (at least one)
     max_spans_per_chunk: int = 6  # extract/local: answer spans per chunk
     max_forms_per_chunk: int = 4  # extract: why / how / yes-no / what-is items per chunk (tune/forms.py); 0 = none
+    max_endings_per_chunk: int | None = None  # extract: sentence-ending cloze items per chunk (None = every sentence
+    # without another cloze item)
     questions_per_chunk: int = 4  # URL teacher: questions asked for per chunk
     styles: tuple[str, ...] = STYLES  # extract teacher: which item styles to make
     dedup_jaccard: float = 0.85
@@ -165,7 +167,7 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
     (tests use a stub)."""
     extract = ExtractTeacher(frequent=frequent, max_spans_per_chunk=config.max_spans_per_chunk,
                              styles=tuple(config.styles), max_forms_per_chunk=config.max_forms_per_chunk,
-                             seed=config.seed)
+                             max_endings_per_chunk=config.max_endings_per_chunk, seed=config.seed)
     if config.teacher == "extract":
         return extract
     if config.teacher == "local":
