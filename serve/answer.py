@@ -27,13 +27,21 @@ from serve.adapter_choice import ADAPTER_MODES, pick_adapter
 from serve.drafts import DraftGate
 from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                            support_score)
+from serve.question_kind import coarse_kind
 
 MODES = ("base", "rag", "tuned", "hybrid")
 RETRIEVAL_MODES = ("rag", "hybrid")
-# the tuned reader answers best from the one sentence most like the question in each chunk (window 0; +-1 and +-2
-# sentences scored lower); the base model does not gain (fewer correct citations), so rag stays plain RAG over
-# whole chunks unless asked (README "Does tuning help?")
+# the tuned reader answers fact questions best from the one sentence most like the question in each chunk (window 0;
+# +-1 and +-2 sentences scored lower on Fictional Knowledge and data/eval), but a why / how / yes-no question's answer
+# spans sentences (the steps of a procedure), so it reads whole chunks; the base model does not gain from focusing
+# (fewer correct citations), so rag stays plain RAG over whole chunks unless asked (docs/RESULTS.md)
 FOCUS_WINDOW = {"rag": -1, "hybrid": 0}
+WHOLE_CHUNKS_FOR = ("explain",)  # serve.question_kind.coarse_kind: these read whole chunks in every mode
+
+
+def focus_window_for(mode: str, question: str) -> int:
+    """Sentences kept either side of the best one in each chunk (-1 = whole chunks) for this mode and question."""
+    return -1 if coarse_kind(question) in WHOLE_CHUNKS_FOR else FOCUS_WINDOW[mode]
 
 
 class AnswerError(ValueError):
@@ -52,7 +60,7 @@ class AnswerConfig:
     min_support: float = 0.34  # share of the answer's content words that must appear in the passages it was given;
     # below it the answer is treated as a guess and replaced by the refusal (rag/hybrid only; 0 disables)
     focus_window: int | None = None  # each chunk cut to this many sentences either side of the one most like the
-    # question (retrieve/focus.py); -1 = whole chunks; None = FOCUS_WINDOW[mode]
+    # question (retrieve/focus.py); -1 = whole chunks; None = focus_window_for(mode, question)
     second_look: bool = True  # a refused or withheld answer from focused passages is asked again with whole chunks
 
 
@@ -215,13 +223,14 @@ class AnswerEngine:
         attempts: list[list[Citation]] = [[]]  # the passages of each try: focused first, then whole chunks
         if mode in RETRIEVAL_MODES:
             query, hits, best = self._retrieve(question, history, groups, k or cfg.k)
+            timings["retriever"] = getattr(hits[0], "retriever", "") if hits else ""  # Searcher.describe
             if not hits or best < cfg.min_relevance:
                 timings["retrieve_ms"] = timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 stream.result = Answer(question, REFUSAL, mode, adapter, [], True, timings, [], query,
                                        ["no indexed passage is relevant enough to answer from"])
                 yield REFUSAL
                 return
-            attempts = self._passages(hits, query, mode, warnings)
+            attempts = self._passages(hits, query, question, mode, warnings)
             timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         turns = history[-cfg.history_turns:] if cfg.history_turns else []
         options = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
@@ -280,7 +289,7 @@ class AnswerEngine:
         stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings,
                                degenerate)
 
-    def _passages(self, hits, query: str, mode: str, warnings: list[str]) -> list[list[Citation]]:
+    def _passages(self, hits, query: str, question: str, mode: str, warnings: list[str]) -> list[list[Citation]]:
         """The numbered passages to answer from, within the token budget: the focused ones first (when focusing
         is on and changes anything, and `second_look` is set, the whole chunks follow as a second try)."""
         cfg = self.config
@@ -297,7 +306,7 @@ class AnswerEngine:
                 text = self._truncate(text, budget)
             budget -= cost
             whole.append(Citation(n, h.chunk.doc, h.chunk.section, h.chunk.page, h.chunk.id, text))
-        window = FOCUS_WINDOW[mode] if cfg.focus_window is None else cfg.focus_window
+        window = focus_window_for(mode, question) if cfg.focus_window is None else cfg.focus_window
         if window < 0:
             return [whole]
         focused_texts = focus_passages(self.searcher.embedder, cloze_prefix(query), [c.text for c in whole], window)

@@ -281,3 +281,13 @@ def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_gen
     out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "hybrid",
                           "--adapter", "hybrid=a,closed=b"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "'closed' is not a mode" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_why_and_how_questions_read_whole_chunks_in_hybrid():
+    from serve.answer import focus_window_for
+
+    assert focus_window_for("hybrid", "How many days of leave do I get?") == FOCUS_WINDOW["hybrid"] == 0
+    assert focus_window_for("hybrid", "Complete the sentence: Leave is ...") == 0
+    for question in ("How do I reset the TV?", "Why was the mileage rate raised?", "Can I carry over leave?"):
+        assert focus_window_for("hybrid", question) == -1  # the answer spans sentences: whole chunks
+    assert focus_window_for("rag", "Who approves leave?") == -1
