@@ -46,6 +46,23 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def auto_dtype(device: str) -> str:
+    """The inference dtype for a device: float16 on CUDA, bfloat16 on CPUs with native bf16, else float32."""
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def for_inference(model, dtype: str):
+    """`model` (a sentence-transformers model) in eval mode, cast to `dtype` unless that is float32."""
+    import torch
+
+    model.eval()
+    if dtype != "float32":
+        model.to(getattr(torch, dtype))
+    return model
+
+
 @dataclass
 class EmbedConfig:
     model: str = DEFAULT_EMBEDDER  # alias, local sentence-transformers folder, or hub id
@@ -77,7 +94,6 @@ class Embedder:
     @property
     def model(self):
         if self._model is None:
-            import torch
             from sentence_transformers import SentenceTransformer
 
             device = self.device
@@ -85,20 +101,14 @@ class Embedder:
                 model = SentenceTransformer(self.path, device=device)
             except OSError as e:
                 raise EmbedderError(f"cannot load embedder {self.config.model!r} ({self.path}): {e}") from e
-            model.eval()
-            dtype = self.dtype_name(device)
-            if dtype != "float32":
-                model.to(getattr(torch, dtype))
-            self._model = model
+            self._model = for_inference(model, self.dtype_name(device))
         return self._model
 
     def dtype_name(self, device: str | None = None) -> str:
         if self.config.dtype != "auto":
             return self.config.dtype
-        device = device or ("cuda" if self._model is not None and self._model.device.type == "cuda" else "cpu")
-        if device.startswith("cuda"):
-            return "float16"
-        return "bfloat16" if cpu_has_fast_bf16() else "float32"
+        return auto_dtype(device or ("cuda" if self._model is not None and self._model.device.type == "cuda"
+                                     else "cpu"))
 
     @property
     def dim(self) -> int:

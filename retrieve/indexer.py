@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +14,17 @@ from ingest import ChunkConfig, Chunker, FailedDocument, find_documents, read_do
 from ingest.files import write_text_atomic
 from ingest.types import Chunk
 from retrieve import dense
-from retrieve.embed import EmbedConfig, Embedder
+from retrieve.embed import DEFAULT_EMBEDDER, EmbedConfig, Embedder, resolve_embedder
 from retrieve.lexical import LexicalIndex
+from retrieve.retrievers import tuned_embedder_path
 from retrieve.store import (IndexMissingError, Manifest, index_dir, load_current, new_staging_dir, publish,
                             write_chunks, write_manifest, writer_lock)
 
 
 @dataclass
 class IndexConfig:
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)  # the default model means: the workspace's tuned
+    # embedder when `ragtune tune-retriever` made one (WS/retrievers/settings.json), else the packaged one
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     dense_kind: str = "auto"  # auto | flat (exact) | hnsw (approximate); auto picks hnsw for very large indexes
 
@@ -56,8 +58,10 @@ class IndexReport:
 
 def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = None,
                 embedder: Embedder | None = None, progress: bool = False) -> IndexReport:
-    config = config or IndexConfig()
-    embedder = embedder or Embedder(config.embed)
+    config = workspace_index_config(workspace, config or IndexConfig())
+    if embedder is None or getattr(embedder, "path", resolve_embedder(config.embed.model)) != \
+            resolve_embedder(config.embed.model):  # e.g. a server's embedder from before the tuned one
+        embedder = Embedder(config.embed)
     started = time.perf_counter()
     docs_dir = Path(docs_dir)
     report = IndexReport()
@@ -149,6 +153,14 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         report.seconds = time.perf_counter() - started
         _write_last_run(workspace, report)
         return report
+
+
+def workspace_index_config(workspace: Path, config: IndexConfig) -> IndexConfig:
+    """`config` with the workspace's tuned embedder in place of the default one (a model named explicitly stays)."""
+    if config.embed.model != DEFAULT_EMBEDDER:
+        return config
+    tuned = tuned_embedder_path(workspace)
+    return config if tuned is None else replace(config, embed=replace(config.embed, model=tuned))
 
 
 def _write_last_run(workspace: Path, report: IndexReport) -> None:

@@ -1,26 +1,30 @@
-"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (reciprocal-rank fusion), always access-filtered.
+"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (weighted reciprocal-rank fusion, then the
+workspace's reranker when it has one), always access-filtered.
 
 A `Searcher` holds one loaded generation at a time in an immutable `_Loaded`; before each search it checks the
 CURRENT pointer and, when a re-index has published a new generation, loads it and swaps the reference. A search in
-flight keeps using the generation it started with, so it never sees half of each.
+flight keeps using the generation it started with, so it never sees half of each. The learned parts
+(retrieve/retrievers.py: fusion weight, reranker) are re-read the same way when WS/retrievers/settings.json changes.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ingest.types import Chunk, can_read
 from retrieve import dense
-from retrieve.embed import EmbedConfig, Embedder
+from retrieve.embed import EmbedConfig, Embedder, resolve_embedder
+from retrieve.fusion import RRF_K, fuse  # noqa: F401 - RRF_K is part of this module's interface
 from retrieve.lexical import LexicalIndex
+from retrieve.rerank import Reranker, rerank_head
+from retrieve.retrievers import RetrieverSettings, localize_model_path, part_path, read_settings, settings_stamp
 from retrieve.store import Generation, current_generation_path, load_current
 
 MODES = ("dense", "bm25", "hybrid")
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: rank r contributes 1 / (RRF_K + r)
 
 
 @dataclass
@@ -30,13 +34,16 @@ class Hit:
     dense_rank: int | None = None  # 1-based rank in the dense list, None if absent
     lexical_rank: int | None = None
     dense_score: float | None = None  # cosine similarity, useful to judge "nothing relevant found"
+    rerank_score: float | None = None  # the reranker's score, when it reordered this hit
+    retriever: str = ""  # which retriever produced the hit (Searcher.describe)
 
     def to_json(self) -> dict:
         c = self.chunk
         return {"doc": c.doc, "section": c.section, "score": round(float(self.score), 6), "text": c.text,
                 "title": c.title, "page": c.page, "position": c.position, "chunk_id": c.id,
                 "groups": list(c.groups), "dense_score": None if self.dense_score is None
-                else round(float(self.dense_score), 6)}
+                else round(float(self.dense_score), 6), "rerank_score": None if self.rerank_score is None
+                else round(float(self.rerank_score), 6), "retriever": self.retriever}
 
 
 @dataclass
@@ -59,12 +66,27 @@ def load_generation_indexes(gen: Generation) -> _Loaded:
     return _Loaded(gen, dense.load(gen.path / "dense.faiss"), LexicalIndex.load(gen.path / "bm25", len(gen.chunks)))
 
 
+@dataclass
+class _Learned:
+    """The workspace's retriever settings and its loaded reranker, for one version of settings.json."""
+
+    stamp: int | None
+    settings: RetrieverSettings
+    reranker: Reranker | None
+
+
 class Searcher:
-    def __init__(self, workspace: Path, embedder: Embedder | None = None) -> None:
+    def __init__(self, workspace: Path, embedder: Embedder | None = None, rerank: bool = True) -> None:
         self.workspace = Path(workspace)
         self._loaded: _Loaded | None = None
         self._embedder = embedder
+        self._own_embedder: Embedder | None = None
         self._lock = threading.Lock()
+        self._learned: _Learned | None = None
+        self._pinned = False  # a view over one generation (with_embedder): never swaps generations
+        self._embedder_label = ""  # with_embedder: the name of the view's embedder
+        self._fixed_learned: _Learned | None = None  # with_reranker: settings that never re-read
+        self.use_reranker = rerank  # False: hybrid search never reranks (`--no-rerank`)
         self.refresh()
 
     @property
@@ -73,13 +95,21 @@ class Searcher:
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            settings = self._current().generation.manifest.settings
-            self._embedder = Embedder(EmbedConfig(model=settings["embed_model"]))
-        return self._embedder
+        """The embedder of the live index: the one given if it is that model, else one loaded for it."""
+        if self._pinned:
+            return self._embedder
+        gen = self._current().generation
+        model = localize_model_path(self.workspace, gen.manifest.settings["embed_model"], gen.manifest.workspace)
+        if self._embedder is not None and getattr(self._embedder, "path", None) == resolve_embedder(model):
+            return self._embedder
+        if self._own_embedder is None or self._own_embedder.config.model != model:
+            self._own_embedder = Embedder(EmbedConfig(model=model))
+        return self._own_embedder
 
     def refresh(self) -> bool:
         """Load the live generation if it is not the one in memory; returns True when it switched."""
+        if self._pinned:
+            return False
         path = current_generation_path(self.workspace)
         if self._loaded is not None and path == self._loaded.generation.path:
             return False
@@ -94,13 +124,89 @@ class Searcher:
         assert self._loaded is not None
         return self._loaded
 
+    def learned(self) -> _Learned:
+        """The workspace's retriever settings (fusion weight, reranker), re-read when settings.json changes."""
+        if self._fixed_learned is not None:
+            return self._fixed_learned
+        stamp = settings_stamp(self.workspace)
+        current = self._learned
+        if current is None or current.stamp != stamp:
+            settings = read_settings(self.workspace)
+            reranker = None
+            if settings.reranker:
+                same = current is not None and current.reranker is not None and \
+                    current.settings.reranker == settings.reranker and current.reranker.max_tokens == \
+                    settings.rerank_tokens
+                reranker = current.reranker if same else Reranker(str(part_path(self.workspace, settings.reranker)),
+                                                                 settings.rerank_tokens)
+            current = self._learned = _Learned(stamp, settings, reranker)
+        return current
+
+    def _view(self) -> "Searcher":
+        view = Searcher.__new__(Searcher)
+        view.__dict__.update(self.__dict__)
+        view._lock = threading.Lock()
+        return view
+
+    def with_embedder(self, embedder: Embedder, progress: bool = False) -> "Searcher":
+        """A searcher over the live generation whose dense side is re-encoded in memory with `embedder` (BM25,
+        fusion weight and reranker as here): to compare embedders without re-indexing."""
+        loaded = self._current()
+        vectors = embedder.encode([c.embed_text for c in loaded.generation.chunks], progress=progress,
+                                  desc="embedding (in memory)")
+        view = self._view()
+        view._pinned, view._embedder, view._own_embedder = True, embedder, None
+        view._loaded = _Loaded(loaded.generation, dense.build(vectors, "flat"), loaded.lexical)
+        view._embedder_label = _embedder_label(embedder.config.model)
+        return view
+
+    def with_reranker(self, name: str | None) -> "Searcher":
+        """A searcher like this one whose hybrid search reranks with the trained reranker WS/retrievers/NAME (None:
+        no reranker), whatever settings.json says: to compare rerankers."""
+        learned = self.learned()
+        settings = replace(learned.settings, reranker=name)
+        reranker = Reranker(str(part_path(self.workspace, name)), settings.rerank_tokens) if name else None
+        view = self._view()
+        view._fixed_learned = _Learned(learned.stamp, settings, reranker)
+        return view
+
+    @property
+    def embedder_name(self) -> str:
+        if self._embedder_label:
+            return self._embedder_label
+        return _embedder_label(self._current().generation.manifest.settings.get("embed_model", ""))
+
+    def describe(self, mode: str = "hybrid", rerank: bool | None = None, dense_weight: float | None = None) -> str:
+        """Which retriever a search with these arguments runs, e.g. 'hybrid (dense 0.30 all-minilm-l6-v2 + BM25
+        0.70), reranked by reranker-20261127-101500 (top 20)'."""
+        if mode == "bm25":
+            return "bm25"
+        if mode == "dense":
+            return f"dense ({self.embedder_name})"
+        learned = self.learned()
+        w = learned.settings.dense_weight if dense_weight is None else dense_weight
+        text = f"hybrid (dense {w:.2f} {self.embedder_name} + BM25 {1 - w:.2f})"
+        if self._reranks(mode, rerank, learned):
+            text += f", reranked by {learned.settings.reranker} (top {learned.settings.rerank_top})"
+        return text
+
+    def _reranks(self, mode: str, rerank: bool | None, learned: _Learned) -> bool:
+        wanted = self.use_reranker if rerank is None else rerank
+        return mode == "hybrid" and wanted and learned.reranker is not None
+
     def search(self, query: str, k: int = 5, mode: str = "hybrid",
-               groups: frozenset[str] | set[str] | tuple = frozenset(), candidates: int | None = None) -> list[Hit]:
+               groups: frozenset[str] | set[str] | tuple = frozenset(), candidates: int | None = None,
+               rerank: bool | None = None, dense_weight: float | None = None) -> list[Hit]:
+        """The top k readable chunks. Hybrid fuses dense and BM25 with the workspace's weight (or `dense_weight`)
+        and, when the workspace has a reranker, lets it reorder the fused top-N (`rerank=False` or a Searcher made
+        with rerank=False skips it)."""
         if mode not in MODES:
             raise ValueError(f"search mode must be one of {', '.join(MODES)}, not {mode!r}")
         loaded = self._current()  # one generation for the whole search
+        learned = self.learned() if mode == "hybrid" else None
+        reranks = learned is not None and self._reranks(mode, rerank, learned)
         allowed = loaded.allowed(frozenset(groups))
-        n = candidates or max(50, 4 * k)
+        n = max(candidates or max(50, 4 * k), learned.settings.rerank_top if reranks else 0)
         dense_ids = dense_scores = lex_ids = lex_scores = np.zeros(0)
         if mode in ("dense", "hybrid"):
             q = self.embedder.encode([query])[0]
@@ -116,15 +222,24 @@ class Searcher:
         elif mode == "bm25":
             scored = [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)]
         else:
-            fused: dict[int, float] = {}
-            for ranks in (dense_rank, lex_rank):
-                for i, r in ranks.items():
-                    fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + r)
-            scored = sorted(fused.items(), key=lambda kv: (-kv[1], dense_rank.get(kv[0], 10**9)))
+            w = learned.settings.dense_weight if dense_weight is None else dense_weight
+            scored = fuse([int(i) for i in dense_ids], [int(i) for i in lex_ids], w)
+        rerank_score: dict[int, float] = {}
+        if reranks:
+            head = [chunks[i].embed_text for i, _ in scored[:learned.settings.rerank_top]]
+            scored, scores = rerank_head(learned.reranker, query, scored, head, learned.settings.rerank_weight)
+            rerank_score = {i: s for (i, _), s in scores.items()}
+        label = self.describe(mode, rerank, dense_weight)
         hits = []
         for i, s in scored[:k]:
             chunk = chunks[i]
             if not can_read(chunk.groups, frozenset(groups)):  # belt and braces: the filters above already did this
                 continue
-            hits.append(Hit(chunk, s, dense_rank.get(i), lex_rank.get(i), dense_score.get(i)))
+            hits.append(Hit(chunk, s, dense_rank.get(i), lex_rank.get(i), dense_score.get(i), rerank_score.get(i),
+                            label))
         return hits
+
+
+def _embedder_label(model: str) -> str:
+    """A short name for an embedder: the tuned folder's name, else the model as given."""
+    return Path(model).name if Path(model).is_absolute() else model

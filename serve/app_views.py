@@ -76,7 +76,7 @@ def format_timings(answer: Answer) -> str:
     t = answer.timings
     parts = [answer.mode + (f" ({answer.adapter})" if answer.adapter else "")]
     if t.get("retrieve_ms"):
-        parts.append(f"retrieve {t['retrieve_ms']:.0f} ms")
+        parts.append(f"retrieve {t['retrieve_ms']:.0f} ms" + (f" ({t['retriever']})" if t.get("retriever") else ""))
     if t.get("first_token_ms"):
         parts.append(f"first token {t['first_token_ms'] / 1000:.1f} s")
     if t.get("tokens_per_s"):
