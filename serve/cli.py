@@ -19,6 +19,8 @@ WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGT
                             help="Folder holding the index, models and adapters (default $RAGTUNE_WORKSPACE, "
                                  "else ./workspace).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr).")
+NoRerankOpt = typer.Option(False, "--no-rerank", help="Hybrid search without the workspace's reranker (made by "
+                           "`ragtune tune-retriever`).")
 
 
 def _groups(value: Optional[str]) -> frozenset[str]:
@@ -69,24 +71,28 @@ def search(
     mode: str = typer.Option("hybrid", help="dense, bm25 or hybrid."),
     groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the reader; without it only "
                                          "unrestricted documents are searched."),
+    no_rerank: bool = NoRerankOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search the index and print ranked hits."""
+    """Search the index and print ranked hits (and which retriever ran)."""
     from retrieve import Searcher
 
-    hits = Searcher(workspace).search(query, k=k, mode=mode, groups=_groups(groups))
+    searcher = Searcher(workspace, rerank=not no_rerank)
+    hits = searcher.search(query, k=k, mode=mode, groups=_groups(groups))
+    retriever = searcher.describe(mode)
     if as_json:
-        _emit({"hits": [h.to_json() for h in hits]})
+        _emit({"retriever": retriever, "hits": [h.to_json() for h in hits]})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{mode} search: {query}")
+    table = Table(title=f"{retriever}: {query}")
     for col in ("#", "score", "document", "section", "text"):
         table.add_column(col, overflow="fold")
     for rank, h in enumerate(hits, start=1):
         snippet = " ".join(h.chunk.text.split())[:160]
-        table.add_row(str(rank), f"{h.score:.4f}", h.chunk.doc, h.chunk.section, snippet)
+        score = h.score if h.rerank_score is None else h.rerank_score
+        table.add_row(str(rank), f"{score:.4f}", h.chunk.doc, h.chunk.section, snippet)
     Console().print(table)
 
 
@@ -110,6 +116,7 @@ def ask(
     focus_window: Optional[int] = typer.Option(None, help="Sentences kept either side of the one most like the "
                                                "question in each chunk (a refused answer is asked again with whole "
                                                "chunks); -1 = whole chunks. Default: 0 in hybrid mode, -1 in rag."),
+    no_rerank: bool = NoRerankOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the documents, with citations (streams unless --json)."""
@@ -119,6 +126,8 @@ def ask(
     adapter = parse_adapter_choice(adapter).for_mode(mode)  # a bad --adapter fails before the model loads
     config = AnswerConfig(k=k, max_new_tokens=max_new_tokens, focus_window=focus_window)
     engine = create_engine(workspace, model, backend_url, api_key, config)
+    if no_rerank:
+        engine.searcher.use_reranker = False
     stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))
     streamed: list[str] = []
     for piece in stream:
@@ -140,7 +149,8 @@ def ask(
         page = f", page {c.page}" if c.page else ""
         sys.stdout.write(f"[{c.n}] {c.doc} — {c.section}{page}{' (matched)' if c.inferred else ''}\n")
     t = result.timings
-    sys.stderr.write(f"{result.mode}: retrieve {t['retrieve_ms']:.0f} ms, first token "
+    retriever = f" ({t['retriever']})" if t.get("retriever") else ""
+    sys.stderr.write(f"{result.mode}: retrieve {t['retrieve_ms']:.0f} ms{retriever}, first token "
                      f"{t['first_token_ms'] or 0:.0f} ms, {t['tokens_per_s']:.1f} tokens/s\n")
 
 
@@ -155,10 +165,12 @@ def answer_to_reprint(streamed: str, answer: str) -> str | None:
 from evals.cli import eval_command  # noqa: E402
 from serve.web_cli import serve_command, users_app  # noqa: E402
 from tune.synth_cli import synth_command  # noqa: E402
+from tune.retriever_cli import tune_retriever_command  # noqa: E402
 from tune.train_cli import adapters_command, export_command, tune_command  # noqa: E402
 
 app.command("synth")(synth_command)
 app.command("tune")(tune_command)
+app.command("tune-retriever")(tune_retriever_command)
 app.command("adapters")(adapters_command)
 app.command("export")(export_command)
 app.command("eval")(eval_command)

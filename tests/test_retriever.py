@@ -1,0 +1,190 @@
+"""Retrieval that learns the workspace's documents (issue 21): weighted fusion, the retriever settings file, a
+reranker and a tuned embedder trained by `ragtune tune-retriever` on a small synth-like dataset of the sample
+corpus, search and the index using them, and the chunk-level retrieval table of `ragtune eval`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from retrieve import Searcher
+from retrieve.fusion import RRF_K, fuse
+from retrieve.retrievers import RetrieverSettings, read_settings, write_settings
+from retrieve.store import load_current
+from tests.conftest import REPO
+
+
+def test_fusion_weights_span_bm25_alone_to_dense_alone():
+    dense, lexical = ["a", "b", "c"], ["c", "d", "a"]
+    assert [i for i, _ in fuse(dense, lexical, 0.0)][:3] == lexical  # BM25's order, dense-only ids after it
+    assert [i for i, _ in fuse(dense, lexical, 1.0)][:3] == dense
+    plain = dict(fuse(dense, lexical, 0.5))
+    assert plain["a"] == pytest.approx(1 / (RRF_K + 1) + 1 / (RRF_K + 3))  # w = 0.5 is the plain RRF of before
+    assert [i for i, _ in fuse(dense, lexical, 0.5)][0] in ("a", "c")
+
+
+def test_fusion_weight_one_standard_error_rule():
+    from tune.retriever import choose_weight
+
+    def tables(r3):
+        return {w: {"recall@3": r, "mrr": r, "n": 259} for w, r in zip([i / 10 for i in range(11)], r3)}
+
+    # synth questions copy the chunk's words: BM25 alone (0.0) leads by less than a standard error over 0.3, so the
+    # weight nearest plain RRF within it is kept; a clear lead is followed
+    assert choose_weight(tables([.992, .992, .988, .988, .985, .969, .957, .950, .923, .907, .865])) == 0.3
+    assert choose_weight(tables([.95, .92, .90, .85, .80, .75, .70, .65, .60, .55, .50])) == 0.0
+    assert choose_weight(tables([.9] * 11)) == 0.5
+
+
+def test_settings_file_defaults_and_damage(tmp_path):
+    assert read_settings(tmp_path) == RetrieverSettings()  # none written: search as before
+    write_settings(tmp_path, RetrieverSettings(dense_weight=0.3))
+    assert read_settings(tmp_path).dense_weight == 0.3
+    (tmp_path / "retrievers" / "settings.json").write_text("{not json")
+    with pytest.raises(ValueError, match="settings.json"):
+        read_settings(tmp_path)
+    (tmp_path / "retrievers" / "settings.json").write_text(json.dumps({"dense_weight": 2}))
+    with pytest.raises(ValueError, match="dense_weight"):
+        read_settings(tmp_path)
+
+
+def test_search_follows_the_workspace_fusion_weight(index_copy, embedder):
+    _, ws = index_copy
+    searcher = Searcher(ws, embedder)
+    query = "mileage rate for my own car"
+    lexical = [h.chunk.id for h in searcher.search(query, k=5, mode="bm25")]
+    assert [h.chunk.id for h in searcher.search(query, k=5, dense_weight=0.0)] == lexical
+    write_settings(ws, RetrieverSettings(dense_weight=0.0))  # re-read by the running searcher
+    hits = searcher.search(query, k=5)
+    assert [h.chunk.id for h in hits] == lexical
+    assert hits[0].retriever == "hybrid (dense 0.00 all-minilm-l6-v2 + BM25 1.00)"
+
+
+def _synth_like_dataset(ws: Path) -> Path:
+    """A small dataset in synth's format: for each unrestricted chunk, a question made of its first words (and
+    one for a restricted chunk, which tune-retriever must leave out); validation from other documents."""
+    chunks = load_current(ws).chunks
+    public = [c for c in chunks if not c.groups]
+    restricted = next(c for c in chunks if c.groups)
+    val_docs = sorted({c.doc for c in public})[:4]
+    rows = {"train.jsonl": [], "val.jsonl": []}
+    for c in public[::2] + [restricted]:
+        words = c.text.split()
+        if len(words) < 20:
+            continue
+        rows["val.jsonl" if c.doc in val_docs else "train.jsonl"].append(
+            {"question": "What about " + " ".join(words[5:14]) + "?", "answer": words[14], "chunk_id": c.id,
+             "doc": c.doc, "kind": "raft", "messages": []})
+    folder = ws / "datasets" / "small"
+    folder.mkdir(parents=True)
+    for name, items in rows.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned_ws(tmp_path_factory, built_index):
+    """A copy of the sample index after `tune_retriever` trained both parts for a few steps."""
+    import shutil
+
+    from tune.retriever import RetrieverTuneConfig, tune_retriever
+
+    docs, ws0, _ = built_index
+    root = tmp_path_factory.mktemp("tuned")
+    shutil.copytree(docs, root / "docs")
+    shutil.copytree(ws0, root / "ws")
+    ws = root / "ws"
+    dataset = _synth_like_dataset(ws)
+    config = RetrieverTuneConfig(workspace=ws, dataset=dataset, max_steps=2, max_train_questions=40,
+                                 max_val_questions=20, negatives=2, reranker_batch=4, embedder_batch=8)
+    report = tune_retriever(config)
+    return ws, report
+
+
+def test_tune_retriever_writes_cards_and_settings(tuned_ws):
+    ws, report = tuned_ws
+    assert report.questions["skipped"].get("restricted") == 1  # the restricted chunk's question stayed out
+    assert report.questions["train"] >= 10 and report.questions["val"] >= 10
+    assert set(report.parts) == {"embedder", "reranker"}
+    for kind, part in report.parts.items():
+        card = json.loads((ws / "retrievers" / part.name / "card.json").read_text())
+        assert card["kind"] == kind and card["steps"] == 2 and len(card["data_hash"]) == 64
+        assert set(card["validation"]) == {"before", "after"} and "recall@3" in card["validation"]["after"]
+        assert card["active"] == part.active and (ws / "retrievers" / part.name / "README.md").is_file()
+    settings = read_settings(ws)
+    assert settings.dense_weight == report.dense_weight
+    assert settings.reranker == (report.parts["reranker"].name if report.parts["reranker"].active else None)
+    # fusion was chosen on validation: within one standard error of the best weight there (BM25 or dense alone)
+    best = max(t["recall@3"] for t in report.fusion.values())
+    assert report.fusion[report.dense_weight]["recall@3"] >= best - max((best * (1 - best) / 20) ** 0.5, 1 / 20)
+
+
+def test_search_reranks_with_the_trained_reranker_unless_told_not_to(tuned_ws, embedder):
+    ws, report = tuned_ws
+    name = report.parts["reranker"].name
+    write_settings(ws, RetrieverSettings(dense_weight=0.5, reranker=name, rerank_top=8))
+    searcher = Searcher(ws, embedder)
+    hits = searcher.search("mileage rate for my own car", k=5)
+    assert all(h.rerank_score is not None for h in hits)
+    assert f"reranked by {name} (top 8)" in hits[0].retriever
+    plain = Searcher(ws, embedder, rerank=False).search("mileage rate for my own car", k=5)
+    assert all(h.rerank_score is None for h in plain) and "reranked" not in plain[0].retriever
+    scores = [h.rerank_score for h in hits]
+    assert scores == sorted(scores, reverse=True)  # blend weight 1: the reranker's order
+
+
+def test_a_tuned_embedder_is_recorded_in_the_manifest_and_kept_by_the_indexer(tuned_ws, embedder):
+    from retrieve import build_index
+    from tune.retriever import reindex, reset_retriever
+
+    ws, report = tuned_ws
+    name = report.parts["embedder"].name
+    write_settings(ws, RetrieverSettings(embedder=name))
+    reindex(ws)
+    model = load_current(ws).manifest.settings["embed_model"]
+    assert Path(model).name == name
+    searcher = Searcher(ws, embedder)  # given the packaged embedder, it loads the index's own instead
+    assert searcher.embedder_name == name and Path(searcher.embedder.path).name == name
+    again = build_index(ws.parent / "docs", ws)  # the default embedder setting means the workspace's tuned one
+    assert again.embedded == 0
+    out = reset_retriever(ws)
+    assert out["reindexed"] and name in out["removed"]
+    assert load_current(ws).manifest.settings["embed_model"] == "all-minilm-l6-v2"
+
+
+def test_answer_chunks_text_else_best_overlap_of_the_gold_document():
+    from evals import metrics as M
+    from evals.retrieval import answer_chunks
+
+    def chunk(cid, doc, text):
+        return SimpleNamespace(id=cid, doc=doc, text=text)
+
+    chunks = [chunk("a", "d1.md", "The fee is EUR 55 per day."), chunk("b", "d2.md", "Fees: EUR 55 abroad."),
+              chunk("c", "d1.md", "Patients improved after twelve weeks of therapy."),
+              chunk("d", "d1.md", "Methods: a randomised trial.")]
+    normalized = [f" {M.normalize_answer(c.text)} " for c in chunks]
+    short = SimpleNamespace(answers=["EUR 55"], doc="d1.md")
+    assert answer_chunks(short, chunks, normalized) == {"a", "b"}  # the text, wherever it is
+    long = SimpleNamespace(answers=["Therapy improved patients within weeks."], doc="d1.md")
+    assert answer_chunks(long, chunks, normalized) == {"c"}  # no chunk holds it: the gold doc's closest chunk
+    assert answer_chunks(SimpleNamespace(answers=["nowhere"], doc=None), chunks, normalized) == set()
+
+
+def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
+    import shutil
+
+    shutil.copytree(built_index[1], tmp_path / "ws")
+    r = subprocess.run([sys.executable, "-m", "serve.cli", "tune-retriever", "--workspace", str(tmp_path / "ws")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "no synth dataset" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "serve.cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
+                        "--parts", "decoder"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--parts takes embedder, reranker" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "serve.cli", "search", "holiday days", "--workspace",
+                        str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout)["retriever"].startswith("hybrid (dense 0.50")

@@ -1,0 +1,317 @@
+"""`ragtune tune-retriever`: teach retrieval the workspace's own documents from a synth dataset.
+
+    report = tune_retriever(RetrieverTuneConfig(workspace=Path("ws")))
+
+1. Questions: the dataset's (question, source chunk) pairs (tune/retriever_data.py); validation questions come
+   from the documents synth held out. Hard negatives from today's hybrid search.
+2. Embedder (optional part): a fine-tuned copy of the index's embedder, scored on validation with its own fusion
+   weight against the embedder the index has now.
+3. Fusion: the dense weight of hybrid search, chosen on validation from 0, 0.1, ..., 1 (0 and 1 are BM25 and
+   dense alone, so fusion never ranks below the better of its inputs on these questions).
+4. Reranker: a cross-encoder from the packaged MiniLM weights, scored on validation reordering the fused top-N.
+Each trained part gets a folder WS/retrievers/<kind>-<stamp> with a card (data hash, steps, validation recall
+before/after) and is used only if it beat what search had without it on validation (recall@3, then MRR); then
+settings.json is written, and a newly chosen (or dropped) embedder re-embeds the index, recorded in its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ingest.files import write_text_atomic
+from retrieve.retrievers import (RetrieverSettings, part_path, read_settings, remove_unused, retrievers_dir,
+                                 write_settings)
+from retrieve.search import fuse
+from tune.retriever_data import (Candidates, better, collect_candidates, first_relevant, load_questions,
+                                 mine_negatives, recall_table)
+
+PARTS = ("embedder", "reranker")
+WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # dense weights tried for fusion
+RERANK_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # blends of the reranker's order with the fused one
+
+
+@dataclass
+class RetrieverTuneConfig:
+    workspace: Path
+    dataset: Path | None = None  # a synth dataset folder (train.jsonl, val.jsonl); default WS/datasets/default
+    parts: tuple[str, ...] = PARTS  # what to train; the fusion weight is always chosen
+    negatives: int = 3  # hard negatives per question for the reranker (the embedder uses the hardest one)
+    max_train_questions: int = 2000  # a seeded sample of the training questions
+    max_val_questions: int = 300
+    reranker_batch: int = 8  # questions per step (each with its source, its negatives and one in-batch passage)
+    reranker_lr: float = 5e-5
+    embedder_batch: int = 32  # triplets per step (each also meets the batch's other passages as negatives)
+    embedder_lr: float = 2e-5
+    max_steps: int | None = None  # per part; default one pass over the training questions
+    time_budget_s: float | None = 300.0  # per part: training stops after this many seconds
+    rerank_top: int = 20  # fused candidates the reranker reorders at search time
+    rerank_tokens: int = 160  # question + passage tokens the reranker reads (latency: evals/bench_index.py)
+    reranker_base: str = "all-minilm-l6-v2"  # the packaged MiniLM weights (alias), a folder or a hub id
+    include_groups: tuple[str, ...] = ()  # restricted chunks of these groups may be questions (as synth's option)
+    seed: int = 0
+
+    def check(self) -> "RetrieverTuneConfig":
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"--parts takes {', '.join(PARTS)} (comma-separated), not {', '.join(unknown)}")
+        if self.negatives < 1 or self.rerank_top < 2 or self.rerank_tokens < 32:
+            raise ValueError("--negatives must be >= 1, --rerank-top >= 2 and --rerank-tokens >= 32")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("--max-steps must be >= 1")
+        if self.max_train_questions < 10 or self.max_val_questions < 10:
+            raise ValueError("at least 10 training and 10 validation questions are needed")
+        return self
+
+
+@dataclass
+class PartReport:
+    name: str
+    active: bool
+    why: str
+    before: dict
+    after: dict
+    steps: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass
+class RetrieverReport:
+    dataset: str
+    data_hash: str
+    questions: dict
+    dense_weight: float
+    fusion: dict  # weight -> validation table of the chosen embedder
+    parts: dict[str, PartReport] = field(default_factory=dict)
+    reindexed: bool = False
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["fusion"] = {str(w): t for w, t in self.fusion.items()}
+        return d
+
+
+def fusion_tables(cands: list[Candidates]) -> dict[float, dict]:
+    return {w: recall_table([first_relevant([c for c, _ in fuse(x.dense, x.lexical, w)], x.relevant) for x in cands])
+            for w in WEIGHTS}
+
+
+def choose_weight(tables: dict[float, dict]) -> float:
+    """The one-standard-error rule: of the weights whose validation recall@3 is within one standard error of the
+    best, the one nearest plain RRF (0.5), then the best MRR. Synth questions copy their chunk's words, so on them
+    BM25 alone nearly always wins by a little; real questions reword, and the rule keeps the dense side unless the
+    synth questions show a clear gain without it."""
+    top = max(t["recall@3"] for t in tables.values())
+    n = max(next(iter(tables.values()))["n"], 1)
+    se = max(math.sqrt(top * (1 - top) / n), 1 / n)
+    close = [w for w in WEIGHTS if tables[w]["recall@3"] >= top - se]
+    return min(close, key=lambda w: (abs(w - 0.5), -tables[w]["mrr"]))
+
+
+def reranked_tables(reranker, questions, cands: list[Candidates], texts: dict[str, str], weight: float,
+                    top: int) -> dict[float, dict]:
+    """Validation tables of the fused top-N reordered by `reranker`, per blend weight (retrieve.rerank.blend)."""
+    from tqdm import tqdm
+
+    from retrieve.rerank import blend
+
+    ranks: dict[float, list] = {w: [] for w in RERANK_WEIGHTS}
+    for q, x in tqdm(list(zip(questions, cands)), desc="validation (reranker)", unit="q"):
+        fused = [c for c, _ in fuse(x.dense, x.lexical, weight)]
+        head = fused[:top]
+        scores = reranker.score(q.query, [texts[c] for c in head])
+        for w in RERANK_WEIGHTS:
+            ranks[w].append(first_relevant(blend(head, scores, w) + fused[top:], x.relevant))
+    return {w: recall_table(r) for w, r in ranks.items()}
+
+
+def choose_rerank_weight(tables: dict[float, dict]) -> float:
+    """The blend with the best validation recall@3 (then MRR); ties go to the reranker's order alone."""
+    best = 1.0
+    for w in sorted(RERANK_WEIGHTS, reverse=True):
+        if better(tables[w], tables[best]):
+            best = w
+    return best
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+
+
+def _write_card(folder: Path, card: dict) -> None:
+    write_text_atomic(folder / "card.json", json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    v = card.get("validation") or {}
+    rows = [f"| {label} | " + " | ".join(f"{v.get(key, {}).get(m, '-')}" for m in ("recall@1", "recall@3",
+                                                                                   "recall@5", "mrr"))
+            + " |" for key, label in (("before", "without it"), ("after", "with it"))]
+    (folder / "README.md").write_text(
+        f"# Retriever part `{card['name']}` ({card['kind']})\n\nMade by `ragtune tune-retriever` on "
+        f"{card['created']} from `{card['dataset']}` (data hash `{card['data_hash'][:16]}`), base "
+        f"`{card['base_model']}`: {card['steps']} steps, {card['wall_s']} s on {card['device']} {card['precision']}."
+        f"\nUsed by search: {'yes' if card.get('active') else 'no'} ({card.get('why', 'not validated yet')}).\n\n"
+        "Validation (synth questions of held-out documents, answer chunk in the top k):\n\n"
+        "| | R@1 | R@3 | R@5 | MRR |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def _publish_part(workspace: Path, kind: str, train, card: dict) -> str:
+    """Train into a staging folder, write its card, rename it into WS/retrievers/<kind>-<stamp>; returns the name."""
+    root = retrievers_dir(workspace)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}-{_stamp()}"
+    tmp = root / f".tmp-{name}"
+    try:
+        stats = train(tmp)
+        card.update(name=name, kind=kind, created=time.strftime("%Y-%m-%d %H:%M:%S"), **asdict(stats))
+        _write_card(tmp, card)
+        tmp.rename(part_path(workspace, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return name
+
+
+def _validated(folder: Path, before: dict, after: dict, what: str) -> PartReport:
+    """Record the part's validation in its card and whether search uses it (only if it ranks better)."""
+    won = better(after, before)
+    why = f"validation recall@3 {after['recall@3']} vs {before['recall@3']} {what}" + ("" if won else
+                                                                                       ": not better, not used")
+    card = json.loads((folder / "card.json").read_text())
+    card.update(active=won, why=why, validation={"before": before, "after": after})
+    _write_card(folder, card)
+    return PartReport(folder.name, won, why, before, after, card["steps"], card["wall_s"])
+
+
+def _index_embedder(searcher) -> tuple[str | None, str]:
+    """(tuned part name or None, the base model it was trained from or the index's own model)."""
+    from retrieve.retrievers import read_part_card
+
+    model = searcher.generation.manifest.settings["embed_model"]
+    name = Path(model).name
+    if Path(model).is_absolute() and name.startswith("embedder-"):
+        card = read_part_card(part_path(searcher.workspace, name))
+        return name, card.get("base_model") or "all-minilm-l6-v2"
+    return None, model
+
+
+def _tune_embedder(config: RetrieverTuneConfig, searcher, sets, texts: dict, base_model: str, card: dict,
+                   before: dict, groups: frozenset, progress: bool) -> tuple[PartReport, list, dict]:
+    from retrieve import EmbedConfig, Embedder
+    from retrieve.embed import resolve_embedder
+    from tune.retriever_train import train_embedder
+
+    triplets = [(q.query, texts[q.chunk_id], texts[q.negatives[0]]) for q in sets.train if q.negatives]
+    name = _publish_part(config.workspace, "embedder", lambda out: train_embedder(
+        resolve_embedder(base_model), triplets, out, batch_size=config.embedder_batch, lr=config.embedder_lr,
+        max_steps=config.max_steps, time_budget_s=config.time_budget_s, seed=config.seed, progress=progress),
+        {**card, "base_model": base_model, "triplets": len(triplets)})
+    tuned = Embedder(EmbedConfig(model=str(part_path(config.workspace, name).resolve())))
+    view = searcher.with_embedder(tuned, progress=progress)
+    cands = collect_candidates(view, sets.val, groups, progress, desc="validation (tuned embedder)")
+    tables = fusion_tables(cands)
+    after = tables[choose_weight(tables)]
+    part = _validated(part_path(config.workspace, name), before, after, "with the index's embedder")
+    return part, cands, tables
+
+
+def _tune_reranker(config: RetrieverTuneConfig, sets, texts: dict, cands: list, weight: float, card: dict,
+                   before: dict, progress: bool) -> tuple[PartReport, float]:
+    from retrieve.embed import resolve_embedder
+    from retrieve.rerank import Reranker
+    from tune.retriever_train import train_reranker
+
+    groups = [(q.query, texts[q.chunk_id], [texts[n] for n in q.negatives]) for q in sets.train
+              if len(q.negatives) == config.negatives]
+    if not groups:
+        raise ValueError(f"no training question has {config.negatives} hard negatives: lower --negatives")
+    name = _publish_part(config.workspace, "reranker", lambda out: train_reranker(
+        resolve_embedder(config.reranker_base), groups, out, max_tokens=config.rerank_tokens,
+        batch_size=config.reranker_batch, lr=config.reranker_lr, max_steps=config.max_steps,
+        time_budget_s=config.time_budget_s, seed=config.seed, progress=progress),
+        {**card, "base_model": config.reranker_base, "training_questions": len(groups),
+         "max_tokens": config.rerank_tokens, "rerank_top": config.rerank_top})
+    reranker = Reranker(str(part_path(config.workspace, name)), config.rerank_tokens)
+    tables = reranked_tables(reranker, sets.val, cands, texts, weight, config.rerank_top)
+    blend_weight = choose_rerank_weight(tables)
+    part = _validated(part_path(config.workspace, name), before, tables[blend_weight],
+                      f"from fusion alone (blend {blend_weight})")
+    return part, blend_weight
+
+
+def reindex(workspace: Path, progress: bool = False):
+    """Re-embed the live index's documents with the workspace's embedder (after settings.json changed it)."""
+    from ingest import ChunkConfig
+    from retrieve import IndexConfig, build_index
+    from retrieve.store import indexed_docs_dir, load_current
+
+    manifest = load_current(workspace).manifest
+    docs = indexed_docs_dir(workspace)
+    if docs is None:
+        raise FileNotFoundError(f"cannot re-embed the index of {workspace}: its documents folder "
+                                f"{manifest.docs_dir or '(unknown)'} is gone; run `ragtune index DOCS` again")
+    config = IndexConfig(chunk=ChunkConfig(**manifest.settings.get("chunk", {})), dense_kind=manifest.dense_kind)
+    return build_index(docs, workspace, config, progress=progress)
+
+
+def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> RetrieverReport:
+    from retrieve import Searcher
+
+    config.check()
+    started = time.perf_counter()
+    ws = Path(config.workspace)
+    searcher = Searcher(ws, rerank=False).with_reranker(None)
+    gen = searcher.generation
+    sets = load_questions(ws, config.dataset, gen.chunks, config.include_groups, config.max_train_questions,
+                          config.max_val_questions, config.seed)
+    groups = frozenset(config.include_groups)
+    texts = {c.id: c.embed_text for c in gen.chunks}
+    mine_negatives(searcher, sets.train, config.negatives, groups, progress)
+    cands = collect_candidates(searcher, sets.val, groups, progress)
+    tables = fusion_tables(cands)
+    weight = choose_weight(tables)
+    card = {"dataset": str(sets.dataset), "data_hash": sets.data_hash, "negatives": config.negatives,
+            "questions": {"train": len(sets.train), "val": len(sets.val), "skipped": sets.skipped},
+            "hyperparameters": {k: v for k, v in asdict(config).items() if k not in ("workspace", "dataset")}}
+    previous = read_settings(ws)
+    index_part, base_model = _index_embedder(searcher)
+    embedder = index_part
+    report = RetrieverReport(str(sets.dataset), sets.data_hash, card["questions"], weight, tables)
+    if "embedder" in config.parts:
+        part, cands_t, tables_t = _tune_embedder(config, searcher, sets, texts, base_model, card, tables[weight],
+                                                 groups, progress)
+        report.parts["embedder"] = part
+        if part.active:
+            embedder, cands, tables, weight = part.name, cands_t, tables_t, choose_weight(tables_t)
+    reranker, blend_weight = previous.reranker, previous.rerank_weight
+    if "reranker" in config.parts:
+        part, blend_weight = _tune_reranker(config, sets, texts, cands, weight, card, tables[weight], progress)
+        report.parts["reranker"] = part
+        reranker = part.name if part.active else None
+    report.dense_weight, report.fusion = weight, tables
+    write_settings(ws, RetrieverSettings(weight, reranker, embedder, config.rerank_top, config.rerank_tokens,
+                                         blend_weight))
+    if embedder != index_part:
+        reindex(ws, progress)
+        report.reindexed = True
+    report.removed = remove_unused(ws, keep={p.name for p in report.parts.values()} | {embedder})
+    report.seconds = round(time.perf_counter() - started, 1)
+    return report
+
+
+def reset_retriever(workspace: Path, progress: bool = False) -> dict:
+    """Back to plain search: equal-weight fusion, the packaged embedder (re-embedding if needed), no reranker."""
+    from retrieve import Searcher
+
+    ws = Path(workspace)
+    index_part, _ = _index_embedder(Searcher(ws, rerank=False))
+    write_settings(ws, RetrieverSettings())
+    reindexed = False
+    if index_part is not None:
+        reindex(ws, progress)
+        reindexed = True
+    return {"reindexed": reindexed, "removed": remove_unused(ws, keep=set())}

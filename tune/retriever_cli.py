@@ -1,0 +1,88 @@
+"""`ragtune tune-retriever` (registered on the app in serve/cli.py): the command-line face of
+tune.retriever.tune_retriever. Only typer and the standard library are imported here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def tune_retriever_command(
+    workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
+                                   help="Workspace with the index and a synth dataset (default $RAGTUNE_WORKSPACE, "
+                                        "else ./workspace); results go to WS/retrievers."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A synth dataset folder (train.jsonl, val.jsonl); "
+                                           "default WS/datasets/default."),
+    parts: str = typer.Option("embedder,reranker", "--parts", help="What to train, comma-separated: embedder, "
+                              "reranker. The fusion weight is always chosen."),
+    negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
+                                  "neither the source chunk nor hold the answer)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per part (default: one "
+                                            "pass over the training questions)."),
+    time_budget: float = typer.Option(300.0, "--time-budget", help="Seconds of training per part at most."),
+    questions: int = typer.Option(2000, "--questions", help="Training questions used at most (a seeded sample)."),
+    rerank_top: int = typer.Option(20, "--rerank-top", help="Fused candidates the reranker reorders per search."),
+    rerank_tokens: int = typer.Option(160, "--rerank-tokens", help="Question + passage tokens the reranker reads "
+                                      "(fewer: faster searches)."),
+    include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
+                                                 "restricted documents may be used; default none."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples and of training."),
+    reset: bool = typer.Option(False, "--reset", help="Go back to plain search (equal-weight fusion, the packaged "
+                               "embedder, no reranker) instead of training."),
+    list_parts: bool = typer.Option(False, "--list", help="List the trained parts and their cards, then stop."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
+) -> None:
+    """Train a reranker and a tuned embedder on a synth dataset and choose the fusion weight; search uses each
+    only where it beat search without it on held-out synth questions."""
+    from tune.train_cli import quiet_libraries
+
+    quiet_libraries()
+    if list_parts or reset:
+        from retrieve.retrievers import list_parts as parts_of, read_settings
+        from tune.retriever import reset_retriever
+
+        out = reset_retriever(workspace, progress=True) if reset else {}
+        out.update(settings=read_settings(workspace).__dict__, parts=parts_of(workspace))
+        _print(out, as_json)
+        return
+    from tune.retriever import RetrieverTuneConfig, tune_retriever
+
+    groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
+    config = RetrieverTuneConfig(workspace=workspace, dataset=dataset, negatives=negatives, max_steps=max_steps,
+                                 parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
+                                 time_budget_s=time_budget, max_train_questions=questions, rerank_top=rerank_top,
+                                 rerank_tokens=rerank_tokens, include_groups=groups, seed=seed).check()
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        report = tune_retriever(config, progress=True)
+    if as_json:
+        _print(report.to_json(), True)
+        return
+    q = report.questions
+    lines = [f"retriever of {workspace}: {q['train']} training / {q['val']} validation questions from "
+             f"{report.dataset}", f"fusion: dense weight {report.dense_weight} (validation recall@3 "
+             f"{report.fusion[report.dense_weight]['recall@3']}; plain RRF {report.fusion[0.5]['recall@3']})"]
+    for kind, p in report.parts.items():
+        lines.append(f"{kind} {p.name}: {'used' if p.active else 'not used'}; {p.why}; {p.steps} steps, {p.wall_s} s")
+    if report.reindexed:
+        lines.append("the index was re-embedded with the chosen embedder")
+    lines.append(f"done in {report.seconds:.0f} s; `ragtune search` and `ask` use it now (--no-rerank turns the "
+                 "reranker off)")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _print(obj: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+        return
+    s = obj["settings"]
+    sys.stdout.write(f"settings: dense weight {s['dense_weight']}, reranker {s['reranker'] or 'none'}, embedder "
+                     f"{s['embedder'] or 'the index default'}\n")
+    for p in obj["parts"]:
+        v = p["card"].get("validation", {})
+        sys.stdout.write(f"{p['name']}: {'used' if p['active'] else 'not used'}; validation recall@3 "
+                         f"{v.get('before', {}).get('recall@3', '?')} -> {v.get('after', {}).get('recall@3', '?')}\n")
