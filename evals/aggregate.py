@@ -11,16 +11,20 @@ RECALL_KS = (1, 5, 10)
 
 
 def aggregate_retrieval(retrieval: list[dict], seed: int = 0, n_boot: int = 1000) -> dict:
-    """recall@1/5/10 and MRR per search mode, of the gold document and of the first chunk holding a gold answer."""
+    """recall@1/5/10 and MRR of the gold document per search mode; recall@1/3/5 and MRR of the answer's chunk per
+    retriever setting (evals/retrieval.py)."""
+    from evals.retrieval import aggregate_chunk_recall
+
     out: dict = {"gold_doc": {}, "answer_chunk": {}}
-    for kind, key in (("gold_doc", "doc_rank"), ("answer_chunk", "answer_rank")):
-        for mode in SEARCH_MODES:
-            ranks = [r[mode][key] for r in retrieval if key in r.get(mode, {})]
-            if not ranks:
-                continue
-            block = {f"recall@{k}": M.bootstrap([M.recall_at(x, k) for x in ranks], seed, n_boot) for k in RECALL_KS}
-            block["mrr"] = M.bootstrap([M.reciprocal_rank(x) for x in ranks], seed, n_boot)
-            out[kind][mode] = {name: e.to_json() for name, e in block.items()}
+    for mode in SEARCH_MODES:
+        ranks = [r[mode]["doc_rank"] for r in retrieval if "doc_rank" in r.get(mode, {})]
+        if not ranks:
+            continue
+        block = {f"recall@{k}": M.bootstrap([M.recall_at(x, k) for x in ranks], seed, n_boot) for k in RECALL_KS}
+        block["mrr"] = M.bootstrap([M.reciprocal_rank(x) for x in ranks], seed, n_boot)
+        out["gold_doc"][mode] = {name: e.to_json() for name, e in block.items()}
+    out["answer_chunk"] = aggregate_chunk_recall([r["answer_chunk"] for r in retrieval if r.get("answer_chunk")],
+                                                 seed, n_boot)
     return out
 
 

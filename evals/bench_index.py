@@ -1,7 +1,9 @@
 """Index benchmark: embedding throughput against a plain `SentenceTransformer.encode` loop, full vs incremental
-indexing of a 1,000-document corpus, search latency at 10k and 100k chunks, and retrieval recall on data/eval.
+indexing of a 1,000-document corpus, search latency at 10k and 100k chunks, retrieval recall on data/eval, and
+the latency of reranking 20 candidates against a plain `CrossEncoder.predict` call.
 
-    python -m evals.bench_index [--docs 1000] [--sizes 10000,100000] [--out FILE.json]
+    python -m evals.bench_index [--docs 1000] [--sizes 10000,100000] [--parts search,rerank] [--reranker DIR]
+                                [--out FILE.json]
 
 Everything runs in one process on this machine, so the figures compare like with like.
 """
@@ -188,6 +190,41 @@ def recall_table(ws: Path, embedder) -> list[dict]:
     return rows
 
 
+def bench_rerank(chunks, questions: list[str], reranker_dir: str | None, top: int = 20,
+                 max_tokens: int = 160) -> list[dict]:
+    """Latency of reranking `top` candidates per question: ragtune's Reranker (pairs cut to `max_tokens`, bf16 on
+    CPUs with native bf16) against a plain `CrossEncoder.predict` of the same pairs (fp32, its 512-token limit).
+    Without a trained reranker the packaged MiniLM with a fresh head stands in: the cost is the same."""
+    from sentence_transformers import CrossEncoder
+
+    from retrieve.embed import resolve_embedder
+    from retrieve.rerank import Reranker
+
+    path = reranker_dir or resolve_embedder("all-minilm-l6-v2")
+    ours = Reranker(path, max_tokens=max_tokens)
+    plain = CrossEncoder(path, num_labels=1)
+    rng = random.Random(0)
+    texts = [c.embed_text for c in chunks]
+    cases = [(q, rng.sample(texts, top)) for q in questions]
+    ours.score(*cases[0])
+    plain.predict([(cases[0][0], t) for t in cases[0][1]])
+    lat: dict[str, list[float]] = {"ragtune Reranker.score": [], "plain CrossEncoder.predict": []}
+    for q, cands in cases:  # interleaved, so drift in machine load hits both alike
+        t = time.perf_counter()
+        ours.score(q, cands)
+        lat["ragtune Reranker.score"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        plain.predict([(q, c) for c in cands], show_progress_bar=False)
+        lat["plain CrossEncoder.predict"].append((time.perf_counter() - t) * 1000)
+    rows = []
+    for name, values in lat.items():
+        values.sort()
+        rows.append({"call": name, "pairs": top, "tokens": max_tokens if name.startswith("ragtune") else 512,
+                     "dtype": ours.dtype_name() if name.startswith("ragtune") else "float32",
+                     "p50_ms": statistics.median(values), "p99_ms": values[int(0.99 * (len(values) - 1))]})
+    return rows
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -202,13 +239,23 @@ def print_table(title: str, rows: list[dict]) -> None:
     Console().print(table)
 
 
+PARTS = ("embedding", "incremental", "recall", "search", "rerank")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=1000, help="documents in the generated incremental-index corpus")
     ap.add_argument("--sizes", default="10000,100000", help="chunk counts for the search-latency test")
     ap.add_argument("--queries", type=int, default=200, help="queries per latency measurement")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"which benchmarks to run: {', '.join(PARTS)}")
+    ap.add_argument("--reranker", help="a trained reranker folder (WS/retrievers/reranker-*) for the rerank timing; "
+                    "default the packaged MiniLM with a fresh head (same cost)")
+    ap.add_argument("--rerank-tokens", type=int, default=160, help="tokens per pair for ragtune's reranker")
     ap.add_argument("--out", type=Path, help="also write all figures to this JSON file")
     args = ap.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if parts - set(PARTS):
+        ap.error(f"--parts takes {', '.join(PARTS)}, not {', '.join(sorted(parts - set(PARTS)))}")
 
     import torch
 
@@ -217,26 +264,30 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"threads": torch.get_num_threads()}
     embedder = Embedder()
     chunks = sample_chunks(embedder)
-    emb, v_plain, v_ours = bench_embedding(chunks)
-    results["embedding"] = emb
-    print_table("Embedding throughput (sample corpus chunks, same texts)", [emb])
-    results["ranking"] = ranking_agreement(chunks, v_plain, v_ours)
-    print_table("Ranking with ragtune's dtype vs fp32 plain encode (data/eval, dense)", [results["ranking"]])
-
-    results["incremental"] = bench_incremental(args.docs, embedder)
-    print_table(f"Full vs incremental index ({args.docs} generated docs, one edited)", [results["incremental"]])
-
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(CORPUS, Path(tmp) / "docs")
-        build_index(Path(tmp) / "docs", Path(tmp) / "ws", embedder=embedder)
-        results["recall"] = recall_table(Path(tmp) / "ws", embedder)
-    print_table("Gold-document recall on data/eval (answerable questions, reader's groups)", results["recall"])
-
+    if "embedding" in parts:
+        emb, v_plain, v_ours = bench_embedding(chunks)
+        results["embedding"] = emb
+        print_table("Embedding throughput (sample corpus chunks, same texts)", [emb])
+        results["ranking"] = ranking_agreement(chunks, v_plain, v_ours)
+        print_table("Ranking with ragtune's dtype vs fp32 plain encode (data/eval, dense)", [results["ranking"]])
+    if "incremental" in parts:
+        results["incremental"] = bench_incremental(args.docs, embedder)
+        print_table(f"Full vs incremental index ({args.docs} generated docs, one edited)", [results["incremental"]])
+    if "recall" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(CORPUS, Path(tmp) / "docs")
+            build_index(Path(tmp) / "docs", Path(tmp) / "ws", embedder=embedder)
+            results["recall"] = recall_table(Path(tmp) / "ws", embedder)
+        print_table("Gold-document recall on data/eval (answerable questions, reader's groups)", results["recall"])
     qs = [q["question"] for q in _questions()]
     queries = (qs * (args.queries // len(qs) + 1))[: args.queries]
-    vocabulary = [w for c in chunks for w in c.text.split()]
-    results["search"] = bench_search([int(s) for s in args.sizes.split(",")], embedder, queries, vocabulary)
-    print_table("Search latency, k=10 (query embedding included for dense and hybrid)", results["search"])
+    if "search" in parts:
+        vocabulary = [w for c in chunks for w in c.text.split()]
+        results["search"] = bench_search([int(s) for s in args.sizes.split(",")], embedder, queries, vocabulary)
+        print_table("Search latency, k=10 (query embedding included for dense and hybrid)", results["search"])
+    if "rerank" in parts:
+        results["rerank"] = bench_rerank(chunks, queries, args.reranker, max_tokens=args.rerank_tokens)
+        print_table("Reranking 20 candidates per question (sample corpus chunks)", results["rerank"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))

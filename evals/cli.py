@@ -41,6 +41,8 @@ def eval_command(
                                               "with instead of the local model."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RAGTUNE_BACKEND_KEY",
                                           help="Key for --backend-url."),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="Search (for rag and hybrid answers and the default "
+                                   "retriever) without the workspace's reranker."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object {report, n, results} on stdout "
                                  "(progress goes to stderr)."),
 ) -> None:
@@ -52,7 +54,7 @@ def eval_command(
     config = EvalConfig(workspace=workspace, questions=questions, fictional_knowledge=fictional_knowledge,
                         modes=modes, adapter=adapter, limit=limit, seed=seed, k=k, max_new_tokens=max_new_tokens,
                         focus_window=focus_window, model=model, backend_url=backend_url, api_key=api_key,
-                        command=" ".join(["ragtune"] + [shlex.quote(a) for a in sys.argv[1:]]))
+                        rerank=not no_rerank, command=" ".join(["ragtune"] + [shlex.quote(a) for a in sys.argv[1:]]))
     if as_json:
         with contextlib.redirect_stdout(sys.stderr):  # nothing but the one JSON object reaches stdout
             out = run_eval(config, progress=True)
@@ -82,6 +84,16 @@ def _print_summary(out: dict) -> None:
                               for n in names])
     con = Console()
     con.print(table)
+    chunk = (out.get("retrieval") or {}).get("answer_chunk") or {}
+    if chunk:
+        described = out["retrieval"].get("retrievers", {})
+        rt = Table(title="the answer's chunk in the top k, per retriever setting")
+        for col in ("setting", "R@1", "R@3", "R@5", "MRR", "what ran"):
+            rt.add_column(col, overflow="fold")
+        for name, r in chunk.items():
+            rt.add_row(name, *[f"{r[k]['value']:.3f}" for k in ("recall@1", "recall@3", "recall@5", "mrr")],
+                       described.get(name, ""))
+        con.print(rt)
     for mode, reason in out.get("skipped", {}).items():
         con.print(f"skipped {mode}: {reason}", markup=False)
     con.print(f"report: {Path(out['report']) / 'report.md'}", markup=False)

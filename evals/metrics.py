@@ -83,14 +83,6 @@ def rank_of(items: list[str], target: str) -> int | None:
     return None
 
 
-def answer_rank(texts: list[str], golds: list[str]) -> int | None:
-    """1-based rank of the first retrieved chunk whose text contains a normalised gold answer."""
-    for rank, text in enumerate(texts, start=1):
-        if contains_answer(text, golds):
-            return rank
-    return None
-
-
 def recall_at(rank: int | None, k: int) -> float:
     return float(rank is not None and rank <= k)
 
@@ -164,6 +156,6 @@ def bootstrap(values, seed: int = 0, n_boot: int = 1000, alpha: float = 0.05, me
     return Estimate(mean, low, high, int(x.size), float(statistics.median(x)) if median else None)
 
 
-__all__ = ["Estimate", "SUPPORT_THRESHOLD", "answer_rank", "bootstrap", "citation_correct", "contains_answer",
+__all__ = ["Estimate", "SUPPORT_THRESHOLD", "bootstrap", "citation_correct", "contains_answer",
            "contains_match", "exact_match", "faithfulness", "normalize_answer", "rank_of", "recall_at",
            "reciprocal_rank", "split_sentences", "strip_citations", "token_f1"]

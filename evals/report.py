@@ -14,7 +14,8 @@ from pathlib import Path
 ANSWER_COLUMNS = (("contains", "contains"), ("f1", "F1"), ("exact", "exact"), ("refusal_acc", "refusal acc"),
                   ("false_refusal", "false refusal"), ("citation_acc", "citation acc"),
                   ("faithfulness", "faithfulness"), ("context_recall", "answer in context"))
-RETRIEVAL_COLUMNS = (("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@10", "R@10"), ("mrr", "MRR"))
+RETRIEVAL_COLUMNS = (("recall@1", "R@1"), ("recall@3", "R@3"), ("recall@5", "R@5"), ("recall@10", "R@10"),
+                     ("mrr", "MRR"))
 COST_COLUMNS = (("retrieve_ms", "retrieve ms"), ("first_token_ms", "first token ms"), ("tokens_per_s", "tokens/s"))
 CHART_ANSWERS = ("contains", "f1", "exact", "refusal_acc")
 
@@ -53,6 +54,11 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _retrieval_columns(block: dict) -> list[tuple[str, str]]:
+    """The recall columns a retrieval block has (gold document: R@1/5/10; answer chunk: R@1/3/5), then MRR."""
+    return [(k, label) for k, label in RETRIEVAL_COLUMNS if any(k in row for row in block.values())]
 
 
 def _cell(est: dict | None, digits: int = 3) -> str:
@@ -105,13 +111,16 @@ def render_markdown(payload: dict) -> str:
     if by_set:
         out += ["", "## Answers by probe set", "",
                 _table(["mode"] + by_set, [[m] + [_cell(metrics[m].get(k)) for k in by_set] for m in modes])]
-    for kind, title in (("gold_doc", "Retrieval: gold document"), ("answer_chunk", "Retrieval: chunk holding the "
-                                                                                   "gold answer")):
+    for kind, title in (("gold_doc", "Retrieval: gold document"), ("answer_chunk", "Retrieval: the answer's chunk "
+                                                                                   "per retriever setting")):
         block = retrieval.get(kind) or {}
         if block:
-            out += ["", f"## {title}", "", _table(["search"] + [label for _, label in RETRIEVAL_COLUMNS],
-                                                  [[s] + [_cell(block[s].get(k)) for k, _ in RETRIEVAL_COLUMNS]
-                                                   for s in block])]
+            cols = _retrieval_columns(block)
+            out += ["", f"## {title}", "", _table(["search"] + [label for _, label in cols],
+                                                  [[s] + [_cell(block[s].get(k)) for k, _ in cols] for s in block])]
+    if retrieval.get("retrievers"):
+        out += ["", "Retriever settings: " + "; ".join(f"`{name}` = {what}" for name, what in
+                                                       retrieval["retrievers"].items()) + "."]
     if modes:
         cols = [(k, label) for k, label in COST_COLUMNS if any(k in metrics[m] for m in modes)]
         out += ["", "## Cost (mean ± CI half-width, p50)", "",
@@ -126,8 +135,9 @@ def render_markdown(payload: dict) -> str:
             "(lexical overlap, not a judge model).",
             "- answer in context: share of answerable questions where a passage given to the model holds a gold "
             "answer.",
-            "- retrieval: recall@k and MRR (top 10) of the gold document, and of the first chunk containing a gold "
-            "answer.",
+            "- retrieval: recall@k and MRR (top 10) of the gold document per search mode, and of the answer's chunk "
+            "(a chunk holding a gold answer's text, else the gold document's chunk sharing most of the answer's "
+            "words) per retriever setting (evals/retrieval.py).",
             "", "Files: `results.json`, `per_question.jsonl` (every answer with its scores), "
             + ", ".join(f"`{p}`" for p in payload.get("charts", [])) + "."]
     return "\n".join(out) + "\n"
@@ -185,7 +195,7 @@ def write_charts(folder: Path, payload: dict) -> list[str]:
         fig, axes = plt.subplots(1, 2 if retrieval.get("answer_chunk") else 1, figsize=(10, 4), squeeze=False)
         for ax, (kind, title) in zip(axes[0], (("gold_doc", "gold document"), ("answer_chunk", "answer chunk"))):
             b = retrieval.get(kind) or {}
-            _grouped_bars(ax, [k for k, _ in RETRIEVAL_COLUMNS], list(b), lambda g, s, b=b: b[s].get(g),
+            _grouped_bars(ax, [k for k, _ in _retrieval_columns(b)], list(b), lambda g, s, b=b: b[s].get(g),
                           "recall / MRR (95% CI)")
             ax.set_ylim(0, 1.05)
             ax.set_title(f"Retrieval: {title}")

@@ -49,6 +49,7 @@ class EvalConfig:
     api_key: str | None = None
     retrieval_k: int = 10  # hits fetched for the retrieval metrics
     n_boot: int = 1000  # bootstrap resamples
+    rerank: bool = True  # False: search (and so rag/hybrid answers) without the workspace's reranker
     command: str | None = None  # the command line recorded in the report
 
     def mode_list(self) -> list[str]:
@@ -160,24 +161,25 @@ def _indexed_docs(workspace: Path) -> tuple[set[str], str]:
     return set(manifest.get("docs", {})), manifest.get("settings", {}).get("embed_model", "")
 
 
-def _score_retrieval(searcher, questions: list[Question], k: int, progress: bool) -> list[dict]:
-    """Per question and search mode: rank of the gold document and of the first chunk holding a gold answer."""
+def _score_retrieval(searcher, questions: list[Question], k: int, progress: bool) -> tuple[list[dict], dict]:
+    """Per question: the gold document's rank per search mode, and under "answer_chunk" the rank of its answer's
+    chunk per retriever setting (evals/retrieval.py); and what each setting ran."""
     from tqdm import tqdm
+
+    from evals.retrieval import score_chunk_retrieval
 
     out = []
     for q in tqdm(questions, desc="retrieval", unit="q", file=sys.stderr, disable=not progress):
         row = {}
-        if q.doc or q.answerable:
-            for mode in SEARCH_MODES:
-                hits = searcher.search(q.query, k=k, mode=mode, groups=frozenset(q.groups))
-                entry = {}
-                if q.doc:  # absent key: the metric does not apply; None: a miss
-                    entry["doc_rank"] = M.rank_of([h.chunk.doc for h in hits], q.doc)
-                if q.answerable:
-                    entry["answer_rank"] = M.answer_rank([h.chunk.text for h in hits], q.answers)
-                row[mode] = entry
+        for mode in SEARCH_MODES if q.doc else ():
+            hits = searcher.search(q.query, k=k, mode=mode, groups=frozenset(q.groups))
+            row[mode] = {"doc_rank": M.rank_of([h.chunk.doc for h in hits], q.doc)}  # None: a miss
         out.append(row)
-    return out
+    chunk_rows, described = score_chunk_retrieval(searcher, questions, k, progress)
+    for row, ranks in zip(out, chunk_rows):
+        if ranks:
+            row["answer_chunk"] = ranks
+    return out, described
 
 
 def _record(q: Question, mode: str, ans, retrieval: dict) -> dict:
@@ -281,8 +283,12 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         from retrieve import Searcher
 
         searcher = getattr(engine, "searcher", None) or Searcher(config.workspace)
-        retrieval = _score_retrieval(searcher, plan.questions, config.retrieval_k, progress)
+        if not config.rerank:
+            searcher.use_reranker = False
+        retrieval, retrievers = _score_retrieval(searcher, plan.questions, config.retrieval_k, progress)
     retrieval_summary = aggregate_retrieval(retrieval, config.seed, config.n_boot) if has_index else {}
+    if has_index:
+        retrieval_summary["retrievers"] = retrievers
 
     records: list[dict] = []
     results: dict[str, dict] = {}
