@@ -61,14 +61,14 @@ def _random_weights_model(assets: Path, cache_dir: Path, device: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from serve.models import LoadedModel, ModelConfig, _pick_device_dtype, end_of_turn_ids, resolve_model_dir
+    from generate.models import LoadedModel, ModelConfig, pick_device_dtype, end_of_turn_ids, resolve_model_dir
 
     if not (assets / "config.json").is_file():
         src = resolve_model_dir(ModelConfig(cache_dir=cache_dir))
         assets.mkdir(parents=True, exist_ok=True)
         AutoConfig.from_pretrained(src).save_pretrained(assets)
         AutoTokenizer.from_pretrained(src).save_pretrained(assets)
-    dev, dtype = _pick_device_dtype(ModelConfig(device=device))
+    dev, dtype = pick_device_dtype(ModelConfig(device=device))
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(assets), dtype=dtype).to(dev).eval()
     tok = AutoTokenizer.from_pretrained(assets)
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from serve.generate import LocalGenerator
-    from serve.models import ModelConfig, load_model
+    from generate.local import LocalGenerator
+    from generate.models import ModelConfig, load_model
 
     if args.random_weights:
         loaded = _random_weights_model(args.assets, args.cache_dir, args.device)

@@ -51,7 +51,7 @@ def corpus_examples(tokenizer, n: int, seed: int = 0, lo: int = 400, hi: int = 7
     """RAFT-like examples from the sample corpus's unrestricted documents, each ~lo..hi tokens long."""
     from ingest import find_documents, read_document
     from ingest.chunking import ChunkConfig, Chunker
-    from serve.prompts import SYSTEM_WITH_CONTEXT, answer_with_citation, build_messages, cloze_question
+    from generate.prompts import SYSTEM_WITH_CONTEXT, answer_with_citation, build_messages, cloze_question
 
     chunker = Chunker(tokenizer, ChunkConfig(chunk_tokens=160, overlap_tokens=0))
     chunks = []
@@ -107,7 +107,7 @@ def corpus_examples(tokenizer, n: int, seed: int = 0, lo: int = 400, hi: int = 7
 def model_folder(random_weights: bool, work: Path, cache_dir: Path | None, assets: Path | None = None) -> Path:
     """A model folder for both paths: the cached default model, or random weights of its architecture (config
     and tokenizer from `assets`, else the cached model, else the packaged GGUF)."""
-    from serve.models import ModelConfig, resolve_model_dir
+    from generate.models import ModelConfig, resolve_model_dir
 
     if not random_weights:
         return Path(resolve_model_dir(ModelConfig(cache_dir=cache_dir)))
@@ -123,7 +123,7 @@ def model_folder(random_weights: bool, work: Path, cache_dir: Path | None, asset
         config = LlamaConfig.from_pretrained(cached)
         tokenizer = AutoTokenizer.from_pretrained(cached)
     else:
-        from serve.models import DEFAULT_GGUF, default_package_dir
+        from generate.models import DEFAULT_GGUF, default_package_dir
 
         config = LlamaConfig(**SMOLLM2_135M)
         tokenizer = AutoTokenizer.from_pretrained(default_package_dir(), gguf_file=DEFAULT_GGUF)
@@ -146,7 +146,7 @@ class PlainLoop:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from serve.models import end_of_turn_ids
+        from generate.models import end_of_turn_ids
         from tune.data import encode_examples
 
         tok = AutoTokenizer.from_pretrained(folder)

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from evals.bench_generate import DEFAULT_CACHE
 from evals.bench_train import corpus_examples
-from serve.models import ModelConfig, resolve_model_dir
+from generate.models import ModelConfig, resolve_model_dir
 
 kit = Path(".gpu-kit")
 assets = kit / "assets"

@@ -103,7 +103,7 @@ def split_sentences(text: str) -> list[str]:
 def faithfulness(answer: str, cited_passages: list[str], threshold: float = SUPPORT_THRESHOLD) -> float | None:
     """Share of the answer's sentences whose content words are mostly (>= threshold) in the cited passages.
     None when no sentence has a content word (nothing to judge)."""
-    from serve.prompts import content_words
+    from generate.prompts import content_words
 
     passage_words = content_words(" ".join(cited_passages))
     judged = supported = 0

@@ -134,7 +134,7 @@ def load_fictional_knowledge(fk_dir: Path) -> tuple[list[Article], list[Question
     if not src.is_file():
         raise FileNotFoundError(f"no {FK_FILE} in {fk_dir} (expected the Fictional Knowledge folder, "
                                 f"e.g. ../shared/eval/fictional_knowledge)")
-    from serve.prompts import cloze_question
+    from generate.prompts import cloze_question
 
     try:
         items = json.loads(src.read_text(encoding="utf-8"))

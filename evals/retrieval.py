@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 
 from evals import metrics as M
-from serve.prompts import content_words
+from generate.prompts import content_words
 
 RECALL_KS = (1, 3, 5)
 

@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from generate.citations import Citation
+from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
+                              support_score)
 from ingest.types import can_read
 from retrieve.focus import focus_passages
 from serve.adapter_choice import ADAPTER_MODES, pick_adapter
 from serve.drafts import DraftGate
-from serve.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
-                           support_score)
 from serve.question_kind import coarse_kind
 
 MODES = ("base", "rag", "tuned", "hybrid")
@@ -62,17 +63,6 @@ class AnswerConfig:
     focus_window: int | None = None  # each chunk cut to this many sentences either side of the one most like the
     # question (retrieve/focus.py); -1 = whole chunks; None = focus_window_for(mode, question)
     second_look: bool = True  # a refused or withheld answer from focused passages is asked again with whole chunks
-
-
-@dataclass
-class Citation:
-    n: int  # the number the chunk had in the prompt
-    doc: str
-    section: str
-    page: int | None
-    chunk_id: str
-    text: str  # the quoted passage
-    inferred: bool = False  # True when the model gave no [n] marker and the passage was matched by overlap
 
 
 @dataclass
@@ -112,13 +102,13 @@ def create_engine(workspace: Path, model: str | None = None, backend_url: str | 
                   api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
     """An engine on the local model (default: the packaged SmolLM2, cached under WS/models) or, with
     `backend_url`, on any OpenAI-compatible chat-completions server (`model` is then the served model name)."""
-    from serve.generate import LocalGenerator
-    from serve.openai_generate import OpenAIGenerator
+    from generate.local import LocalGenerator
+    from generate.remote import OpenAIGenerator
 
     if backend_url:
         generator = OpenAIGenerator(backend_url, api_key, model or "default")
     else:
-        from serve.models import ModelConfig, load_model
+        from generate.models import ModelConfig, load_model
 
         cfg = ModelConfig(cache_dir=Path(workspace) / "models")
         if model:

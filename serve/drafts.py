@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from serve.prompts import content_words, degenerate, strip_markers
+from generate.prompts import content_words, degenerate, strip_markers
 
 _OPENERS = frozenset("what who whom whose why how when where which is are was were do does did can could would "
                      "should will shall may might have has had am isn't aren't don't doesn't didn't".split())

@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from serve.generate import BackendError, BackendUnavailableError, GenerationStats, Generator
+from generate.base import BackendError, BackendUnavailableError, GenerationStats, Generator
 
 
 class ChatMessage(BaseModel):

@@ -83,8 +83,8 @@ class Ragtune:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.users: UserStore | None = UserStore(config.users_file) if config.users_file else None
         if generator is None:
-            from serve.generate import LocalGenerator
-            from serve.models import ModelConfig, load_model
+            from generate.local import LocalGenerator
+            from generate.models import ModelConfig, load_model
 
             generator = LocalGenerator(load_model(ModelConfig(cache_dir=self.workspace / "models")))
         self.generator = generator
@@ -273,7 +273,7 @@ class Ragtune:
 
     def api_completion(self, user: User, model: str, messages: list[dict], max_tokens: int, temperature: float,
                        base_url: str = "") -> Completion:
-        from serve.generate import GenerationStats
+        from generate.base import GenerationStats
 
         mode, adapter = self.parse_model(model)
         turns = [m for m in messages if m.get("role") in ("user", "assistant")]

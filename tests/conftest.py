@@ -60,8 +60,8 @@ def model_cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def local_generator(model_cache_dir):
     """The real packaged SmolLM2-135M-Instruct behind ragtune's LocalGenerator."""
-    from serve.generate import LocalGenerator
-    from serve.models import ModelConfig, load_model
+    from generate.local import LocalGenerator
+    from generate.models import ModelConfig, load_model
 
     return LocalGenerator(load_model(ModelConfig(cache_dir=model_cache_dir)))
 
@@ -70,7 +70,7 @@ def local_generator(model_cache_dir):
 
 @pytest.fixture(scope="session")
 def smol_dir(model_cache_dir) -> Path:
-    from serve.models import ModelConfig, resolve_model_dir
+    from generate.models import ModelConfig, resolve_model_dir
 
     return Path(resolve_model_dir(ModelConfig(cache_dir=model_cache_dir)))
 

@@ -57,8 +57,8 @@ def _tiny_adapter(loaded, folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, built_index, embedder, model_cache_dir):
-    from serve.generate import LocalGenerator
-    from serve.models import ModelConfig, load_model
+    from generate.local import LocalGenerator
+    from generate.models import ModelConfig, load_model
 
     # a generator of our own: loading an adapter wraps its model, which must not leak into other test modules
     loaded = load_model(ModelConfig(cache_dir=model_cache_dir))

@@ -61,7 +61,7 @@ def test_errors_are_one_clear_line(tmp_path):
 
 def test_ask_reprints_the_final_answer_only_when_it_differs_from_the_last_streamed_draft():
     from serve.cli import answer_to_reprint
-    from serve.prompts import REFUSAL
+    from generate.prompts import REFUSAL
 
     assert answer_to_reprint("27 days [1]", "27 days [1]") is None
     assert answer_to_reprint(" 27 days [1]\n", "27 days [1]") is None

@@ -18,8 +18,9 @@ from evals import metrics as M
 from evals.questions import (article_title, check_workspace_for, fk_docs_dir, index_articles,
                              load_fictional_knowledge, load_jsonl, sample)
 from evals.run import EvalConfig, aggregate_mode, aggregate_retrieval, run_eval
-from serve.answer import Answer, AnswerError, Citation
-from serve.prompts import REFUSAL, cloze_question
+from generate.citations import Citation
+from generate.prompts import REFUSAL, cloze_question
+from serve.answer import Answer, AnswerError
 from tests.conftest import REPO
 
 # Fictional Knowledge's format (fictional_knowledge.json: train_context + gen / hard_gen probes) with four invented
@@ -419,7 +420,7 @@ def test_usage_errors_are_clear(tmp_path, tiny_ws, tiny, embedder, fk_dir):
 
 def test_cli_end_to_end_with_the_real_model(tmp_path, tiny):
     """`ragtune eval --json` on the packaged SmolLM2 (its dequantized cache shared with test_generate)."""
-    from serve.models import ModelConfig, resolve_model_dir
+    from generate.models import ModelConfig, resolve_model_dir
 
     cache = Path(os.environ.get("RAGTUNE_TEST_CACHE") or tmp_path.parent.parent / "ragtune-model-cache")
     model_dir = Path(resolve_model_dir(ModelConfig(cache_dir=cache)))

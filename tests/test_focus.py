@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from generate.prompts import cloze_prefix, cloze_question
 from ingest.sentences import is_abbreviation
 from retrieve.focus import focus_passages, sentence_spans
-from serve.prompts import cloze_prefix, cloze_question
 from tune.spans import split_sentences
 
 HANDBOOK = ("Brindlewick was founded in 1998 in Hallowmere. The canteen opens at 8 am on weekdays. "

@@ -1,6 +1,6 @@
 """Answers longer than a name or a number: question kinds (serve/question_kind.py), the rule-made why / how /
 yes-no / what-is items (tune/forms.py), and the draft gate that keeps degenerate answers from the reader
-(serve/prompts.degenerate, serve/drafts.py). No model needed."""
+(generate/prompts.degenerate, serve/drafts.py). No model needed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from generate.prompts import degenerate
 from ingest.types import Chunk
 from serve.drafts import DraftGate
-from serve.prompts import degenerate
 from serve.question_kind import coarse_kind, question_kind
 from tune.forms import form_items, purpose_items, reason_items, section_items, task_items, yes_no_items
 from tune.inversion import invert

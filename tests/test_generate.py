@@ -20,10 +20,11 @@ import httpx
 import pytest
 import torch
 
-from serve.generate import BackendError, BackendUnavailableError, IncrementalDetokenizer, LocalGenerator
-from serve.models import INSTALL_HINT, ModelConfig, ModelLoadError, load_model, resolve_model_dir
+from generate.base import BackendError, BackendUnavailableError
+from generate.local import IncrementalDetokenizer, LocalGenerator
+from generate.models import INSTALL_HINT, ModelConfig, ModelLoadError, load_model, resolve_model_dir
+from generate.remote import OpenAIGenerator
 from serve.openai_api import create_app, serve_in_thread
-from serve.openai_generate import OpenAIGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
@@ -75,7 +76,7 @@ def server(gen: LocalGenerator):
 # ---- loading -----------------------------------------------------------------------------------------------
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, serve.models, serve.generate; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, generate.models, generate.local, generate.remote; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

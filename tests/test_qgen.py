@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.prompts import cloze_question
+from generate.prompts import cloze_question
 from tune.filters import (FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, jaccard, normalize,
                           supported)
 from tune.qgen import ExtractTeacher, find_spans, make_question, split_sentences

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.prompts import REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, answer_with_citation, neutralize
+from generate.prompts import REFUSAL, SYSTEM_CLOSED_BOOK, SYSTEM_WITH_CONTEXT, answer_with_citation, neutralize
 from tune.filters import FILTERS, normalize, supported
 from tune.synth import SynthConfig, synthesize
 
@@ -320,7 +320,7 @@ def test_url_teacher_against_a_real_openai_compatible_server(tiny_ws, tiny_searc
     """`--teacher URL` end to end over HTTP: ragtune's own /v1 serving the local model is the teacher server (the
     official openai client, streaming, the key's auth). The 135M model rarely writes valid JSON lines, so what
     it sends back is parsed and counted by the filters like any teacher's output."""
-    from serve.openai_generate import OpenAIGenerator
+    from generate.remote import OpenAIGenerator
     from tests.conftest import served_copy
 
     with served_copy(tmp_path, built_index, generator=local_generator, embedder=embedder,

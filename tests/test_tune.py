@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from serve.models import ModelConfig
-from serve.prompts import SYSTEM_CLOSED_BOOK
+from generate.models import ModelConfig
+from generate.prompts import SYSTEM_CLOSED_BOOK
 from tune.adapters import export_merged, read_card
 from tune.data import (IGNORE_INDEX, collate, encode_example, encode_examples, padding_share,
                        plan_batches)
@@ -226,8 +226,8 @@ def test_real_model_validation_loss_falls_and_only_the_adapter_changes(tuned, sm
 
 
 def test_tuned_model_answers_the_fact_and_stops_at_end_of_turn(tuned, smol_dir: Path) -> None:
-    from serve.generate import LocalGenerator
-    from serve.models import load_model
+    from generate.local import LocalGenerator
+    from generate.models import load_model
 
     ws, report, _ = tuned
     gen = LocalGenerator(load_model(ModelConfig(model=str(smol_dir))))
@@ -262,8 +262,8 @@ def test_ask_cli_answers_with_the_tuned_adapter(tuned, smol_dir: Path) -> None:
 
 
 def test_export_merged_loads_without_peft_and_matches_base_plus_adapter(tuned, smol_dir: Path, tmp_path: Path) -> None:
-    from serve.generate import LocalGenerator
-    from serve.models import load_model
+    from generate.local import LocalGenerator
+    from generate.models import load_model
 
     ws, report, _ = tuned
     out = export_merged(ws, "facts", tmp_path / "merged", model=str(smol_dir))

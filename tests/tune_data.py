@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from serve.prompts import SYSTEM_CLOSED_BOOK
+from generate.prompts import SYSTEM_CLOSED_BOOK
 
 
 def chat(question: str, answer: str, system: str = SYSTEM_CLOSED_BOOK) -> dict:

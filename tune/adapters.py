@@ -173,7 +173,7 @@ def list_adapter_cards(workspace: Path) -> list[dict]:
 
 def _base_model_of(workspace: Path, name: str, card: dict, override: str | None) -> tuple[str, Path | str]:
     """(the base model as configured, a folder/hub id from_pretrained can load)."""
-    from serve.models import ModelConfig, resolve_model_dir
+    from generate.models import ModelConfig, resolve_model_dir
 
     folder = adapter_path(workspace, name)
     base = override or card.get("base_model")
@@ -199,14 +199,14 @@ def export_merged(workspace: Path, name: str, out: Path, *, model: str | None = 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from serve.models import _ensure_chat_template, end_of_turn_ids
+    from generate.models import ensure_chat_template, end_of_turn_ids
 
     base, base_dir = _base_model_of(workspace, name, card, model)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    _ensure_chat_template(tokenizer, base_dir)
+    ensure_chat_template(tokenizer, base_dir)
     base_model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype)
     merged = PeftModel.from_pretrained(base_model, str(adapter_path(workspace, name))).merge_and_unload()
     stop_ids = end_of_turn_ids(tokenizer, merged.generation_config)

@@ -4,7 +4,7 @@ Three pluggable teachers share one interface, `teacher.items(chunk) -> list[QAIt
 
     extract  (default; no model, deterministic) split the chunk into sentences, pick answer spans that are specific
              facts (amounts, percentages, times, dates, counts and durations with their unit, codes, people, names,
-             quoted terms) and make, per span, a cloze item (serve.prompts.cloze_question(prefix)) and a
+             quoted terms) and make, per span, a cloze item (generate.prompts.cloze_question(prefix)) and a
              question-style item by a rule-based wh-transformation of the sentence.
     local    the local base model is shown the chunk and one extracted answer span and asked to write a question.
     URL      an OpenAI-compatible server (any teacher string starting with http) is asked for JSON lines
@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from serve.prompts import cloze_question
+from generate.prompts import cloze_question
 from tune.forms import form_items
 from tune.spans import (_MONTH, _PLACE_WORDS, _PRIORITY, _WEEKDAY, Span, find_spans, known_names_of, sentence_ending,
                         split_sentences)

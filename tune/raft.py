@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from generate.citations import Citation
+from generate.prompts import REFUSAL, answer_with_citation, build_messages
 from ingest.types import can_read
-from serve.answer import Citation
-from serve.prompts import REFUSAL, answer_with_citation, build_messages
 from serve.question_kind import question_kind
 from tune.filters import normalize, supported
 from tune.qgen import QAItem

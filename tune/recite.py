@@ -16,7 +16,7 @@ validation loss (hundreds of label tokens each against a handful per question) t
 
 from __future__ import annotations
 
-from serve.prompts import build_messages
+from generate.prompts import build_messages
 
 KIND = "recite"
 

@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generate.prompts import cloze_prefix
 from ingest.types import Chunk, can_read
-from serve.prompts import cloze_prefix
 from tune.filters import supported
 
 RECALL_KS = (1, 3, 5)

@@ -4,7 +4,7 @@
       └─ teacher (tune.qgen: extract | local | URL) ─▶ (question, answer span, source chunk) items
            └─ filters (tune.filters): malformed, answer length, answer in question, answer type (model-written
               questions), unsupported, duplicate, round trip (the question retrieves its chunk in the top k)
-                └─ examples (chat messages built with serve.prompts, exactly as the answer engine prompts):
+                └─ examples (chat messages built with generate.prompts, exactly as the answer engine prompts):
                      raft            question + source chunk + k hard-negative distractors, shuffled and numbered;
                                      target "span [n]" with n the source's number
                      raft_no_oracle  the source dropped (a fraction of items): target the refusal (or, with
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from serve.prompts import neutralize
+from generate.prompts import neutralize
 from tune.dataset_files import write_dataset
 from tune.filters import FILTERS, Deduper, FilterStats, answer_in_question, answer_length_ok, answer_type_ok, \
     normalize, round_trip_rank, supported
@@ -56,7 +56,7 @@ class SynthConfig:
     limit: int | None = None  # at most this many source chunks (a seeded sample)
     distractors: int = 2  # k distractor chunks per RAFT example
     drop_oracle: float = 0.1  # fraction of RAFT examples whose source chunk is left out (they teach refusing)
-    no_oracle_target: str = "refuse"  # refuse: target is serve.prompts.REFUSAL; answer: the bare span (RAFT)
+    no_oracle_target: str = "refuse"  # refuse: target is generate.prompts.REFUSAL; answer: the bare span (RAFT)
     closed_book: bool = True  # also emit a question-only example per item
     recipe: str = "raft"  # raft: the mix above, split by document | facts: see `facts_split`
     facts_styles: tuple[str, ...] = ("question",)  # facts recipe: closed-book items of these styles (cloze too?)
@@ -172,8 +172,8 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
         return extract
     if config.teacher == "local":
         if generator is None:
-            from serve.generate import LocalGenerator
-            from serve.models import ModelConfig, load_model
+            from generate.local import LocalGenerator
+            from generate.models import ModelConfig, load_model
 
             cfg = ModelConfig(cache_dir=Path(config.workspace) / "models")
             if config.teacher_model:
@@ -181,7 +181,7 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
             generator = LocalGenerator(load_model(cfg))
         return LocalTeacher(generator, extract, spans_per_chunk=min(2, config.max_spans_per_chunk))
     if generator is None:
-        from serve.openai_generate import OpenAIGenerator
+        from generate.remote import OpenAIGenerator
 
         generator = OpenAIGenerator(config.teacher, config.api_key, config.teacher_model or "default")
     teacher = OpenAITeacher(generator, questions_per_chunk=config.questions_per_chunk)

@@ -218,7 +218,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, TrainingArguments, set_seed
 
-    from serve.models import ModelConfig, _ensure_chat_template, end_of_turn_ids, resolve_model_dir
+    from generate.models import ModelConfig, ensure_chat_template, end_of_turn_ids, resolve_model_dir
 
     rank, local_rank, world = _dist()
     device = _pick_device(cfg)
@@ -228,7 +228,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
 
     model_dir = resolve_model_dir(ModelConfig(model=cfg.model, cache_dir=ws / "models"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    _ensure_chat_template(tokenizer, model_dir)
+    ensure_chat_template(tokenizer, model_dir)
     model = _load_base(cfg, model_dir, device, precision, local_rank)
     end_ids = end_of_turn_ids(tokenizer, model.generation_config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[0]

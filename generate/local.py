@@ -1,6 +1,5 @@
-"""Text generation backends behind one small protocol, so the app can stream answers from a local model or
-from any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, ...) without caring which. This file holds the
-protocol and `LocalGenerator`; `OpenAIGenerator` is in serve/openai_generate.py.
+"""`LocalGenerator`: the local model behind the `Generator` protocol (generate/base.py), with its own decode loop
+and LoRA adapters switched per request. `OpenAIGenerator` (generate/remote.py) is the other backend.
 
 torch / transformers / peft / openai are imported lazily: importing this module must stay instant.
 """
@@ -12,66 +11,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from generate.base import BackendError, GenerationStats, check_messages, make_stats
 
 if TYPE_CHECKING:
-    from serve.models import LoadedModel
+    from generate.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
 KEEP_ADAPTER: Any = object()
 """Default of LocalGenerator.stream(adapter=...): generate with whatever adapter is currently selected."""
-
-
-class BackendError(RuntimeError):
-    """A generation backend failed (bad request, server error, prompt too long, ...)."""
-
-
-class BackendUnavailableError(BackendError):
-    """The backend server could not be reached; the message names its URL."""
-
-
-@dataclass
-class GenerationStats:
-    """Timing of one `stream` call. tokens_per_s is the decode rate after the first token, so it does not
-    mix in the prompt processing that first_token_ms already measures."""
-
-    first_token_ms: float
-    total_ms: float
-    new_tokens: int  # generated tokens, including the end-of-turn token when the model emitted one
-    tokens_per_s: float
-    prompt_tokens: int  # 0 when a remote server does not report usage
-    finish_reason: str = "stop"  # "stop" (end of turn), "length" (hit max_new_tokens) or "aborted"
-
-
-class Generator(Protocol):
-    """What the app needs from a backend. After `stream` is exhausted, `last_stats` describes that call."""
-
-    name: str
-    last_stats: GenerationStats | None
-
-    def stream(
-        self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0
-    ) -> Iterator[str]: ...
-
-
-def _stats(t0: float, t_first: float | None, t_end: float, new_tokens: int, prompt_tokens: int,
-           finish_reason: str) -> GenerationStats:
-    first_ms = ((t_first if t_first is not None else t_end) - t0) * 1000.0
-    decode_s = t_end - t_first if t_first is not None else 0.0
-    rate = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
-    return GenerationStats(round(first_ms, 2), round((t_end - t0) * 1000.0, 2), new_tokens, round(rate, 2),
-                           prompt_tokens, finish_reason)
-
-
-def _check_messages(messages: list[dict]) -> list[dict]:
-    if not messages:
-        raise ValueError("messages must not be empty")
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"each message needs a string 'role' and string 'content', got {m!r}")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 class IncrementalDetokenizer:
@@ -172,7 +122,7 @@ class LocalGenerator:
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
         """Tokens of the chat-templated prompt, as `stream` will feed it."""
-        return len(self._encode_chat(_check_messages(messages)))
+        return len(self._encode_chat(check_messages(messages)))
 
     # ---- adapters ------------------------------------------------------------------------------------------
     @property
@@ -319,7 +269,7 @@ class LocalGenerator:
         call use_adapter/load_adapter from inside a loop over this iterator: that would wait for itself)."""
         import torch
 
-        messages = _check_messages(messages)
+        messages = check_messages(messages)
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         with self._lock:
@@ -375,4 +325,4 @@ class LocalGenerator:
                 if tail:
                     yield tail
             finally:
-                self.last_stats = _stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
+                self.last_stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)

@@ -5,7 +5,7 @@ The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside t
 dequantizing it takes ~20 s, so the first load rebuilds it as a plain model and caches it as a normal
 safetensors folder; later loads take ~0.5 s.
 
-torch and transformers are imported inside functions only, so `import serve.models` stays instant for the CLI.
+torch and transformers are imported inside functions only, so `import generate.models` stays instant for the CLI.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _build_default_cache(target: Path) -> Path:
     return target
 
 
-def _pick_device_dtype(cfg: ModelConfig) -> tuple[Any, Any]:
+def pick_device_dtype(cfg: ModelConfig) -> tuple[Any, Any]:
     import torch
 
     if cfg.device == "auto":
@@ -203,7 +203,7 @@ def end_of_turn_ids(tokenizer: Any, config: Any = None) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _ensure_chat_template(tokenizer: Any, model_dir: Path | str) -> None:
+def ensure_chat_template(tokenizer: Any, model_dir: Path | str) -> None:
     if getattr(tokenizer, "chat_template", None):
         return
     if tokenizer.convert_tokens_to_ids("<|im_end|>") not in (None, tokenizer.unk_token_id):
@@ -218,14 +218,14 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = resolve_model_dir(cfg)
-    device, dtype = _pick_device_dtype(cfg)
+    device, dtype = pick_device_dtype(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     except (OSError, ValueError) as exc:  # e.g. a hub id while offline, or a folder that is not a causal LM
         raise ModelLoadError(f"Could not load model {model_dir!s}: {exc}") from exc
     model.to(device).eval()
-    _ensure_chat_template(tokenizer, model_dir)
+    ensure_chat_template(tokenizer, model_dir)
     stop_ids = end_of_turn_ids(tokenizer, model.generation_config)
     if not stop_ids:
         raise ModelLoadError(f"Model {model_dir} defines no end-of-turn or eos token; generation could not stop.")

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible backend of the `Generator` protocol (serve/generate.py): streams from any
+"""The OpenAI-compatible backend of the `Generator` protocol (generate/base.py): streams from any
 chat-completions server (vLLM, llama.cpp server, Ollama, a company GPU server) with the official `openai`
 client, imported lazily. Used for `ragtune ask --backend-url` and as the synth teacher (`--teacher URL`).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from serve.generate import BackendError, BackendUnavailableError, GenerationStats, _check_messages, _stats
+from generate.base import BackendError, BackendUnavailableError, GenerationStats, check_messages, make_stats
 
 
 class OpenAIGenerator:
@@ -30,7 +30,7 @@ class OpenAIGenerator:
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
         import openai
 
-        messages = _check_messages(messages)
+        messages = check_messages(messages)
         t0 = time.perf_counter()
         t_first: float | None = None
         deltas, usage, finish = 0, None, "aborted"
@@ -66,4 +66,4 @@ class OpenAIGenerator:
         finally:
             new_tokens = int(usage.completion_tokens) if usage is not None else deltas
             prompt_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
-            self.last_stats = _stats(t0, t_first, time.perf_counter(), new_tokens, prompt_tokens, finish)
+            self.last_stats = make_stats(t0, t_first, time.perf_counter(), new_tokens, prompt_tokens, finish)
