@@ -115,7 +115,7 @@ def test_packed_rows_do_not_leak_between_examples_and_loss_matches_full_logits(t
                                                                               im_end: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tune.trainer import _make_trainer_class, _packing_works
+    from tune.trainer import make_trainer_class, packing_works
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
     exs = [encode_example(tokenizer, chat(f"Question number {i}?" + " more" * i, f"Answer {i}.")["messages"],
@@ -129,10 +129,10 @@ def test_packed_rows_do_not_leak_between_examples_and_loss_matches_full_logits(t
             alone = model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0]
             torch.testing.assert_close(out[o:o + len(e)], alone, atol=1e-4, rtol=1e-4)
             o += len(e)
-    assert _packing_works(model, "cpu")
+    assert packing_works(model, "cpu")
 
     # the answer-only loss on the labelled positions equals transformers' loss over full logits
-    Trainer = _make_trainer_class()
+    Trainer = make_trainer_class()
     batch = collate([[e] for e in exs], pad_id=2, align=16)  # right-padded rows, width aligned
     assert batch["input_ids"].shape[1] % 16 == 0 and int(batch["num_tokens"]) == sum(len(e) for e in exs)
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_answer_loss_is_the_same_where_transformers_lacks_boolean_logits_to_keep
     exs = [encode_example(tokenizer, chat(f"Question {i}?" + " more" * (4 * i), f"Answer number {i}.")["messages"],
                           (im_end,)) for i in range(4)]
     batch = collate([[e] for e in exs], pad_id=2, align=8)
-    loss_sum = trainer_mod._make_trainer_class()._loss_sum
+    loss_sum = trainer_mod.make_trainer_class()._loss_sum
     with torch.no_grad():
         ref = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
         monkeypatch.setattr(trainer_mod, "_mask_logits_supported", lambda: False)
@@ -167,7 +167,7 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(tiny_dir: Path, tokeniz
     from transformers import AutoModelForCausalLM
 
     from tune.data import split_micro_batches
-    from tune.trainer import _make_trainer_class
+    from tune.trainer import make_trainer_class
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     exs = [encode_example(tokenizer, chat(f"Question {i}?" + " more" * (3 * i), f"Answer {i}.")["messages"],
@@ -176,7 +176,7 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(tiny_dir: Path, tokeniz
     parts = split_micro_batches(batch, micro_tokens=3 * len(exs[2]), align=8)
     assert len(parts) > 1 and sum(p["input_ids"].shape[0] for p in parts) == len(exs)
     assert all(p["input_ids"].shape[1] <= batch["input_ids"].shape[1] for p in parts)
-    loss_sum = _make_trainer_class()._loss_sum
+    loss_sum = make_trainer_class()._loss_sum
     n_total = sum(e.n_labels for e in exs)
 
     def grads(pieces):

@@ -5,7 +5,6 @@ them, and the closed-book twin."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 from generate.citations import Citation
 from generate.prompts import REFUSAL, answer_with_citation, build_messages
@@ -13,9 +12,7 @@ from ingest.types import can_read
 from serve.question_kind import question_kind
 from tune.filters import normalize, supported
 from tune.qgen import QAItem
-
-if TYPE_CHECKING:
-    from tune.synth import SynthConfig
+from tune.synth_config import SynthConfig
 
 
 def _citation(n: int, chunk, text: str) -> Citation:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tune.adapters import AdapterMissingError, adapter_path, read_card
 from tune.trainer import TuneError
+from tune.tune_config import TuneConfig
 
-if TYPE_CHECKING:
-    from tune.train import TuneConfig
 
 RUN_FILE = "run.json"  # WS/adapters/.runs/NAME/run.json: the fingerprint and the loss before training
 

@@ -51,7 +51,8 @@ def synth_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
 ) -> None:
     """Make RAFT-style training data (questions, source chunk plus distractors, cited answers) from the index."""
-    from tune.synth import SynthConfig, restricted_warning, synthesize
+    from tune.synth import restricted_warning, synthesize
+    from tune.synth_config import SynthConfig
 
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
     config = SynthConfig(workspace=Path(workspace), name=name, teacher=teacher, teacher_model=teacher_model,

@@ -31,124 +31,17 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
 from tune.runs import RUN_FILE, check_init_from, last_checkpoint, load_init_weights, resume_point, run_fingerprint
-from tune.trainer import (BEST_DIR, TuneError, _check_qlora, _dist, _make_callbacks, _make_trainer_class,
-                          _packing_works, _pick_device, _pick_precision, _publish, _training_args, _write_json,
-                          all_reduce_if_distributed, make_time_budget_callback, save_best)
+from tune.trainer import (BEST_DIR, TuneError, all_reduce_if_distributed, check_qlora, dist, make_callbacks,
+                          make_time_budget_callback, make_trainer_class, packing_works, pick_device, pick_precision,
+                          publish, save_best, training_args, write_json)
+from tune.tune_config import TuneConfig, TuneReport
 
 log = logging.getLogger(__name__)
-
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class TuneConfig:
-    """Everything `train_adapter` needs. Defaults were chosen by measurement on the dev CPU (tune/README.md)."""
-
-    workspace: Path = Path("workspace")
-    """The ragtune workspace: data from WS/datasets, base model cache in WS/models, output in WS/adapters."""
-    dataset: Path | None = None
-    """A dataset folder (train.jsonl, val.jsonl, card.json) or a train.jsonl; None = WS/datasets/default."""
-    name: str = "default"
-    """Adapter name: the result is WS/adapters/<name>/ (replaced atomically if it exists)."""
-    model: str = "smollm2-135m-instruct"
-    """Base model: the packaged default (cached under WS/models), a local model folder, or a hub id."""
-    epochs: float = 2.0
-    """Passes over the training set (fractions allowed). Ignored when max_steps is set."""
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides epochs)."""
-    time_budget_s: float | None = None
-    """Seconds of training steps (validation not counted) the run must fit in: from the second step on, the steps
-    that still fit at the mean step time so far cap the run, and the schedule is rebuilt for that count, so a
-    slower machine trains fewer steps and still ends with the decayed rate. None = no limit."""
-    lr: float = 4e-4
-    """Peak learning rate (linear warmup, then cosine decay to 0)."""
-    rank: int = 16
-    """LoRA rank r."""
-    alpha: float | None = None
-    """LoRA alpha; None = 2 x rank."""
-    dropout: float = 0.05
-    """Dropout on the LoRA branch."""
-    target_modules: tuple[str, ...] = ALL_LINEAR
-    """Layers that get LoRA: all linear projections of attention and MLP by default."""
-    batch_tokens: int | None = None
-    """Padded-token budget of one optimizer step per process; None = 8192 on CPU, 16384 on CUDA."""
-    micro_batch_tokens: int | None = None
-    """Most padded tokens per forward/backward pass: a step's batch is cut into micro-batches of this size and
-    their gradients summed, so memory follows this and not batch_tokens. None = 2048 on CPU (~4 GB peak for
-    the 135M model), the whole batch on CUDA."""
-    max_seq_len: int = 2048
-    """Examples longer than this (prompt + answer) are dropped and counted, not truncated."""
-    warmup: float = 0.06
-    """Warmup as a share of all steps (< 1) or a step count (>= 1)."""
-    scheduler: str = "cosine"
-    """Any transformers scheduler name: cosine, linear, constant_with_warmup, ..."""
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    precision: str = "auto"
-    """auto (bf16 on CUDA and native-bf16 CPUs, else fp32), fp32, bf16 or fp16 (CUDA)."""
-    batching: str = "auto"
-    """grouped (length-grouped, dynamic padding), packed (several examples per row, position_ids restart) or
-    auto = packed with varlen flash-attention on CUDA, grouped otherwise."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward: less memory, ~30% slower. For long contexts / big models."""
-    qlora: bool = False
-    """Load the base model in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top (QLoRA)."""
-    init_from: str | None = None
-    """Start from the weights of the existing adapter WS/adapters/<init_from> (same base model, rank and target
-    layers) instead of a fresh LoRA: continue tuning after new documents or new data, without starting over."""
-    resume: bool = False
-    """Continue the interrupted run of this name from its last checkpoint in WS/adapters/.runs/<name>/."""
-    save_steps: int | None = None
-    """Checkpoint every N steps; None = every epoch or every 25 steps, whichever comes first."""
-    device: str = "auto"
-    """auto (cuda if available, else cpu), cpu or cuda."""
-    val_fraction: float = 0.1
-    """Share held out for validation when the dataset has no val.jsonl (whole documents when possible)."""
-    max_val_examples: int | None = 256
-    """Validation uses at most this many examples (a fixed random sample): each evaluation then costs seconds, not
-    minutes, on a CPU. None = all of them."""
-    keep_run: bool = False
-    """Keep WS/adapters/.runs/<name>/ (checkpoints) after success; by default it is removed."""
-
-    def resolved_dataset(self) -> Path:
-        return Path(self.dataset) if self.dataset is not None else Path(self.workspace) / "datasets" / "default"
-
-
-@dataclass
-class TuneReport:
-    adapter: str
-    path: str
-    val_loss_before: float
-    val_loss_after: float
-    val_losses: list[dict]
-    best_step: int
-    steps: int
-    epochs: float
-    train_examples: int
-    val_examples: int
-    train_tokens_per_s: float  # non-padding tokens per second over the timed steps (first step of a process excluded)
-    padding_share: float  # padding / all tokens over the training batches
-    wall_s: float
-    device: str
-    precision: str
-    batching: str
-    resumed_from_step: int | None = None
-    dataset: str = ""
-    data_hash: str = ""
-    card: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("card", None)
-        return d
-
 
 # ---- main entry ------------------------------------------------------------------------------------------------
 
@@ -220,11 +113,11 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
 
     from generate.models import ModelConfig, ensure_chat_template, end_of_turn_ids, resolve_model_dir
 
-    rank, local_rank, world = _dist()
-    device = _pick_device(cfg)
-    precision = _pick_precision(cfg, device)
+    rank, local_rank, world = dist()
+    device = pick_device(cfg)
+    precision = pick_precision(cfg, device)
     if cfg.qlora:
-        _check_qlora(device)
+        check_qlora(device)
 
     model_dir = resolve_model_dir(ModelConfig(model=cfg.model, cache_dir=ws / "models"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -246,7 +139,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         batching = "packed" if varlen else "grouped"
     # flash-attention takes restarting position_ids as varlen boundaries (and runs on CUDA only); for any other
     # attention, check on CPU (the model is not moved yet) that packed examples really stay apart
-    if batching == "packed" and not varlen and not cfg.qlora and not _packing_works(model, "cpu"):
+    if batching == "packed" and not varlen and not cfg.qlora and not packing_works(model, "cpu"):
         log.warning("this model's attention does not isolate packed sequences; using length-grouped batches")
         batching = "grouped"
     batch_tokens = cfg.batch_tokens or (16384 if device == "cuda" else 8192)
@@ -279,7 +172,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     if init_dir is not None and resume_ckpt is None:  # a resumed run restores its own checkpoint instead
         load_init_weights(model, init_dir)
 
-    args = _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device,
+    args = training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device,
                           precision)
 
     # rank 0 prepares the run folder while the others wait
@@ -294,7 +187,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
             run_dir.mkdir(parents=True, exist_ok=True)
             if not cfg.resume or not run_info:
                 run_info = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                _write_json(run_dir / RUN_FILE, run_info)
+                write_json(run_dir / RUN_FILE, run_info)
     if cfg.resume and resume_ckpt is None:
         log.warning("no checkpoint of %r was saved before the interruption; starting from step 0", name)
 
@@ -303,10 +196,10 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     if resume_ckpt is not None and best_json.is_file():
         best_init = json.loads(best_json.read_text())
     trainer_ref: list = []
-    best_cb, speed_cb = _make_callbacks(run_dir, trainer_ref, progress, best_init)
+    best_cb, speed_cb = make_callbacks(run_dir, trainer_ref, progress, best_init)
     budget_cb = [make_time_budget_callback(cfg.time_budget_s, trainer_ref, speed_cb)] \
         if cfg.time_budget_s else []
-    Trainer = _make_trainer_class()
+    Trainer = make_trainer_class()
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=unwrap_single, callbacks=[best_cb, speed_cb, *budget_cb, *(callbacks or [])])
     trainer_ref.append(trainer)
@@ -323,7 +216,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
         val_before = trainer.eval_loss()
         if args.process_index == 0:
             run_info["val_loss_before"] = val_before
-            _write_json(run_dir / RUN_FILE, run_info)
+            write_json(run_dir / RUN_FILE, run_info)
         if init_dir is not None:  # the starting adapter is the one to beat: a run that only gets worse keeps it
             best_cb.best = {"val_loss": val_before, "step": 0, "epoch": 0.0}
             if args.process_index == 0:
@@ -364,7 +257,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     report.card = _card(cfg, report, files, model_dir, train_stats, val_stats, batch_tokens, trainer.micro_tokens)
 
     if args.process_index == 0:
-        _publish(run_dir, target, model, report.card, cfg.keep_run)
+        publish(run_dir, target, model, report.card, cfg.keep_run)
     trainer.accelerator.wait_for_everyone()
     return report
 

@@ -13,13 +13,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ingest.files import write_text_atomic
 from tune.adapters import publish_dir, write_card
+from tune.tune_config import TuneConfig
 
-if TYPE_CHECKING:
-    from tune.train import TuneConfig
 
 log = logging.getLogger("tune.train")
 
@@ -30,7 +29,7 @@ class TuneError(ValueError):
 
 # ---- environment ---------------------------------------------------------------------------------------------
 
-def _dist() -> tuple[int, int, int]:
+def dist() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from the launcher's environment (torchrun / accelerate launch)."""
     return (int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
             int(os.environ.get("WORLD_SIZE", "1")))
@@ -47,7 +46,7 @@ def all_reduce_if_distributed(t: Any, world_size: int, op: Any = None) -> bool:
     return False
 
 
-def _pick_device(cfg: TuneConfig) -> str:
+def pick_device(cfg: TuneConfig) -> str:
     import torch
 
     if cfg.device == "auto":
@@ -59,7 +58,7 @@ def _pick_device(cfg: TuneConfig) -> str:
     return cfg.device
 
 
-def _pick_precision(cfg: TuneConfig, device: str) -> str:
+def pick_precision(cfg: TuneConfig, device: str) -> str:
     import torch
 
     p = cfg.precision.lower()
@@ -78,7 +77,7 @@ def _pick_precision(cfg: TuneConfig, device: str) -> str:
     return p
 
 
-def _check_qlora(device: str) -> None:
+def check_qlora(device: str) -> None:
     import importlib.util
 
     import torch
@@ -90,7 +89,7 @@ def _check_qlora(device: str) -> None:
         raise TuneError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def _packing_works(model: Any, device: Any) -> bool:
+def packing_works(model: Any, device: Any) -> bool:
     """Check on two short sequences that a packed row (position_ids restarting, no mask) gives the same logits
     as the sequences run alone, i.e. the attention implementation isolates packed examples."""
     import torch
@@ -119,7 +118,7 @@ def _mask_logits_supported() -> bool:
     return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
-def _make_trainer_class():
+def make_trainer_class():
     import contextlib
 
     import torch
@@ -225,7 +224,7 @@ def save_best(model: Any, run_dir: Path, best: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
+def make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
     from transformers import TrainerCallback
 
     class BestAdapter(TrainerCallback):
@@ -341,7 +340,7 @@ def make_time_budget_callback(budget_s: float, trainer_ref: list, speed: Any):
 
 # ---- Trainer settings and output
 
-def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
+def training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
     """Trainer settings: one ready-made batch per step, evaluation every epoch (and at the last step), checkpoints
     every save_steps (the last two kept), our own progress bar, nothing reported anywhere, as few device-to-host
     reads per step as the Trainer allows."""
@@ -368,11 +367,11 @@ def _training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch
         ddp_find_unused_parameters=False, seed=cfg.seed, data_seed=cfg.seed, **ckpt)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def _publish(run_dir: Path, target: Path, model: Any, card: dict, keep_run: bool) -> None:
+def publish(run_dir: Path, target: Path, model: Any, card: dict, keep_run: bool) -> None:
     """Write the kept (best) adapter + card to a temp folder and swap it in as WS/adapters/<name>."""
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
