@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url
     if url is None:
         from serve.openai_api import serve_in_thread
-        from serve.server import ServeConfig, build
+        from serve.server import ServeConfig
+        from serve.web import build
 
         sys.stderr.write(f"starting a single-user server on workspace {args.workspace} ...\n")
         service, app = build(ServeConfig(workspace=args.workspace, max_new_tokens=args.max_tokens,

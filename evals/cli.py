@@ -1,4 +1,4 @@
-"""`ragtune eval`: registered in serve/cli.py as `app.command("eval")(eval_command)`. Only typer and the standard
+"""`ragtune eval`: registered in ragtune_cli/main.py as `app.command("eval")(eval_command)`. Only typer and the standard
 library are imported here; the evaluation itself is imported when the command runs."""
 
 from __future__ import annotations

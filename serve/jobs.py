@@ -1,5 +1,11 @@
 """Admin jobs of the app (tune, evaluate): one at a time, in a background thread; tuning runs in a child process
-(`python -m serve.jobs tune-job PARAMS`) so running out of memory kills the child, not the server."""
+(`python -m serve.jobs tune-job PARAMS`) so running out of memory kills the child, not the server.
+
+A job kind is a runner `fn(service, job)`. Tuning is serve's own (tune is a lower layer); evaluation lives in
+evals, the layer above, so whoever starts the server hands it in (the CLI root and the tests):
+
+    Jobs(service, {"eval": evals.app_job.run_eval_job}).start("eval", {"limit": 5})
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-from serve.adapter_choice import format_adapters
-from serve.answer import ADAPTER_MODES, AnswerConfig, AnswerEngine, AnswerError
-
-if TYPE_CHECKING:
-    from serve.server import Ragtune
+from serve.answer import AnswerError
 
 # ---- admin jobs (tune, evaluate) -----------------------------------------------------------------------------------
 
@@ -46,20 +48,24 @@ class Job:
 class Jobs:
     """One admin job at a time (tune or evaluate), run in a background thread; the UI polls `current`."""
 
-    def __init__(self, service: Ragtune) -> None:
+    def __init__(self, service, runners: dict[str, Callable] | None = None) -> None:
+        """`service` is the server's Ragtune (serve/server.py); `runners` adds job kinds beside "tune"."""
         self.service = service
+        self.runners: dict[str, Callable] = {"tune": run_tune_job, **(runners or {})}
         self._lock = threading.Lock()
         self.current: Job | None = None
         self.last: dict[str, Job] = {}
 
     def start(self, kind: str, params: dict) -> Job:
         with self._lock:
+            if kind not in self.runners:
+                raise AnswerError(f"this server runs no {kind} jobs (`ragtune serve` runs tune and eval jobs)")
             if self.current is not None and self.current.running:
                 raise AnswerError(f"a {self.current.kind} job is already running; wait for it to finish")
             job = Job(kind, params)
             self.current = job
             self.last[kind] = job
-        target = {"tune": run_tune_job, "eval": run_eval_job}[kind]
+        target = self.runners[kind]
         threading.Thread(target=self._run, args=(target, job), name=f"ragtune-{kind}", daemon=True).start()
         return job
 
@@ -114,7 +120,7 @@ def tune_in_process(workspace: Path, p: dict, emit) -> None:
          note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
 
 
-def run_tune_job(service: Ragtune, job: Job) -> None:
+def run_tune_job(service, job: Job) -> None:
     """Run `tune_in_process` in a child process (`python -m serve.jobs tune-job PARAMS`): training needs
     gigabytes, and if the machine runs out, the kernel kills the child (it volunteers through oom_score_adj), not
     the server. The child reports JSON lines on stdout, which update `job` (phase, losses, notes)."""
@@ -169,31 +175,10 @@ def _tune_child(params: dict) -> int:
     return 0
 
 
-def run_eval_job(service: Ragtune, job: Job) -> None:
-    """Run the evaluation (evals/run.py) with the server's model, sharing its queue with chats."""
-    from evals.run import EvalConfig, run_eval
-    from retrieve import Searcher
-
-    p = job.params
-    job.phase, job.fraction = "evaluating", 0.1
-    modes = p.get("modes") or "rag,tuned,hybrid"
-    if not service.adapters():
-        modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or "rag"
-    config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
-                        adapter=format_adapters(service.default_adapters()) or None,
-                        max_new_tokens=p.get("max_new_tokens") or 48,
-                        command=f"ragtune serve: Evaluate tab (limit {p.get('limit') or 5}, modes {modes})")
-    searcher = Searcher(service.workspace, embedder=service._embedders.get().for_job())
-    engine = AnswerEngine(service.workspace, _GatedGenerator(service), searcher=searcher,
-                          config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
-    out = run_eval(config, engine=engine, progress=False)
-    job.result = {"report": out["report"], "n": out["n"], "results": out["results"], "skipped": out["skipped"]}
-
-
-class _GatedGenerator:
+class GatedGenerator:
     """The server's generator seen through the gate, so evaluation questions queue fairly with users' chats."""
 
-    def __init__(self, service: Ragtune) -> None:
+    def __init__(self, service) -> None:
         self._service = service
         self._gen = service.generator
         self.last_stats = None

@@ -1,5 +1,6 @@
 """`ragtune serve`: one FastAPI server with the OpenAI-compatible API, the document viewer and the Gradio app.
-This file holds the service they share (`Ragtune`) and starts the server; the routes are in serve/routes.py.
+This file holds the service they share (`Ragtune`); serve/routes.py puts the routes over it and serve/web.py
+builds and starts the server.
 
     /v1/models, /v1/chat/completions   OpenAI-compatible, bearer keys from the users file (serve/openai_api.py)
     /ragtune/doc/<path>                a cited document as escaped HTML (or ?raw=1 the file), after a group check
@@ -33,7 +34,7 @@ from ingest.files import write_text_atomic
 from serve.adapter_choice import pick_adapter, preferred_mode
 from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
-from serve.jobs import Job, Jobs  # noqa: F401 - Job is part of the server API the app and tests use
+from serve.jobs import Jobs
 from serve.openai_api import AuthError, Completion, ModelNotFoundError
 from serve.users import User, UserStore
 
@@ -75,7 +76,7 @@ def is_loopback(host: str | None) -> bool:
 class Ragtune:
     """Everything `ragtune serve` does, as methods; the API routes and the Gradio handlers are thin layers."""
 
-    def __init__(self, config: ServeConfig, generator=None, embedder=None) -> None:
+    def __init__(self, config: ServeConfig, generator=None, embedder=None, job_runners=None) -> None:
         from serve.docs_admin import DocsAdmin
 
         self.config = config
@@ -88,15 +89,15 @@ class Ragtune:
 
             generator = LocalGenerator(load_model(ModelConfig(cache_dir=self.workspace / "models")))
         self.generator = generator
-        self._embedders = _EmbedderSlot(self.workspace, embedder)
-        self.searcher = LazySearcher(self.workspace, self._embedders)
+        self.embedders = _EmbedderSlot(self.workspace, embedder)
+        self.searcher = LazySearcher(self.workspace, self.embedders)
         self.answer_config = AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens)
         self.engine = AnswerEngine(self.workspace, generator, searcher=self.searcher, config=self.answer_config)
         self.gate = Gate(max_active=1, max_waiting=config.max_waiting)
         docs_dir = config.docs_dir or self._indexed_docs_dir() or self.workspace / "docs"
-        self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self._embedders.get().for_job(),
+        self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self.embedders.get().for_job(),
                               max_upload_bytes=config.max_upload_mb * 2 ** 20)
-        self.jobs = Jobs(self)
+        self.jobs = Jobs(self, job_runners)
         self.started = time.time()
         self.demo = None  # the Gradio Blocks, set by create_server
 
@@ -338,37 +339,8 @@ class Ragtune:
         return groups is None or can_read(groups, self.groups_of(user))
 
 
-def build(config: ServeConfig, generator=None, embedder=None):
-    """(service, FastAPI app) for `config`; tests pass a ready generator and embedder."""
-    from serve.routes import create_server
-
-    service = Ragtune(config, generator=generator, embedder=embedder)
-    app = create_server(service)
-    return service, app
-
-
 def check_host(host: str, users_file: Path | None) -> None:
     if users_file is None and not is_loopback(host):
         raise ValueError(f"refusing to listen on {host} without --users: single-user mode has no login and serves "
                          "this machine only (127.0.0.1). Create users with `ragtune users add NAME --users FILE` "
                          "and pass --users FILE to serve other machines.")
-
-
-def run(config: ServeConfig, *, on_ready=None) -> None:
-    """Start the server and block (used by `ragtune serve`)."""
-    import uvicorn
-
-    check_host(config.host, config.users_file)
-    service, app = build(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=5))
-    if on_ready is not None:
-        original = server.startup
-
-        async def startup(sockets=None):
-            await original(sockets=sockets)
-            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.port
-            on_ready(service, port)
-
-        server.startup = startup
-    server.run()

@@ -1,4 +1,4 @@
-"""`ragtune serve` and `ragtune users add`, registered in serve/cli.py. Only typer and the standard library are
+"""`ragtune serve` and `ragtune users add`, registered in ragtune_cli/main.py. Only typer and the standard library are
 imported here; the server (gradio, fastapi, torch) is imported when `serve` runs."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def _users() -> None:
 
 
 def serve_command(
+    ctx: typer.Context,
     workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
                                    help="Workspace with the index, models and adapters (default $RAGTUNE_WORKSPACE, "
                                         "else ./workspace)."),
@@ -61,9 +62,10 @@ def serve_command(
         print(f"OpenAI-compatible API: http://{shown}:{bound_port}/v1  (models: {', '.join(service.model_ids())})")
         print(f"ragtune is running at http://{shown}:{bound_port}/", flush=True)
 
-    from serve.server import run
+    from serve.web import run
 
-    run(config, on_ready=ready)
+    # admin jobs of layers above serve (the Evaluate tab's): the CLI root passes them in the typer context
+    run(config, on_ready=ready, job_runners=(ctx.obj or {}).get("job_runners"))
 
 
 @users_app.command("add")

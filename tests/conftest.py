@@ -116,7 +116,9 @@ def served_copy(root: Path, built_index, *, generator, embedder, users: dict[str
     (password, groups, admin); `prepare(root)` runs on the copy before the server starts. Yields url, keys (each
     user's API key), service and root; the server stops on exit."""
     from serve.openai_api import serve_in_thread
-    from serve.server import ServeConfig, build
+    from evals.app_job import JOB_RUNNERS
+    from serve.server import ServeConfig
+    from serve.web import build
     from serve.users import add_user
 
     docs, ws, _ = built_index
@@ -128,7 +130,7 @@ def served_copy(root: Path, built_index, *, generator, embedder, users: dict[str
     keys = {name: add_user(users_file, name, password, groups, admin=admin)
             for name, (password, groups, admin) in users.items()}
     config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24)
-    service, app = build(config, generator=generator, embedder=embedder)
+    service, app = build(config, generator=generator, embedder=embedder, job_runners=JOB_RUNNERS)
     url, stop = serve_in_thread(app)
     try:
         yield SimpleNamespace(url=url, keys=keys, service=service, root=root)

@@ -267,7 +267,7 @@ def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_gen
     ws = tmp_path / "ws"
     shutil.copytree(built_index[1], ws)
     link_model_cache(ws, model_cache_dir)
-    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "How long is the probation period?",
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "ask", "How long is the probation period?",
                           "--workspace", str(ws), "--mode", "rag", "--focus-window", "1", "--json"], cwd=REPO,
                          capture_output=True, text=True, env={**os.environ}, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -275,10 +275,10 @@ def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_gen
     assert {"answer", "mode", "citations", "refused", "timings"} <= set(result)
     assert {"retrieve_ms", "first_token_ms", "tokens_per_s", "attempts"} <= set(result["timings"])
     assert result["mode"] == "rag" and all({"doc", "section"} <= set(c) for c in result["citations"])
-    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "tuned"],
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "ask", "x", "--workspace", str(ws), "--mode", "tuned"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "needs a tuned adapter" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", "x", "--workspace", str(ws), "--mode", "hybrid",
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "ask", "x", "--workspace", str(ws), "--mode", "hybrid",
                           "--adapter", "hybrid=a,closed=b"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "'closed' is not a mode" in out.stderr and "Traceback" not in out.stderr
 

@@ -20,7 +20,8 @@ from serve.docs_admin import DocsAdmin, DocsError, safe_filename, safe_folder
 from serve.feedback import read_votes, record_vote, tally
 from serve.http_guard import upload_folder
 from serve.openai_api import serve_in_thread
-from serve.server import ServeConfig, build
+from serve.server import ServeConfig
+from serve.web import build
 from tests.conftest import served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

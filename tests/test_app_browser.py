@@ -224,7 +224,7 @@ def test_compare_tab_shows_three_answers_and_records_a_vote(app_server, tmp_path
 
 
 def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
-    from serve.server import Job
+    from serve.jobs import Job
 
     # a finished run's state, as a tuning child process reports it (a real run takes minutes on this CPU)
     job = Job("tune", {"name": "demo"}, phase="done", fraction=1.0, finished=time.time(),

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 
 def ragtune(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "serve.cli", *map(str, args)], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ragtune_cli", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
@@ -60,7 +60,7 @@ def test_errors_are_one_clear_line(tmp_path):
 
 
 def test_ask_reprints_the_final_answer_only_when_it_differs_from_the_last_streamed_draft():
-    from serve.cli import answer_to_reprint
+    from ragtune_cli.main import answer_to_reprint
     from generate.prompts import REFUSAL
 
     assert answer_to_reprint("27 days [1]", "27 days [1]") is None

@@ -429,7 +429,7 @@ def test_cli_end_to_end_with_the_real_model(tmp_path, tiny):
     (ws / "models").mkdir()
     (ws / "models" / model_dir.name).symlink_to(model_dir, target_is_directory=True)
     questions = write_questions(tmp_path / "q.jsonl", [QUESTIONS[0], QUESTIONS[3], QUESTIONS[4]])
-    cmd = [sys.executable, "-m", "serve.cli", "eval", "--workspace", ws, "--questions", questions, "--limit", "3",
+    cmd = [sys.executable, "-m", "ragtune_cli", "eval", "--workspace", ws, "--questions", questions, "--limit", "3",
            "--modes", "base,rag", "--max-new-tokens", "8", "--json"]
     out = subprocess.run(list(map(str, cmd)), cwd=REPO, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -446,7 +446,7 @@ def test_cli_end_to_end_with_the_real_model(tmp_path, tiny):
     report = Path(result["report"])
     assert (report / "report.md").is_file() and "smollm2" in (report / "report.md").read_text().lower()
     assert len((report / "per_question.jsonl").read_text().splitlines()) == 6
-    bad = subprocess.run([sys.executable, "-m", "serve.cli", "eval", "--workspace", str(ws), "--modes", "tuned"],
+    bad = subprocess.run([sys.executable, "-m", "ragtune_cli", "eval", "--workspace", str(ws), "--modes", "tuned"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "adapter" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

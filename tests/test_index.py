@@ -171,7 +171,7 @@ def test_kill_during_reindex_leaves_previous_index_live(index_copy, embedder):
         body = " ".join(rng.choice(words) for _ in range(2000))
         (extra / f"copy-{i}.md").write_text(f"# Bulk copy {i}\n\n{body}\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "serve.cli", "index", str(docs), "--workspace", str(ws)],
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune_cli", "index", str(docs), "--workspace", str(ws)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen_counts = set()
     stop = threading.Event()

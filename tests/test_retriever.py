@@ -179,12 +179,12 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     import shutil
 
     shutil.copytree(built_index[1], tmp_path / "ws")
-    r = subprocess.run([sys.executable, "-m", "serve.cli", "tune-retriever", "--workspace", str(tmp_path / "ws")],
+    r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws")],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "no synth dataset" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "serve.cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
+    r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
                         "--parts", "decoder"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--parts takes embedder, reranker" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "serve.cli", "search", "holiday days", "--workspace",
+    r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and json.loads(r.stdout)["retriever"].startswith("hybrid (dense 0.50")

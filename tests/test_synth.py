@@ -359,7 +359,7 @@ def test_cli_json_contract(tiny_ws, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("datasets"))
     env = {**os.environ, "RAGTUNE_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "serve.cli", "synth", "--limit", "3", "--json", "--name", "cli",
+    proc = subprocess.run([sys.executable, "-m", "ragtune_cli", "synth", "--limit", "3", "--json", "--name", "cli",
                            "--distractors", "1", "--seed", "1"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -368,6 +368,6 @@ def test_cli_json_contract(tiny_ws, tmp_path):
     assert out["train"] == len((ws / "datasets" / "cli" / "train.jsonl").read_text().splitlines())
     assert out["val"] == len((ws / "datasets" / "cli" / "val.jsonl").read_text().splitlines())
     assert set(out["filtered"]) == set(FILTERS) and out["chunks_used"] == 3
-    bad = subprocess.run([sys.executable, "-m", "serve.cli", "synth", "--no-oracle-target", "maybe"], cwd=REPO,
+    bad = subprocess.run([sys.executable, "-m", "ragtune_cli", "synth", "--no-oracle-target", "maybe"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no-oracle-target" in bad.stderr

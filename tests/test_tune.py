@@ -251,7 +251,7 @@ def test_ask_cli_answers_with_the_tuned_adapter(tuned, smol_dir: Path) -> None:
     library deprecation warning reaches the user's terminal."""
     ws, _, _ = tuned
     answer, _, val_questions = FACTS[0]
-    out = subprocess.run([sys.executable, "-m", "serve.cli", "ask", val_questions[0], "--workspace", str(ws),
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "ask", val_questions[0], "--workspace", str(ws),
                           "--mode", "tuned", "--adapter", "facts", "--model", str(smol_dir), "--json"],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -148,7 +148,7 @@ def test_time_budget_shortens_the_run_and_still_ends_on_the_decayed_rate(tiny_di
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "ragtune_cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
@@ -239,7 +239,7 @@ def test_torchrun_two_processes_train_one_adapter(tiny_dir: Path, tmp_path: Path
     ws = tmp_path / "ws"
     plumbing_dataset(ws)
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "serve.cli", "tune", "--workspace", str(ws), "--model", str(tiny_dir),
+                          "-m", "ragtune_cli", "tune", "--workspace", str(ws), "--model", str(tiny_dir),
                           "--max-steps", "2", "--batch-tokens", "256", "--name", "ddp", "--precision", "fp32",
                           "--json"], capture_output=True, text=True, timeout=300, cwd=REPO,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})

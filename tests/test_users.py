@@ -113,12 +113,12 @@ def test_cli_contract_through_ragtune_main(tmp_path: Path) -> None:
     """The real entry point: the key is the last stdout line; serve refuses a public host without --users."""
     env = {**os.environ, "RAGTUNE_DEBUG": ""}
     users = tmp_path / "u.json"
-    done = subprocess.run([sys.executable, "-m", "serve.cli", "users", "add", "zed", "--users", str(users),
+    done = subprocess.run([sys.executable, "-m", "ragtune_cli", "users", "add", "zed", "--users", str(users),
                            "--groups", "ops", "--password", "zed-secret-12"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert UserStore(users).user_for_key(done.stdout.strip().splitlines()[-1]).groups == {"ops"}
-    done = subprocess.run([sys.executable, "-m", "serve.cli", "serve", "--workspace", str(tmp_path / "ws"),
+    done = subprocess.run([sys.executable, "-m", "ragtune_cli", "serve", "--workspace", str(tmp_path / "ws"),
                            "--host", "0.0.0.0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "without --users" in done.stderr and "127.0.0.1" in done.stderr
 

@@ -1,4 +1,4 @@
-"""`ragtune tune-retriever` (registered on the app in serve/cli.py): the command-line face of
+"""`ragtune tune-retriever` (registered on the app in ragtune_cli/main.py): the command-line face of
 tune.retriever.tune_retriever. Only typer and the standard library are imported here."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CLI commands `ragtune tune`, `ragtune adapters` and `ragtune export` (registered on the app in serve/cli.py).
+"""CLI commands `ragtune tune`, `ragtune adapters` and `ragtune export` (registered on the app in ragtune_cli/main.py).
 
 Plain functions with typer parameter declarations; only typer and the stdlib are imported here, the library
 inside each function, so `ragtune --help` stays instant. With --json exactly one JSON object goes to stdout and
@@ -29,7 +29,7 @@ def _emit(obj: dict) -> None:
 
 def quiet_libraries() -> None:
     """Library chatter off (set through the environment, so nothing heavy is imported here): transformers'
-    info logs and its "Loading weights" / "Writing model shards" bars. (serve.cli.main filters the deprecation
+    info logs and its "Loading weights" / "Writing model shards" bars. (ragtune_cli.main filters the deprecation
     warning peft triggers, for every command.)"""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,4 +1,5 @@
-"""The `ragtune` command: a thin typer layer over the library. Heavy modules are imported inside each command, so
+"""The `ragtune` command: a thin typer layer over the library, and the top layer of the code: it registers every
+stage's commands (each module beside its library code) and wires what crosses layers (the app's evaluation job). Heavy modules are imported inside each command, so
 `ragtune --help` starts instantly. Errors the user can fix are printed as one line, never as a traceback
 (set RAGTUNE_DEBUG=1 to see the traceback)."""
 
@@ -178,6 +179,13 @@ app.command("serve")(serve_command)
 app.add_typer(users_app, name="users")
 
 
+def _eval_job(service, job) -> None:
+    """The app's Evaluate tab runs evals, a layer above serve: the server gets it from here (imported when it runs)."""
+    from evals.app_job import run_eval_job
+
+    run_eval_job(service, job)
+
+
 def main() -> None:
     import warnings
 
@@ -187,7 +195,7 @@ def main() -> None:
     # can act on, and it lands in the middle of `ask`/`eval` output
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        app()
+        app(obj={"job_runners": {"eval": _eval_job}})
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
