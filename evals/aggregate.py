@@ -4,8 +4,8 @@ block per answer mode, one per search mode for retrieval."""
 from __future__ import annotations
 
 from evals import metrics as M
+from generate.modes import RETRIEVAL_MODES
 from retrieve.search import MODES as SEARCH_MODES
-from serve.answer import RETRIEVAL_MODES
 
 RECALL_KS = (1, 5, 10)
 

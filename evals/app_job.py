@@ -8,9 +8,10 @@ whoever starts it (ragtune_cli/main.py, the tests), never by importing evals its
 from __future__ import annotations
 
 from evals.run import EvalConfig, run_eval
+from generate.modes import ADAPTER_MODES, APP_MODES, DEFAULT_MODE
 from retrieve import Searcher
 from serve.adapter_choice import format_adapters
-from serve.answer import ADAPTER_MODES, AnswerConfig, AnswerEngine
+from serve.answer import AnswerConfig, AnswerEngine
 from serve.jobs import GatedGenerator, Job
 
 
@@ -20,9 +21,9 @@ def run_eval_job(service, job: Job) -> None:
 
     p = job.params
     job.phase, job.fraction = "evaluating", 0.1
-    modes = p.get("modes") or "rag,tuned,hybrid"
+    modes = p.get("modes") or ",".join(APP_MODES)
     if not service.adapters():
-        modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or "rag"
+        modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or DEFAULT_MODE
     config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
                         adapter=format_adapters(service.default_adapters()) or None,
                         max_new_tokens=p.get("max_new_tokens") or 48,

@@ -18,9 +18,9 @@ from evals import metrics as M
 from evals.aggregate import RECALL_KS, SEARCH_MODES, aggregate_mode, aggregate_retrieval, flat
 from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_fictional_knowledge, load_jsonl,
                              sample)
+from generate.modes import ADAPTER_MODES, MODES, RETRIEVAL_MODES
 from generate.prompts import degenerate
-from serve.adapter_choice import ADAPTER_MODES, format_adapters, parse_adapter_choice, pick_adapter
-from serve.answer import MODES, RETRIEVAL_MODES
+from serve.adapter_choice import format_adapters, parse_adapter_choice, pick_adapter
 from serve.question_kind import question_kind
 
 ANSWER_METRICS = ("contains", "f1", "exact", "refusal_acc", "false_refusal", "citation_acc", "faithfulness",

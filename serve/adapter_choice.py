@@ -19,8 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ADAPTER_MODES = ("tuned", "hybrid")
-SUITED_RECIPES = {"tuned": ("facts",), "hybrid": ("raft", None)}  # None: cards older than the recipe field
+from generate.modes import ADAPTER_MODES, DEFAULT_MODE, SUITED_RECIPES
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,8 @@ def preferred_mode(workspace: Path, hybrid_adapter: str | None) -> str:
     """The mode a chat opens in and the API's plain model name answers with: 'hybrid' when the adapter hybrid
     would use has earned it on this workspace (`hybrid_not_below_rag`), else 'rag'."""
     if not hybrid_adapter:
-        return "rag"
+        return DEFAULT_MODE
     from tune.adapters import list_adapter_cards
 
     card = next((a["card"] for a in list_adapter_cards(workspace) if a["name"] == hybrid_adapter), None)
-    return "hybrid" if card is not None and hybrid_not_below_rag(workspace, card) else "rag"
+    return "hybrid" if card is not None and hybrid_not_below_rag(workspace, card) else DEFAULT_MODE

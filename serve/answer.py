@@ -22,21 +22,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from generate.citations import Citation
+from generate.modes import ADAPTER_MODES, DEFAULT_MODE, FOCUS_WINDOW, MODES, RETRIEVAL_MODES
 from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                               support_score)
 from ingest.types import can_read
 from retrieve.focus import focus_passages
-from serve.adapter_choice import ADAPTER_MODES, pick_adapter
+from serve.adapter_choice import pick_adapter
 from serve.drafts import DraftGate
 from serve.question_kind import coarse_kind
 
-MODES = ("base", "rag", "tuned", "hybrid")
-RETRIEVAL_MODES = ("rag", "hybrid")
-# the tuned reader answers fact questions best from the one sentence most like the question in each chunk (window 0;
-# +-1 and +-2 sentences scored lower on Fictional Knowledge and data/eval), but a why / how / yes-no question's answer
-# spans sentences (the steps of a procedure), so it reads whole chunks; the base model does not gain from focusing
-# (fewer correct citations), so rag stays plain RAG over whole chunks unless asked (docs/RESULTS.md)
-FOCUS_WINDOW = {"rag": -1, "hybrid": 0}
+# a fact question reads the mode's focus window (generate/modes.py), but a why / how / yes-no question's answer spans
+# sentences (the steps of a procedure), so it reads whole chunks
 WHOLE_CHUNKS_FOR = ("explain",)  # serve.question_kind.coarse_kind: these read whole chunks in every mode
 
 
@@ -153,7 +149,7 @@ class AnswerEngine:
         assert stream.result is not None
         return stream.result
 
-    def start(self, question: str, *, mode: str = "rag", adapter: str | None = None,
+    def start(self, question: str, *, mode: str = DEFAULT_MODE, adapter: str | None = None,
               groups: frozenset[str] | set[str] = frozenset(), history: list[dict] | None = None,
               k: int | None = None) -> AnswerStream:
         """Check the request now (so errors surface before streaming starts) and return the stream."""

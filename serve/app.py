@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from serve.adapter_choice import ADAPTER_MODES, format_adapters
+from generate.modes import ADAPTER_MODES, APP_MODES, DEFAULT_MODE, MODES
+from serve.adapter_choice import format_adapters
 from serve.answer import AnswerError
 from serve.app_admin import AdminHandlers, refusal
 from serve.app_users import users_tab
@@ -21,7 +22,7 @@ from serve.app_views import (AUTO_ADAPTER, NO_ADAPTER, USE_FOR, _md_escape, flat
                              format_answer, format_timings, job_view, loss_plot, report_view)
 from serve.feedback import COMPARE_MODES, record_vote, tally
 from serve.openai_api import BusyError
-from serve.server import UI_MODES, Ragtune
+from serve.server import Ragtune
 from serve.users import User
 
 DOC_HEADERS = ["document", "title", "groups", "chunks", "status"]
@@ -198,7 +199,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row():
-                    mode = gr.Radio(list(UI_MODES), value="rag", label="Mode", elem_id="chat-mode",
+                    mode = gr.Radio(list(APP_MODES), value=DEFAULT_MODE, label="Mode", elem_id="chat-mode",
                                     info="rag: documents + base model · tuned: adapter, no documents · hybrid: both")
                     adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="chat-adapter",
                                           info=f"used by tuned and hybrid; {AUTO_ADAPTER}: the app's choice per mode")
@@ -296,7 +297,7 @@ def build_app(service: Ragtune) -> gr.Blocks:
                             "(contains, F1, refusals, citations) and retrieval. Shares the model with users' chats.")
                 with gr.Row():
                     e_limit = gr.Number(label="Questions", value=5, precision=0, elem_id="eval-limit")
-                    e_modes = gr.CheckboxGroup(["base", *UI_MODES], value=["rag", "tuned", "hybrid"], label="Modes",
+                    e_modes = gr.CheckboxGroup(list(MODES), value=list(APP_MODES), label="Modes",
                                                elem_id="eval-modes")
                     e_go = gr.Button("Run evaluation", variant="primary", elem_id="eval-go")
                 e_status = gr.Markdown(elem_id="eval-status")

@@ -14,12 +14,13 @@ from typing import Callable
 
 import gradio as gr
 
+from generate.modes import DEFAULT_MODE, MODES
 from serve import app_views as views
 from serve.answer import AnswerError
 from serve.app_views import NO_ADAPTER, USE_FOR, _md_escape, _num, job_view, loss_plot, report_view
 from serve.docs_admin import DocsError, doc_link
 from serve.http_guard import admin_only, in_upload_folder
-from serve.server import UI_MODES, Ragtune
+from serve.server import Ragtune
 from serve.users import User
 
 
@@ -243,7 +244,7 @@ class AdminHandlers:
     @admin_only
     def run_evaluation(self, limit, modes, request: gr.Request, progress=gr.Progress()):
         self.admin_of(request)
-        modes = [m for m in (modes or []) if m in ("base",) + UI_MODES] or ["rag"]
+        modes = [m for m in (modes or []) if m in MODES] or [DEFAULT_MODE]
         try:
             job = self.service.jobs.start("eval", {"limit": max(1, int(limit or 5)), "modes": ",".join(modes)})
         except AnswerError as e:

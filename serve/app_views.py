@@ -8,14 +8,14 @@ import json
 import time
 from pathlib import Path
 
-from serve.adapter_choice import ADAPTER_MODES
+from generate.modes import ADAPTER_MODES
 from serve.answer import Answer
 from serve.docs_admin import doc_link
 
 PASSAGE_CHARS = 320
 NO_ADAPTER = "(none yet)"
 AUTO_ADAPTER = "(default for the mode)"  # each mode answers with the app's adapter for it (Tune tab, "Use ... for")
-USE_FOR = {"tuned and hybrid": ADAPTER_MODES, "hybrid": ("hybrid",), "tuned": ("tuned",)}
+USE_FOR = {" and ".join(ADAPTER_MODES): ADAPTER_MODES, **{m: (m,) for m in reversed(ADAPTER_MODES)}}
 
 # ---- formatting -------------------------------------------------------------------------------------------------
 

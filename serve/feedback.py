@@ -14,7 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-COMPARE_MODES = ("rag", "tuned", "hybrid")
+from generate.modes import APP_MODES
+
+COMPARE_MODES = APP_MODES  # the compare tab shows every mode the app offers, side by side
 _lock = threading.Lock()
 
 

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from generate.modes import ADAPTER_MODES, DEFAULT_MODE, MODES, RETRIEVAL_MODES
 from ingest.files import write_text_atomic
 from serve.adapter_choice import pick_adapter, preferred_mode
-from serve.answer import ADAPTER_MODES, RETRIEVAL_MODES, AnswerConfig, AnswerEngine, AnswerError, list_adapters
+from serve.answer import AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
 from serve.jobs import Jobs
 from serve.openai_api import AuthError, Completion, ModelNotFoundError
@@ -41,8 +42,6 @@ from serve.users import User, UserStore
 LOCAL_USER_NAME = "local"
 MODEL_PREFIX = "ragtune-"
 PLAIN_MODEL = "ragtune"  # answers in Ragtune.default_mode()
-UI_MODES = ("rag", "tuned", "hybrid")
-API_MODES = ("rag", "base", "tuned", "hybrid")
 
 
 @dataclass
@@ -247,12 +246,13 @@ class Ragtune:
 
     # ---- the API -------------------------------------------------------------------------------------------------
     def model_ids(self) -> list[str]:
-        ids = [PLAIN_MODEL, f"{MODEL_PREFIX}rag", f"{MODEL_PREFIX}base"]
+        plain = [DEFAULT_MODE] + [m for m in MODES if m not in ADAPTER_MODES and m != DEFAULT_MODE]
+        ids = [PLAIN_MODEL] + [f"{MODEL_PREFIX}{m}" for m in plain]
         adapters = self.adapters()
         if adapters:
-            ids += [f"{MODEL_PREFIX}tuned", f"{MODEL_PREFIX}hybrid"]
+            ids += [f"{MODEL_PREFIX}{m}" for m in ADAPTER_MODES]
             for a in adapters:
-                ids += [f"{MODEL_PREFIX}tuned:{a}", f"{MODEL_PREFIX}hybrid:{a}"]
+                ids += [f"{MODEL_PREFIX}{m}:{a}" for m in ADAPTER_MODES]
         return ids
 
     def parse_model(self, model: str) -> tuple[str, str | None]:
@@ -262,7 +262,7 @@ class Ragtune:
         if not name.startswith(MODEL_PREFIX):
             raise ModelNotFoundError(f"The model '{model}' does not exist; available: {self.model_ids()}")
         mode, _, adapter = name[len(MODEL_PREFIX):].partition(":")
-        if mode not in API_MODES or (adapter and mode not in ADAPTER_MODES):
+        if mode not in MODES or (adapter and mode not in ADAPTER_MODES):
             raise ModelNotFoundError(f"The model '{model}' does not exist; available: {self.model_ids()}")
         if mode in ADAPTER_MODES:
             if adapter and adapter not in self.adapters():

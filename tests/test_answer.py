@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from generate.base import GenerationStats
+from generate.modes import FOCUS_WINDOW
 from generate.prompts import REFUSAL, SYSTEM_WITH_CONTEXT, is_refusal, looks_like_followup, neutralize, support_score
 from retrieve import Searcher, build_index
-from serve.answer import FOCUS_WINDOW, AnswerConfig, AnswerEngine, AnswerError
+from serve.answer import AnswerConfig, AnswerEngine, AnswerError
 from tests.conftest import REPO, link_model_cache
 
 
