@@ -17,8 +17,10 @@ import statistics
 import time
 from pathlib import Path
 
+from ingest.workspace import Workspace
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO / "workspace" / "models"
+DEFAULT_CACHE = Workspace(REPO / "workspace").models
 
 _FACTS = [
     "Employees may work remotely up to three days per week, provided that their manager approves a written plan.",

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ingest.workspace import Workspace
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "corpus"
 
@@ -277,7 +279,7 @@ def ragtune_path(folder: Path, records: list[dict], val: list[dict], device: str
     from tune.train import TuneConfig, train_adapter
 
     ws = work / "ws"
-    ds = ws / "datasets" / "bench"
+    ds = Workspace(ws).dataset("bench")
     ds.mkdir(parents=True, exist_ok=True)
     (ds / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (ds / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))

@@ -20,6 +20,7 @@ from evals.questions import (DEFAULT_QUESTIONS, Question, index_articles, load_f
                              sample)
 from generate.modes import ADAPTER_MODES, MODES, RETRIEVAL_MODES
 from generate.prompts import degenerate
+from ingest.workspace import Workspace
 from serve.adapter_choice import format_adapters, parse_adapter_choice, pick_adapter
 from serve.question_kind import question_kind
 
@@ -326,7 +327,7 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         "question_ids": [q.id for q in plan.questions],
         "results": results, "metrics": metrics, "retrieval": retrieval_summary, "notes": plan.notes,
     }
-    folder = write_report(Path(config.out) if config.out else Path(config.workspace) / "evals", payload, records)
+    folder = write_report(Path(config.out) if config.out else Workspace(config.workspace).evals, payload, records)
     _score_adapter_card(config, plan, results, folder, progress)
     return {"report": str(folder), "n": len(plan.questions), "results": results, "retrieval": retrieval_summary,
             "skipped": plan.skipped, "results_json": str(folder / "results.json")}

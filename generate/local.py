@@ -11,9 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generate.base import BackendError, GenerationStats, check_messages, make_stats
+from ingest.workspace import Workspace
 
 if TYPE_CHECKING:
     from generate.models import LoadedModel
@@ -326,3 +328,17 @@ class LocalGenerator:
                     yield tail
             finally:
                 self.last_stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
+
+
+def local_generator(workspace: Path, model: str | None = None) -> LocalGenerator:
+    """The local model of a workspace: `model` (a folder or hub id) or the packaged SmolLM2, dequantized once into
+    WS/models. The one place the app, `ragtune ask` / `eval` and the local synth teacher build it.
+
+        generator = local_generator(Path("ws"))
+    """
+    from generate.models import ModelConfig, load_model
+
+    cfg = ModelConfig(cache_dir=Workspace(workspace).models)
+    if model:
+        cfg.model = model
+    return LocalGenerator(load_model(cfg))

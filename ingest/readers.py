@@ -15,7 +15,6 @@ from pathlib import Path
 from ingest.limits import DEFAULT_LIMITS, Deadline, DocumentError, ReadLimits, check_docx_zip, load_yaml_meta, over
 from ingest.types import Section
 
-SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 __all__ = ["SUPPORTED_SUFFIXES", "DocumentError", "Parsed", "ReadLimits", "read_file"]
 
 
@@ -27,22 +26,31 @@ class Parsed:
 
 
 def read_file(path: Path, data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Parsed:
+    """Parse one file with the reader its suffix names in `READERS`."""
     suffix = path.suffix.lower()
-    deadline = Deadline(limits)
-    if suffix in (".md", ".markdown", ".txt"):
-        if len(data) > limits.text_bytes:
-            raise over("the text file", len(data), limits.text_bytes, "bytes")
-        reader = read_markdown if suffix != ".txt" else read_plain_text
-        return reader(_decode_text(data), limits)
-    if suffix in (".html", ".htm"):
-        if len(data) > limits.html_bytes:
-            raise over("the HTML file", len(data), limits.html_bytes, "bytes")
-        return read_html(_decode_text(data), limits, deadline)
-    if suffix == ".pdf":
-        return read_pdf(data, limits, deadline)
-    if suffix == ".docx":
-        return read_docx(data, limits, deadline)
-    raise DocumentError(f"unsupported file type {suffix!r}")
+    if suffix not in READERS:
+        raise DocumentError(f"unsupported file type {suffix!r}")
+    return READERS[suffix](data, limits, Deadline(limits))
+
+
+def _text(data: bytes, limits: ReadLimits) -> str:
+    if len(data) > limits.text_bytes:
+        raise over("the text file", len(data), limits.text_bytes, "bytes")
+    return _decode_text(data)
+
+
+def _markdown_file(data: bytes, limits: ReadLimits, deadline: Deadline) -> Parsed:
+    return read_markdown(_text(data, limits), limits)
+
+
+def _text_file(data: bytes, limits: ReadLimits, deadline: Deadline) -> Parsed:
+    return read_plain_text(_text(data, limits), limits)
+
+
+def _html_file(data: bytes, limits: ReadLimits, deadline: Deadline) -> Parsed:
+    if len(data) > limits.html_bytes:
+        raise over("the HTML file", len(data), limits.html_bytes, "bytes")
+    return read_html(_decode_text(data), limits, deadline)
 
 
 def _decode_text(data: bytes) -> str:
@@ -325,3 +333,10 @@ def _docx_blocks(document):
         elif tag == "tbl":
             for row in Table(child, document).rows:
                 yield " | ".join(cell.text.strip() for cell in row.cells)
+
+
+# The formats ragtune reads, suffix -> reader(data, limits, deadline): the one list the scanner, the app's upload box
+# and the upload checks (serve/docs_admin.py) read. A new format is a row here and its reader above.
+READERS = {".md": _markdown_file, ".markdown": _markdown_file, ".txt": _text_file, ".html": _html_file,
+           ".htm": _html_file, ".pdf": read_pdf, ".docx": read_docx}
+SUPPORTED_SUFFIXES = tuple(READERS)

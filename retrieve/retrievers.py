@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ingest.files import write_text_atomic
+from ingest.workspace import Workspace
 
 SETTINGS = "settings.json"
 CARD = "card.json"
@@ -49,7 +50,7 @@ class RetrieverSettings:
 
 
 def retrievers_dir(workspace: Path) -> Path:
-    return Path(workspace) / "retrievers"
+    return Workspace(workspace).retrievers
 
 
 def read_settings(workspace: Path) -> RetrieverSettings:

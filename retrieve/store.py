@@ -31,6 +31,7 @@ import numpy as np
 
 from ingest.files import fsync_tree
 from ingest.types import Chunk
+from ingest.workspace import Workspace
 
 FORMAT_VERSION = 1
 KEEP_GENERATIONS = 2  # the live one and its predecessor, which a reader may still be opening
@@ -72,7 +73,7 @@ class Generation:
 
 
 def index_dir(workspace: Path) -> Path:
-    return Path(workspace) / "index"
+    return Workspace(workspace).index
 
 
 def current_generation_path(workspace: Path) -> Path | None:

@@ -26,6 +26,7 @@ from generate.modes import ADAPTER_MODES, DEFAULT_MODE, FOCUS_WINDOW, MODES, RET
 from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                               support_score)
 from ingest.types import can_read
+from ingest.workspace import Workspace
 from retrieve.focus import focus_passages
 from serve.adapter_choice import pick_adapter
 from serve.drafts import DraftGate
@@ -98,27 +99,18 @@ def create_engine(workspace: Path, model: str | None = None, backend_url: str | 
                   api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
     """An engine on the local model (default: the packaged SmolLM2, cached under WS/models) or, with
     `backend_url`, on any OpenAI-compatible chat-completions server (`model` is then the served model name)."""
-    from generate.local import LocalGenerator
+    from generate.local import local_generator
     from generate.remote import OpenAIGenerator
 
     if backend_url:
         generator = OpenAIGenerator(backend_url, api_key, model or "default")
     else:
-        from generate.models import ModelConfig, load_model
-
-        cfg = ModelConfig(cache_dir=Path(workspace) / "models")
-        if model:
-            cfg.model = model
-        generator = LocalGenerator(load_model(cfg))
+        generator = local_generator(workspace, model)
     return AnswerEngine(Path(workspace), generator, config=config)
 
 
-def adapters_dir(workspace: Path) -> Path:
-    return Path(workspace) / "adapters"
-
-
 def list_adapters(workspace: Path) -> list[str]:
-    root = adapters_dir(workspace)
+    root = Workspace(workspace).adapters
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
@@ -171,16 +163,16 @@ class AnswerEngine:
         if adapter is None:
             if not available:
                 raise AnswerError(f"mode {mode!r} needs a tuned adapter, and none exists yet in "
-                                  f"{adapters_dir(self.workspace)}: run `ragtune synth` and `ragtune tune` first")
+                                  f"{Workspace(self.workspace).adapters}: run `ragtune synth` and `ragtune tune` first")
             adapter = pick_adapter(self.workspace, mode)  # 'default', else the newest one suited to the mode
         if adapter not in available:
-            raise AnswerError(f"no adapter named {adapter!r} in {adapters_dir(self.workspace)}"
+            raise AnswerError(f"no adapter named {adapter!r} in {Workspace(self.workspace).adapters}"
                               + (f" (available: {', '.join(available)})" if available else ""))
         if not hasattr(self.generator, "load_adapter"):
             raise AnswerError(f"the {getattr(self.generator, 'name', 'remote')} backend cannot load LoRA adapters; "
                               "serve the adapter on that server and use its model name instead")
         if adapter not in self.generator.adapters:
-            self.generator.load_adapter(adapter, str(adapters_dir(self.workspace) / adapter))
+            self.generator.load_adapter(adapter, str(Workspace(self.workspace).adapters / adapter))
         return adapter
 
     def _retrieve(self, question: str, history: list[dict], groups: frozenset[str], k: int):

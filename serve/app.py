@@ -14,6 +14,7 @@ from __future__ import annotations
 import gradio as gr
 
 from generate.modes import ADAPTER_MODES, APP_MODES, DEFAULT_MODE, MODES
+from ingest.readers import SUPPORTED_SUFFIXES
 from serve.adapter_choice import format_adapters
 from serve.answer import AnswerError
 from serve.app_admin import AdminHandlers, refusal
@@ -243,12 +244,12 @@ def build_app(service: Ragtune) -> gr.Blocks:
                                           column_widths=["30%", "28%", "12%", "8%", "22%"])
                 refresh = gr.Button("Refresh", size="sm", elem_id="docs-refresh")
                 with gr.Group(visible=False) as admin_docs:
-                    gr.Markdown("### Manage documents (admins)\nUpload .md .txt .html .pdf .docx (up to "
+                    gr.Markdown(f"### Manage documents (admins)\nUpload {' '.join(SUPPORTED_SUFFIXES)} (up to "
                                 f"{service.config.max_upload_mb} MB each). Changes are re-indexed in the background; "
                                 "chats keep answering from the current index meanwhile.")
                     with gr.Row():
                         up_files = gr.File(file_count="multiple", label="Files", elem_id="upload-files",
-                                           file_types=[".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"])
+                                           file_types=list(SUPPORTED_SUFFIXES))
                         with gr.Column():
                             up_groups = gr.Textbox(label="Groups (comma-separated; empty = everyone)",
                                                    elem_id="upload-groups")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from generate.modes import ADAPTER_MODES
+from ingest.workspace import Workspace
 from serve.answer import Answer
 from serve.docs_admin import doc_link
 
@@ -99,7 +100,7 @@ def format_answer(answer: Answer, *, timings: bool = True) -> str:
 def card_markdown(ws: Path, name) -> str:
     if not name or name == NO_ADAPTER:
         return "*No adapter selected.*"
-    readme = ws / "adapters" / name / "README.md"
+    readme = Workspace(ws).adapter(name) / "README.md"
     if readme.is_file():
         return readme.read_text(encoding="utf-8")
     return f"*Adapter `{name}` has no card.*"
@@ -163,13 +164,13 @@ def report_view(folder: Path | None):
 
 def latest_report(ws: Path) -> Path | None:
     try:
-        latest = json.loads((ws / "evals" / "latest.json").read_text())
+        latest = json.loads((Workspace(ws).evals / "latest.json").read_text())
     except (OSError, ValueError):
         return None
     folder = Path(latest.get("report", ""))
     if not folder.is_dir():
-        folder = ws / "evals" / str(latest.get("name", ""))
-    return folder if folder.is_dir() and folder.parent.resolve() == (ws / "evals").resolve() else None
+        folder = Workspace(ws).evals / str(latest.get("name", ""))
+    return folder if folder.is_dir() and folder.parent.resolve() == Workspace(ws).evals.resolve() else None
 
 
 def _num(v) -> str:

@@ -15,13 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 from generate.modes import APP_MODES
+from ingest.workspace import Workspace
 
 COMPARE_MODES = APP_MODES  # the compare tab shows every mode the app offers, side by side
 _lock = threading.Lock()
 
 
 def feedback_path(workspace: Path) -> Path:
-    return Path(workspace) / "feedback.jsonl"
+    return Workspace(workspace).feedback
 
 
 def record_vote(workspace: Path, user: str, question: str, answers: dict[str, str], choice: str,

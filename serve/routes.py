@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Request
 
+from ingest.workspace import Workspace
 from serve.openai_api import AuthError, RateLimited
 from serve.server import Ragtune
 from serve.users import User
@@ -87,7 +88,7 @@ def create_server(service: Ragtune):
         if file not in ("report.md", "results.json", "answers.png", "retrieval.png", "cost.png") or "/" in name \
                 or name.startswith("."):
             return PlainTextResponse("404", status_code=404)
-        path = service.workspace / "evals" / name / file
+        path = Workspace(service.workspace).evals / name / file
         try:
             found = path.is_file()
         except (OSError, ValueError):  # a name the file system refuses (too long, NUL)

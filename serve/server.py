@@ -32,6 +32,7 @@ from pathlib import Path
 
 from generate.modes import ADAPTER_MODES, DEFAULT_MODE, MODES, RETRIEVAL_MODES
 from ingest.files import write_text_atomic
+from ingest.workspace import Workspace
 from serve.adapter_choice import pick_adapter, preferred_mode
 from serve.answer import AnswerConfig, AnswerEngine, AnswerError, list_adapters
 from serve.concurrency import Gate, LazySearcher, NoIndexError, Ticket, _EmbedderSlot
@@ -83,17 +84,16 @@ class Ragtune:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.users: UserStore | None = UserStore(config.users_file) if config.users_file else None
         if generator is None:
-            from generate.local import LocalGenerator
-            from generate.models import ModelConfig, load_model
+            from generate.local import local_generator
 
-            generator = LocalGenerator(load_model(ModelConfig(cache_dir=self.workspace / "models")))
+            generator = local_generator(self.workspace)
         self.generator = generator
         self.embedders = _EmbedderSlot(self.workspace, embedder)
         self.searcher = LazySearcher(self.workspace, self.embedders)
         self.answer_config = AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens)
         self.engine = AnswerEngine(self.workspace, generator, searcher=self.searcher, config=self.answer_config)
         self.gate = Gate(max_active=1, max_waiting=config.max_waiting)
-        docs_dir = config.docs_dir or self._indexed_docs_dir() or self.workspace / "docs"
+        docs_dir = config.docs_dir or self._indexed_docs_dir() or Workspace(self.workspace).docs
         self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self.embedders.get().for_job(),
                               max_upload_bytes=config.max_upload_mb * 2 ** 20)
         self.jobs = Jobs(self, job_runners)
@@ -153,7 +153,7 @@ class Ragtune:
 
     # ---- adapters ----------------------------------------------------------------------------------------------
     def _settings_path(self) -> Path:
-        return self.workspace / "serve.json"
+        return Workspace(self.workspace).serve_settings
 
     def adapters(self) -> list[str]:
         return list_adapters(self.workspace)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.files import fsync_tree, share_tree, write_text_atomic
+from ingest.workspace import Workspace
 
 CARD = "card.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -36,10 +37,6 @@ class ExportError(ValueError):
     """The export cannot be written as asked (the output folder is not empty, ...)."""
 
 
-def adapters_root(workspace: Path) -> Path:
-    return Path(workspace) / "adapters"
-
-
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"adapter name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
@@ -48,7 +45,7 @@ def check_name(name: str) -> str:
 
 
 def adapter_path(workspace: Path, name: str) -> Path:
-    return adapters_root(workspace) / check_name(name)
+    return Workspace(workspace).adapter(check_name(name))
 
 
 def publish_dir(tmp: Path, target: Path) -> None:
@@ -82,7 +79,7 @@ def read_card(workspace: Path, name: str) -> dict:
     folder = adapter_path(workspace, name)
     if not (folder / "adapter_config.json").is_file():
         have = [a["name"] for a in list_adapter_cards(workspace)]
-        raise AdapterMissingError(f"no adapter named {name!r} in {adapters_root(workspace)}"
+        raise AdapterMissingError(f"no adapter named {name!r} in {Workspace(workspace).adapters}"
                                   + (f" (available: {', '.join(have)})" if have else " (none yet: run `ragtune tune`)"))
     try:
         return json.loads((folder / CARD).read_text(encoding="utf-8"))
@@ -154,7 +151,7 @@ def update_card(workspace: Path, name: str, scores: dict) -> dict:
 
 def list_adapter_cards(workspace: Path) -> list[dict]:
     """[{name, path, card}] for each folder in WS/adapters with an adapter_config.json, sorted by name."""
-    root = adapters_root(workspace)
+    root = Workspace(workspace).adapters
     if not root.is_dir():
         return []
     out = []
@@ -182,7 +179,7 @@ def _base_model_of(workspace: Path, name: str, card: dict, override: str | None)
         base = cfg.get("base_model_name_or_path")
     if not base:
         raise ValueError(f"adapter {name!r} does not say which base model it was trained on; pass --model")
-    return base, resolve_model_dir(ModelConfig(model=str(base), cache_dir=Path(workspace) / "models"))
+    return base, resolve_model_dir(ModelConfig(model=str(base), cache_dir=Workspace(workspace).models))
 
 
 def export_merged(workspace: Path, name: str, out: Path, *, model: str | None = None, dtype: str = "float32",

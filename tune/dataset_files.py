@@ -8,6 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from ingest.workspace import Workspace
 from tune.adapters import clean_stale, publish_dir
 
 
@@ -19,7 +20,7 @@ def write_dataset(ws: Path, name: str, train: list[dict], val: list[dict], card:
     """Write WS/datasets/<name>/ (train.jsonl, val.jsonl, card.json, card.md) in a staging folder and rename it into
     place, replacing an older dataset of that name only once the new one is complete. Returns (folder, content
     hash of train + val), the hash also stored in the card."""
-    root = ws / "datasets"
+    root = Workspace(ws).datasets
     root.mkdir(parents=True, exist_ok=True)
     clean_stale(root)  # staging folders of killed runs
     train_b, val_b = _dump(train), _dump(val)

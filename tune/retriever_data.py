@@ -20,6 +20,7 @@ from pathlib import Path
 
 from generate.prompts import cloze_prefix
 from ingest.types import Chunk, can_read
+from ingest.workspace import Workspace
 from tune.filters import supported
 
 RECALL_KS = (1, 3, 5)
@@ -45,7 +46,7 @@ class QuestionSets:
 
 
 def dataset_folder(workspace: Path, dataset: Path | None) -> Path:
-    folder = Path(dataset) if dataset is not None else Path(workspace) / "datasets" / "default"
+    folder = Path(dataset) if dataset is not None else Workspace(workspace).dataset("default")
     if folder.is_file():
         folder = folder.parent
     if not (folder / "train.jsonl").is_file():

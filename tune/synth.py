@@ -74,13 +74,9 @@ def make_teacher(config: SynthConfig, frequent, generator=None):
         return extract
     if config.teacher == "local":
         if generator is None:
-            from generate.local import LocalGenerator
-            from generate.models import ModelConfig, load_model
+            from generate.local import local_generator
 
-            cfg = ModelConfig(cache_dir=Path(config.workspace) / "models")
-            if config.teacher_model:
-                cfg.model = config.teacher_model
-            generator = LocalGenerator(load_model(cfg))
+            generator = local_generator(config.workspace, config.teacher_model)
         return LocalTeacher(generator, extract, spans_per_chunk=min(2, config.max_spans_per_chunk))
     if generator is None:
         from generate.remote import OpenAIGenerator

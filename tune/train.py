@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tune.adapters import adapter_path, adapters_root, check_name, clean_stale
+from ingest.workspace import Workspace
+from tune.adapters import adapter_path, check_name, clean_stale
 from tune.runs import RUN_FILE, check_init_from, last_checkpoint, load_init_weights, resume_point, run_fingerprint
 from tune.trainer import (BEST_DIR, TuneError, all_reduce_if_distributed, check_qlora, dist, make_callbacks,
                           make_time_budget_callback, make_trainer_class, packing_works, pick_device, pick_precision,
@@ -119,7 +120,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     if cfg.qlora:
         check_qlora(device)
 
-    model_dir = resolve_model_dir(ModelConfig(model=cfg.model, cache_dir=ws / "models"))
+    model_dir = resolve_model_dir(ModelConfig(model=cfg.model, cache_dir=Workspace(ws).models))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ensure_chat_template(tokenizer, model_dir)
     model = _load_base(cfg, model_dir, device, precision, local_rank)
@@ -156,7 +157,7 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     save_steps = cfg.save_steps or min(steps_per_epoch, 25)
 
     # run folder, resume
-    run_dir = adapters_root(ws) / ".runs" / name
+    run_dir = Workspace(ws).runs / name
     fingerprint = run_fingerprint(cfg, files.files_sha256, str(model_dir))
     run_info, resume_ckpt = resume_point(run_dir, name, fingerprint) if cfg.resume else ({}, None)
 
@@ -178,8 +179,8 @@ def train_adapter(config: TuneConfig, progress: bool = True, callbacks: list | N
     # rank 0 prepares the run folder while the others wait
     with args.main_process_first(desc="prepare run folder"):
         if args.process_index == 0:
-            adapters_root(ws).mkdir(parents=True, exist_ok=True)
-            clean_stale(adapters_root(ws), max_age_s=3600)
+            Workspace(ws).adapters.mkdir(parents=True, exist_ok=True)
+            clean_stale(Workspace(ws).adapters, max_age_s=3600)
             if resume_ckpt is None and run_dir.exists() and not cfg.resume:
                 if last_checkpoint(run_dir) is not None:
                     log.warning("discarding the checkpoints of an earlier run of %r (use --resume to continue it)", name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ingest.workspace import Workspace
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -85,7 +87,7 @@ class TuneConfig:
     """Keep WS/adapters/.runs/<name>/ (checkpoints) after success; by default it is removed."""
 
     def resolved_dataset(self) -> Path:
-        return Path(self.dataset) if self.dataset is not None else Path(self.workspace) / "datasets" / "default"
+        return Path(self.dataset) if self.dataset is not None else Workspace(self.workspace).dataset("default")
 
 
 @dataclass
