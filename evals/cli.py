@@ -1,5 +1,5 @@
-"""`ragtune eval`: registered in ragtune_cli/main.py as `app.command("eval")(eval_command)`. Only typer and the standard
-library are imported here; the evaluation itself is imported when the command runs."""
+"""`ragtune eval`: registered in ragtune_cli/main.py as `app.command("eval")(eval_command)`. Only typer, the standard
+library and the option tables are imported here; the evaluation itself is imported when the command runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Optional
 
 import typer
 
+from generate.modes import MODES
+from serve import answer_options
+
 
 def eval_command(
     workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
@@ -23,26 +26,18 @@ def eval_command(
         None, "--fictional-knowledge", help="The Fictional Knowledge folder (e.g. ../shared/eval/fictional_knowledge): "
         "its 130 articles are indexed into the workspace (use a separate one) and its gen and hard_gen probes asked; "
         "with --questions, that file's questions about the articles instead (data/eval/fk_questions.jsonl)."),
-    modes: str = typer.Option("base,rag,tuned,hybrid", "--modes", help="Comma-separated answer modes: base, rag, "
-                              "tuned, hybrid. Modes needing an adapter are skipped when none exists."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter name under WS/adapters for tuned and "
-                                          "hybrid, or one per mode: hybrid=RAFT_NAME,tuned=FACTS_NAME. Default: "
-                                          "'default', else the newest adapter whose data suits the mode."),
+    modes: str = typer.Option(",".join(MODES), "--modes", help=f"Comma-separated answer modes: {', '.join(MODES)}. "
+                              "Modes needing an adapter are skipped when none exists."),
+    adapter: Optional[str] = answer_options.ADAPTER,
     limit: Optional[int] = typer.Option(None, "--limit", help="Ask only N questions (a seeded sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the bootstrap intervals."),
     k: int = typer.Option(3, "--k", "-k", help="Retrieved chunks put in the prompt (rag, hybrid)."),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Longest answer in tokens."),
-    focus_window: Optional[int] = typer.Option(None, "--focus-window", help="Sentences kept either side of the one "
-                                               "most like the question in each chunk (refusals asked again with whole "
-                                               "chunks); -1 = whole chunks. Default: 0 in hybrid, -1 in rag."),
-    model: Optional[str] = typer.Option(None, "--model", help="Generator: a local model folder or hub id (default: "
-                                        "the packaged SmolLM2-135M-Instruct), or the served name with --backend-url."),
-    backend_url: Optional[str] = typer.Option(None, "--backend-url", help="An OpenAI-compatible server to answer "
-                                              "with instead of the local model."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RAGTUNE_BACKEND_KEY",
-                                          help="Key for --backend-url."),
-    no_rerank: bool = typer.Option(False, "--no-rerank", help="Search (for rag and hybrid answers and the default "
-                                   "retriever) without the workspace's reranker."),
+    focus_window: Optional[int] = answer_options.FOCUS_WINDOW,
+    model: Optional[str] = answer_options.MODEL,
+    backend_url: Optional[str] = answer_options.BACKEND_URL,
+    api_key: Optional[str] = answer_options.API_KEY,
+    no_rerank: bool = answer_options.NO_RERANK,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object {report, n, results} on stdout "
                                  "(progress goes to stderr)."),
 ) -> None:

@@ -13,6 +13,9 @@ from typing import Optional
 
 import typer
 
+from generate.modes import DEFAULT_MODE
+from serve import answer_options
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ragtune: private chat over your company's documents (hybrid retrieval + a LoRA-tuned model).")
 
@@ -101,23 +104,17 @@ def search(
 def ask(
     question: str = typer.Argument(..., help="The question."),
     workspace: Path = WorkspaceOpt,
-    mode: str = typer.Option("rag", help="rag (retrieval), tuned (adapter, no retrieval), hybrid (both), "
+    mode: str = typer.Option(DEFAULT_MODE, help="rag (retrieval), tuned (adapter, no retrieval), hybrid (both), "
                              "or base (the model alone)."),
-    adapter: Optional[str] = typer.Option(None, help="Adapter name under WS/adapters (tuned and hybrid modes), or one "
-                                          "per mode: hybrid=RAFT_NAME,tuned=FACTS_NAME. Default: 'default', else "
-                                          "the newest adapter whose data suits the mode."),
+    adapter: Optional[str] = answer_options.ADAPTER,
     groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the asker."),
     k: int = typer.Option(3, "-k", help="Retrieved chunks put in the prompt."),
-    model: Optional[str] = typer.Option(None, help="Generator: a local model folder or hub id (default: the "
-                                        "packaged SmolLM2-135M-Instruct), or the served model name with --backend-url."),
-    backend_url: Optional[str] = typer.Option(None, help="An OpenAI-compatible server (vLLM, llama.cpp, Ollama, "
-                                              "a gateway), e.g. http://gpu-host:8000/v1."),
-    api_key: Optional[str] = typer.Option(None, envvar="RAGTUNE_BACKEND_KEY", help="Key for --backend-url."),
+    model: Optional[str] = answer_options.MODEL,
+    backend_url: Optional[str] = answer_options.BACKEND_URL,
+    api_key: Optional[str] = answer_options.API_KEY,
     max_new_tokens: int = typer.Option(128, help="Longest answer in tokens."),
-    focus_window: Optional[int] = typer.Option(None, help="Sentences kept either side of the one most like the "
-                                               "question in each chunk (a refused answer is asked again with whole "
-                                               "chunks); -1 = whole chunks. Default: 0 in hybrid mode, -1 in rag."),
-    no_rerank: bool = NoRerankOpt,
+    focus_window: Optional[int] = answer_options.FOCUS_WINDOW,
+    no_rerank: bool = answer_options.NO_RERANK,
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the documents, with citations (streams unless --json)."""
