@@ -113,8 +113,9 @@ def time_generate(loaded, messages: list[dict], max_new: int) -> tuple[float, fl
 
 
 def time_local(gen, messages: list[dict], max_new: int) -> tuple[float, float, str]:
-    text = "".join(gen.stream(messages, max_new_tokens=max_new))
-    s = gen.last_stats
+    stream = gen.stream(messages, max_new_tokens=max_new)
+    text = "".join(stream)
+    s = stream.stats
     return s.first_token_ms, s.tokens_per_s, text
 
 

@@ -7,7 +7,7 @@ torch / transformers / peft / openai are imported lazily by the backends: import
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,15 +33,43 @@ class GenerationStats:
     finish_reason: str = "stop"  # "stop" (end of turn), "length" (hit max_new_tokens) or "aborted"
 
 
+class GenerationStream:
+    """One `stream` call: iterate for the text pieces; `stats` describes this call once the pieces are exhausted
+    or the stream is closed (None before). Each call has its own, so concurrent requests never read each other's.
+
+        s = generator.stream(messages)
+        text = "".join(s)
+        s.stats.tokens_per_s
+    """
+
+    def __init__(self, make: Callable[[GenerationStream], Iterator[str]]) -> None:
+        self.stats: GenerationStats | None = None
+        self._pieces = make(self)  # a generator that sets self.stats in its `finally`
+
+    def __iter__(self) -> GenerationStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop early: ends the backend's generation (and frees the local model's lock); stats say "aborted"."""
+        self._pieces.close()
+
+
 class Generator(Protocol):
-    """What the app needs from a backend. After `stream` is exhausted, `last_stats` describes that call."""
+    """What the engine needs from a backend: a per-call stream of text, and what the backend can do."""
 
     name: str
-    last_stats: GenerationStats | None
+    supports_adapters: bool
+    """True: `adapters`, `load_adapter(name, path)` exist and `stream(..., adapter=NAME)` answers with one."""
 
     def stream(
-        self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0
-    ) -> Iterator[str]: ...
+        self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0, **options
+    ) -> GenerationStream: ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` in this model's tokenizer; None when the backend cannot tell (callers estimate)."""
 
 
 def make_stats(t0: float, t_first: float | None, t_end: float, new_tokens: int, prompt_tokens: int,

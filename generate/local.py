@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generate.base import BackendError, GenerationStats, check_messages, make_stats
+from generate.base import BackendError, GenerationStream, check_messages, make_stats
 from ingest.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -82,12 +82,13 @@ class LocalGenerator:
     per token, and a static cache was no faster there (see evals/bench_generate.py --variants).
     """
 
+    supports_adapters = True
+
     def __init__(self, loaded: LoadedModel, *, static_cache: bool | None = None,
                  compile_decode: bool | None = None, merge_adapters: bool = True) -> None:
         """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc).
         `merge_adapters`: merge the active LoRA adapter into the base weights (faster decoding; see _apply_active)."""
         self.name: str = loaded.name
-        self.last_stats: GenerationStats | None = None
         self._loaded = loaded
         self._base = loaded.model
         self._tok = loaded.tokenizer
@@ -262,13 +263,18 @@ class LocalGenerator:
         return self._forward(ids, positions, cache), cache
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               adapter: str | None = KEEP_ADAPTER) -> Iterator[str]:
-        """Yield answer text pieces as they become stable; greedy when temperature <= 0.
+               adapter: str | None = KEEP_ADAPTER) -> GenerationStream:
+        """Answer text pieces as they become stable; greedy when temperature <= 0. The stream's `stats` describe
+        this call once it ends.
 
         `adapter` (a loaded adapter name, or None for the base model) is selected under the same lock as the
         generation, so concurrent requests with different adapters cannot switch each other's model midway.
         Holds the model lock until the iterator is exhausted or closed, so concurrent callers take turns (do not
         call use_adapter/load_adapter from inside a loop over this iterator: that would wait for itself)."""
+        return GenerationStream(lambda out: self._decode(out, messages, max_new_tokens, temperature, adapter))
+
+    def _decode(self, out: GenerationStream, messages: list[dict], max_new_tokens: int, temperature: float,
+                adapter: str | None) -> Iterator[str]:
         import torch
 
         messages = check_messages(messages)
@@ -327,7 +333,7 @@ class LocalGenerator:
                 if tail:
                     yield tail
             finally:
-                self.last_stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
+                out.stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
 
 
 def local_generator(workspace: Path, model: str | None = None) -> LocalGenerator:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from generate.base import BackendError, BackendUnavailableError, GenerationStats, check_messages, make_stats
+from generate.base import BackendError, BackendUnavailableError, GenerationStream, check_messages, make_stats
 
 
 class OpenAIGenerator:
     """Streams from an OpenAI-compatible chat-completions endpoint with the official `openai` client."""
+
+    supports_adapters = False  # an adapter is served by that server under its own model name
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str = "default", *,
                  timeout: float = 120.0, max_retries: int = 1) -> None:
@@ -21,13 +23,21 @@ class OpenAIGenerator:
         self.name: str = model
         self.base_url = base_url
         self.model = model
-        self.last_stats: GenerationStats | None = None
         # Local servers usually ignore the key, but the client insists on one; a placeholder keeps it from
         # looking at the environment.
         self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
                               max_retries=max_retries)
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+    def count_tokens(self, text: str) -> int | None:
+        return None  # the server's tokenizer is not ours to call: the engine estimates
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0) -> GenerationStream:
+        """The server's answer, piece by piece; the stream's `stats` use the server's token counts when it sends
+        them."""
+        return GenerationStream(lambda out: self._pieces(out, messages, max_new_tokens, temperature))
+
+    def _pieces(self, out: GenerationStream, messages: list[dict], max_new_tokens: int,
+                temperature: float) -> Iterator[str]:
         import openai
 
         messages = check_messages(messages)
@@ -66,4 +76,4 @@ class OpenAIGenerator:
         finally:
             new_tokens = int(usage.completion_tokens) if usage is not None else deltas
             prompt_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
-            self.last_stats = make_stats(t0, t_first, time.perf_counter(), new_tokens, prompt_tokens, finish)
+            out.stats = make_stats(t0, t_first, time.perf_counter(), new_tokens, prompt_tokens, finish)

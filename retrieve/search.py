@@ -10,6 +10,7 @@ flight keeps using the generation it started with, so it never sees half of each
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -105,6 +106,28 @@ class Searcher:
         if self._own_embedder is None or self._own_embedder.config.model != model:
             self._own_embedder = Embedder(EmbedConfig(model=model))
         return self._own_embedder
+
+    @contextmanager
+    def queries_embedded(self, queries: list[str], progress: bool = False, desc: str = "embedding queries"):
+        """Embed `queries` now, in batches, and answer their searches from that table for the duration: a caller
+        about to search thousands of known queries (synth's round trip) pays one batched encode instead of one
+        encode each. Other queries go to the embedder as usual.
+
+            with searcher.queries_embedded(questions):
+                hits = [searcher.search(q) for q in questions]
+        """
+        if not queries:
+            yield self
+            return
+        base = self.embedder
+        unique = list(dict.fromkeys(queries))
+        table = dict(zip(unique, base.encode(unique, progress=progress, desc=desc)))
+        previous = self._embedder
+        self._embedder = _CachedQueries(base, table)
+        try:
+            yield self
+        finally:
+            self._embedder = previous
 
     def refresh(self) -> bool:
         """Load the live generation if it is not the one in memory; returns True when it switched."""
@@ -243,3 +266,22 @@ class Searcher:
 def _embedder_label(model: str) -> str:
     """A short name for an embedder: the tuned folder's name, else the model as given."""
     return Path(model).name if Path(model).is_absolute() else model
+
+
+class _CachedQueries:
+    """Stands in for a searcher's embedder (Searcher.queries_embedded): vectors of known queries come from a table
+    filled by one batched encode; anything else goes to the real embedder."""
+
+    def __init__(self, base, table: dict) -> None:
+        self._base = base
+        self._table = table
+
+    def encode(self, texts, *args, **kwargs):
+        missing = [t for t in texts if t not in self._table]
+        if missing:
+            for t, v in zip(missing, self._base.encode(missing)):
+                self._table[t] = v
+        return np.stack([self._table[t] for t in texts])
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)

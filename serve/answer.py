@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -85,14 +85,19 @@ class Answer:
 
 
 class AnswerStream:
-    """Iterate for text pieces as they are generated; `result` holds the full Answer once iteration ends."""
+    """Iterate for text pieces as they are generated; `result` holds the full Answer once iteration ends.
+    `close()` stops early (and frees the model for the next request)."""
 
-    def __init__(self, pieces: Iterator[str]) -> None:
-        self._pieces = pieces
+    def __init__(self, make: Callable[[AnswerStream], Iterator[str]]) -> None:
         self.result: Answer | None = None
+        self._pieces = make(self)
 
     def __iter__(self) -> Iterator[str]:
         yield from self._pieces
+
+    def close(self) -> None:
+        """Safe to call at any time; ValueError while another thread is still iterating (it finishes itself)."""
+        self._pieces.close()
 
 
 def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None,
@@ -154,9 +159,8 @@ class AnswerEngine:
             adapter = self._prepare_adapter(adapter, mode)
         else:
             adapter = None
-        stream = AnswerStream(iter(()))
-        stream._pieces = self._run(stream, question, mode, adapter, frozenset(groups), history or [], k)
-        return stream
+        return AnswerStream(lambda stream: self._run(stream, question, mode, adapter, frozenset(groups),
+                                                     history or [], k))
 
     def _prepare_adapter(self, adapter: str | None, mode: str) -> str:
         available = list_adapters(self.workspace)
@@ -168,8 +172,8 @@ class AnswerEngine:
         if adapter not in available:
             raise AnswerError(f"no adapter named {adapter!r} in {Workspace(self.workspace).adapters}"
                               + (f" (available: {', '.join(available)})" if available else ""))
-        if not hasattr(self.generator, "load_adapter"):
-            raise AnswerError(f"the {getattr(self.generator, 'name', 'remote')} backend cannot load LoRA adapters; "
+        if not self.generator.supports_adapters:
+            raise AnswerError(f"the {self.generator.name} backend cannot load LoRA adapters; "
                               "serve the adapter on that server and use its model name instead")
         if adapter not in self.generator.adapters:
             self.generator.load_adapter(adapter, str(Workspace(self.workspace).adapters / adapter))
@@ -212,7 +216,7 @@ class AnswerEngine:
             timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         turns = history[-cfg.history_turns:] if cfg.history_turns else []
         options = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
-        if hasattr(self.generator, "load_adapter"):
+        if self.generator.supports_adapters:
             options["adapter"] = adapter  # chosen inside the generator's lock: concurrent requests cannot mix them
         t_gen = time.perf_counter()
 
@@ -228,7 +232,8 @@ class AnswerEngine:
             last = n_try == len(attempts)
             messages = build_messages(question, sources, turns, with_context=mode in RETRIEVAL_MODES)
             gate = DraftGate(question, hold_all=not last)  # a try that may be replaced is held back whole
-            for piece in self.generator.stream(messages, **options):
+            generation = self.generator.stream(messages, **options)
+            for piece in generation:
                 yield from shown([gate.feed(piece)])
             text, bad = gate.finish()
             if bad:
@@ -251,7 +256,7 @@ class AnswerEngine:
                             "whole passages")
         if warning:
             warnings.append(warning)
-        stats = getattr(self.generator, "last_stats", None)
+        stats = generation.stats  # the last try's
         if stats is not None:
             timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
                            new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
@@ -323,8 +328,8 @@ class AnswerEngine:
         return text, [matched] if matched else []
 
     def _count(self, text: str) -> int:
-        count = getattr(self.generator, "count_tokens", None)
-        return count(text) if count else len(text) // 4 + 1
+        n = self.generator.count_tokens(text)
+        return n if n is not None else len(text) // 4 + 1
 
     def _truncate(self, text: str, budget: int) -> str:
         words = text.split()

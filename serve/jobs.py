@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from generate.base import GenerationStream
 from serve.answer import AnswerError
 
 # ---- admin jobs (tune, evaluate) -----------------------------------------------------------------------------------
@@ -181,16 +182,21 @@ class GatedGenerator:
     def __init__(self, service) -> None:
         self._service = service
         self._gen = service.generator
-        self.last_stats = None
 
-    def stream(self, messages, **kwargs):
-        ticket = self._service.gate.reserve(force=True)
-        try:
-            ticket.wait(timeout=3600)
-            yield from self._gen.stream(messages, **kwargs)
-            self.last_stats = self._gen.last_stats  # read before the next request may overwrite it
-        finally:
-            ticket.release()
+    def stream(self, messages, **kwargs) -> GenerationStream:
+        def pieces(out: GenerationStream):
+            ticket = self._service.gate.reserve(force=True)
+            try:
+                ticket.wait(timeout=3600)
+                inner = self._gen.stream(messages, **kwargs)
+                try:
+                    yield from inner
+                finally:
+                    out.stats = inner.stats
+            finally:
+                ticket.release()
+
+        return GenerationStream(pieces)
 
     def __getattr__(self, name):
         return getattr(self._gen, name)

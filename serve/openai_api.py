@@ -121,8 +121,8 @@ async def _pieces_in_thread(make_iter: Callable[[], Iterator[str]], stats_of: Ca
                             cancelled: threading.Event | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Run a blocking generator in its own thread and hand its pieces to the event loop.
 
-    Yields ("piece", text) ..., then ("done", stats) or ("error", exception). The stats are read in the worker
-    right after the iterator ends, before another request can overwrite `last_stats`. If the client goes away,
+    Yields ("piece", text) ..., then ("done", stats) or ("error", exception); `stats_of()` is asked once the
+    iterator has ended. If the client goes away,
     the worker stops at the next piece and closes the iterator (which frees the model lock)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -171,10 +171,13 @@ def create_app(generators: dict[str, Generator], *, default_max_tokens: int = 51
         if gen is None:
             raise ModelNotFoundError(f"The model '{model}' does not exist; available: {sorted(generators)}")
 
-        def pieces() -> Iterator[str]:
-            return gen.stream(messages, max_new_tokens=max_tokens, temperature=temperature)
+        stream = []  # the call's GenerationStream, made when the worker starts iterating
 
-        return Completion(pieces, lambda: (gen.last_stats, {}))
+        def pieces() -> Iterator[str]:
+            stream.append(gen.stream(messages, max_new_tokens=max_tokens, temperature=temperature))
+            return stream[0]
+
+        return Completion(pieces, lambda: (stream[0].stats if stream else None, {}))
 
     add_chat_routes(app, list_models=lambda _principal: list(generators), open_completion=open_completion,
                     default_max_tokens=default_max_tokens)

@@ -227,21 +227,17 @@ class Ragtune:
                     break
                 yield piece
         finally:
-            close = getattr(stream._pieces, "close", None)
-            if close is not None:
-                close()  # frees the model lock if we stopped early
+            stream.close()  # frees the model lock if we stopped early
             ticket.release()
 
     @staticmethod
     def abandon(ticket: Ticket, stream) -> None:
         """Give back a ticket (and the model) whatever state the answer is in; a no-op after `run_answer`
         finished. Callers put it in a `finally`, so a page closed mid-answer never keeps its place in line."""
-        close = getattr(stream._pieces, "close", None)
-        if close is not None:
-            try:
-                close()
-            except ValueError:  # "generator already executing": it is being finished by its own thread
-                pass
+        try:
+            stream.close()
+        except ValueError:  # "generator already executing": it is being finished by its own thread
+            pass
         ticket.release()
 
     # ---- the API -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from generate.base import GenerationStats
+from generate.base import GenerationStats, GenerationStream
 from generate.modes import FOCUS_WINDOW
 from generate.prompts import REFUSAL, SYSTEM_WITH_CONTEXT, is_refusal, looks_like_followup, neutralize, support_score
 from retrieve import Searcher, build_index
@@ -22,17 +22,22 @@ class FakeGenerator:
     """Obeys the Generator protocol; answers with a fixed script and records the messages it was given."""
 
     name = "fake"
+    supports_adapters = False
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
-        self.last_stats = None
         self.seen: list[list[dict]] = []
 
     def stream(self, messages, *, max_new_tokens=256, temperature=0.0):
         self.seen.append(messages)
-        for word in self.reply.split(" "):
-            yield word + " "
-        self.last_stats = GenerationStats(5.0, 10.0, len(self.reply.split()), 100.0, 50, "stop")
+        reply = self.reply
+
+        def pieces(out):
+            for word in reply.split(" "):
+                yield word + " "
+            out.stats = GenerationStats(5.0, 10.0, len(reply.split()), 100.0, 50, "stop")
+
+        return GenerationStream(pieces)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -158,7 +163,7 @@ class ScriptedGenerator(FakeGenerator):
 
     def stream(self, messages, **options):
         self.reply = self.replies[min(len(self.seen), len(self.replies) - 1)]
-        yield from super().stream(messages, **options)
+        return super().stream(messages, **options)
 
 
 MILEAGE = "What is the mileage rate for my own car?"

@@ -62,8 +62,9 @@ def gen(smol) -> LocalGenerator:
 @pytest.fixture(scope="session")
 def long_run(gen: LocalGenerator):
     """One greedy 30-token local run shared by several tests: (pieces, stats)."""
-    pieces = list(gen.stream(LONG, max_new_tokens=N_LONG))
-    return pieces, gen.last_stats
+    stream = gen.stream(LONG, max_new_tokens=N_LONG)
+    pieces = list(stream)
+    return pieces, stream.stats
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +108,9 @@ def test_missing_path_and_missing_package_give_clear_errors(tmp_path: Path, monk
 # ---- the real default model ------------------------------------------------------------------------------
 
 def test_default_model_answers_and_stops_at_end_of_turn(gen: LocalGenerator) -> None:
-    text = "".join(gen.stream(CAPITAL, max_new_tokens=64))
-    stats = gen.last_stats
+    stream = gen.stream(CAPITAL, max_new_tokens=64)
+    text = "".join(stream)
+    stats = stream.stats
     assert "Paris" in text
     assert stats.finish_reason == "stop" and stats.new_tokens < 64
     assert "<|im_end|>" not in text and "<|im_start|>" not in text
@@ -149,10 +151,11 @@ def test_incremental_detokenizer_handles_multibyte_characters(smol) -> None:
 
 def test_openai_backend_streams_same_greedy_text_from_real_server(server: str, long_run) -> None:
     remote = OpenAIGenerator(f"{server}/v1", model="smollm2")
-    pieces = list(remote.stream(LONG, max_new_tokens=N_LONG))
+    stream = remote.stream(LONG, max_new_tokens=N_LONG)
+    pieces = list(stream)
     assert len(pieces) > 1
     assert "".join(pieces) == "".join(long_run[0])
-    stats = remote.last_stats
+    stats = stream.stats
     assert stats.new_tokens == N_LONG and stats.prompt_tokens == long_run[1].prompt_tokens
     assert stats.finish_reason == "length" and stats.first_token_ms > 0
 
@@ -307,16 +310,27 @@ def test_merged_adapter_decodes_like_unmerged(tiny_dir: Path, tmp_path: Path) ->
 def test_client_disconnect_stops_generation(tiny_dir: Path) -> None:
     """A client that goes away mid-stream must not keep the model busy (and locked) until max_tokens."""
     g = LocalGenerator(load_model(ModelConfig(model=str(tiny_dir))))
-    url, stop = serve_in_thread(create_app({"tiny": g}))
+    streams = []  # each call's GenerationStream, for its stats
+
+    class Recording:  # the generator the app serves
+        def __getattr__(self, name):
+            return getattr(g, name)
+
+        def stream(self, *args, **kwargs):
+            streams.append(g.stream(*args, **kwargs))
+            return streams[-1]
+
+    url, stop = serve_in_thread(create_app({"tiny": Recording()}))
     try:
         body = {"model": "tiny", "messages": CAPITAL, "stream": True, "max_tokens": 400}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as resp:
             lines = resp.iter_lines()
             assert next(lines).startswith("data: ")
         deadline = time.monotonic() + 20
-        while (g.last_stats is None or g.last_stats.finish_reason != "aborted") and time.monotonic() < deadline:
+        while (not streams or streams[0].stats is None or streams[0].stats.finish_reason != "aborted") \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert g.last_stats.finish_reason == "aborted" and g.last_stats.new_tokens < 400
+        assert streams[0].stats.finish_reason == "aborted" and streams[0].stats.new_tokens < 400
         assert _greedy(g, 5)  # the lock was released: the next request runs
     finally:
         stop()

@@ -325,12 +325,19 @@ def test_url_teacher_against_a_real_openai_compatible_server(tiny_ws, tiny_searc
 
     with served_copy(tmp_path, built_index, generator=local_generator, embedder=embedder,
                      users={"synth": ("pw-synth-1", (), False)}) as served:
-        teacher = OpenAIGenerator(f"{served.url}/v1", served.keys["synth"], "ragtune-base")
+        streams = []  # each call's GenerationStream, for its stats
+
+        class Recording(OpenAIGenerator):
+            def stream(self, *args, **kwargs):
+                streams.append(super().stream(*args, **kwargs))
+                return streams[-1]
+
+        teacher = Recording(f"{served.url}/v1", served.keys["synth"], "ragtune-base")
         report = synthesize(SynthConfig(tiny_ws, name="url-real", teacher=f"{served.url}/v1", limit=1,
                                         teacher_model="ragtune-base"), searcher=tiny_searcher, progress=False,
                             generator=teacher)
     assert report.teacher == f"{served.url}/v1"
-    assert teacher.last_stats is not None and teacher.last_stats.new_tokens > 0  # the server answered
+    assert streams[-1].stats is not None and streams[-1].stats.new_tokens > 0  # the server answered
     assert report.candidates >= 1  # what came back was parsed into items (or counted as malformed lines)
     assert report.kept + sum(report.filtered.values()) == report.candidates
 

@@ -237,8 +237,9 @@ def test_tuned_model_answers_the_fact_and_stops_at_end_of_turn(tuned, smol_dir: 
         gen.use_adapter(None)
         base_text = "".join(gen.stream(msgs, max_new_tokens=24))
         gen.use_adapter("facts")
-        text = "".join(gen.stream(msgs, max_new_tokens=24))
-        stats = gen.last_stats
+        stream = gen.stream(msgs, max_new_tokens=24)
+        text = "".join(stream)
+        stats = stream.stats
         n_answer = gen.count_tokens(answer)
         assert stats.finish_reason == "stop", (text, stats)
         assert stats.new_tokens <= n_answer + 4, (text, stats)

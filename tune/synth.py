@@ -28,7 +28,6 @@ import random
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 from generate.prompts import neutralize
@@ -169,7 +168,8 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
         pending.append((item, stats))
 
     # 3. round trip (query vectors embedded in batches: one query at a time is ~40x slower on a CPU), examples
-    with _batched_queries(searcher, [item.search_query for item, _ in pending], progress):
+    with searcher.queries_embedded([item.search_query for item, _ in pending], progress=progress,
+                                   desc="synth: embedding queries"):
         bar = tqdm(pending, desc="synth: round trip", unit="item", disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)
         for item, stats in bar:
@@ -271,42 +271,3 @@ def _answer_kind(item: QAItem) -> str:
     if len(spans) == 1 and spans[0].text == item.answer.strip().rstrip(".").strip():
         return spans[0].kind
     return ""
-
-
-class _CachedQueries:
-    """Stands in for the searcher's embedder: vectors of known queries come from a table filled by one batched
-    encode; anything else goes to the real embedder."""
-
-    def __init__(self, base, table: dict) -> None:
-        self._base = base
-        self._table = table
-
-    def encode(self, texts, *args, **kwargs):
-        import numpy as np
-
-        missing = [t for t in texts if t not in self._table]
-        if missing:
-            for t, v in zip(missing, self._base.encode(missing)):
-                self._table[t] = v
-        return np.stack([self._table[t] for t in texts])
-
-    def __getattr__(self, name):
-        return getattr(self._base, name)
-
-
-@contextmanager
-def _batched_queries(searcher, queries: list[str], progress: bool):
-    """Embed all round-trip queries in batches up front and let `searcher` use them. The Searcher takes its
-    embedder as a constructor argument; it is swapped for the duration and restored after."""
-    if not hasattr(searcher, "_embedder") or not queries:
-        yield
-        return
-    base = searcher.embedder
-    unique = list(dict.fromkeys(queries))
-    table = dict(zip(unique, base.encode(unique, progress=progress, desc="synth: embedding queries")))
-    previous = searcher._embedder
-    searcher._embedder = _CachedQueries(base, table)
-    try:
-        yield
-    finally:
-        searcher._embedder = previous
