@@ -19,7 +19,10 @@ def tune_retriever_command(
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A synth dataset folder (train.jsonl, val.jsonl); "
                                            "default WS/datasets/default."),
     parts: str = typer.Option("embedder,reranker", "--parts", help="What to train, comma-separated: embedder, "
-                              "reranker. The fusion weight is always chosen."),
+                              "reranker."),
+    fusion_weight: str = typer.Option("0.5", "--fusion-weight", help="Dense weight of the fusion, 0 (BM25 alone) to "
+                                      "1 (dense alone), or 'auto' to choose it on the synth validation questions "
+                                      "(they favour BM25: see docs/RESULTS.md)."),
     negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
                                   "neither the source chunk nor hold the answer)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per part (default: one "
@@ -53,7 +56,12 @@ def tune_retriever_command(
     from tune.retriever import RetrieverTuneConfig, tune_retriever
 
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
+    try:
+        weight = None if fusion_weight.strip().lower() == "auto" else float(fusion_weight)
+    except ValueError:
+        raise typer.BadParameter(f"a number from 0 to 1 or 'auto', not {fusion_weight!r}", param_hint="--fusion-weight")
     config = RetrieverTuneConfig(workspace=workspace, dataset=dataset, negatives=negatives, max_steps=max_steps,
+                                 fusion_weight=weight,
                                  parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
                                  time_budget_s=time_budget, max_train_questions=questions, rerank_top=rerank_top,
                                  rerank_tokens=rerank_tokens, include_groups=groups, seed=seed).check()
