@@ -1,9 +1,9 @@
-"""The app's admin handlers (Documents, Tune, Evaluate tabs), kept apart from the layout in serve/app.py.
+"""The app's admin handlers (Documents, Tune, Evaluate tabs), kept apart from their layout in serve/app_tabs.py.
 
 Each handler checks the user again on the server (`admin_of`): hiding a tab is only the visible half of the rule.
 Admin-only handlers are also marked `admin_only`, so serve/http_guard.py refuses other users' calls of them
-before Gradio reads their inputs (an upload's files among them). `build_app` binds these methods to the Gradio
-events; the signatures (gr.Request, gr.Progress) are what Gradio inspects, so they stay as they are.
+before Gradio reads their inputs (an upload's files among them). The tab builders bind these methods to the
+Gradio events; the signatures (gr.Request, gr.Progress) are what Gradio inspects, so they stay as they are.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def test_an_empty_workspace_starts_and_says_what_to_do(api, tmp_path: Path) -> N
         assert resp.status_code == 400 and "no documents are indexed yet" in resp.json()["error"]["message"]
         local = gr.Request(username=None)  # single-user mode: the local admin
         handlers = service.demo.ragtune_handlers
-        notice = handlers["on_load"](local)[1]
+        notice = next(v for c, v in handlers["on_load"](local).items() if c.elem_id == "notice")
         assert notice["visible"] and "Upload documents" in notice["value"]
         assert service.docs.docs_dir == tmp_path / "empty" / "docs" and service.docs.docs_dir.is_dir()
         for mode, says in (("rag", "no documents are indexed yet"), ("tuned", "needs a tuned adapter")):
