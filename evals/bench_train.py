@@ -26,114 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import re
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from evals.bench_train_data import corpus_examples, model_folder
 from ingest.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data" / "corpus"
-
-# SmolLM2-135M-Instruct's architecture, for --random-weights when no cached model folder exists
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                    num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
-                    rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
-                    eos_token_id=2, pad_token_id=2, hidden_act="silu")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-# ---- data ------------------------------------------------------------------------------------------------------
-
-def corpus_examples(tokenizer, n: int, seed: int = 0, lo: int = 400, hi: int = 700) -> list[dict]:
-    """RAFT-like examples from the sample corpus's unrestricted documents, each ~lo..hi tokens long."""
-    from ingest import find_documents, read_document
-    from ingest.chunking import ChunkConfig, Chunker
-    from generate.prompts import SYSTEM_WITH_CONTEXT, answer_with_citation, build_messages, cloze_question
-
-    chunker = Chunker(tokenizer, ChunkConfig(chunk_tokens=160, overlap_tokens=0))
-    chunks = []
-    for src in find_documents(CORPUS):
-        try:
-            doc = read_document(src)
-        except Exception:  # noqa: BLE001 - a bad sample file just contributes nothing
-            continue
-        if doc.groups:
-            continue  # restricted documents never go into training data
-        chunks += [c for c in chunker.chunk(doc) if len(c.text) > 200]
-    rng = random.Random(seed)
-
-    class Src:
-        def __init__(self, n, c):
-            self.n, self.doc, self.section, self.text = n, c.doc, c.section, c.text
-
-    out = []
-    while len(out) < n:
-        oracle = rng.choice(chunks)
-        sentences = [s for s in re.split(r"(?<=[.!?])\s+", oracle.text) if 8 <= len(s.split()) <= 40]
-        if not sentences:
-            continue
-        words = rng.choice(sentences).split()
-        cut = rng.randint(len(words) // 3, 2 * len(words) // 3)
-        question = cloze_question(" ".join(words[:cut]))
-        target = rng.randint(lo, hi)
-        picked = [oracle]
-        while True:
-            d = rng.choice(chunks)
-            if d in picked:
-                continue
-            trial = picked + [d]
-            rng.shuffle(trial)
-            srcs = [Src(i + 1, c) for i, c in enumerate(trial)]
-            msgs = build_messages(question, srcs)
-            if len(tokenizer.apply_chat_template(msgs, tokenize=True)["input_ids"]) > target - 16:
-                break
-            picked = trial
-        srcs = [Src(i + 1, c) for i, c in enumerate(picked)]
-        n_oracle = next(s.n for s in srcs if s.text == oracle.text)
-        msgs = build_messages(question, srcs)
-        answer = answer_with_citation(" ".join(words[cut:cut + 10]), n_oracle)
-        msgs.append({"role": "assistant", "content": answer})
-        assert msgs[0]["content"] == SYSTEM_WITH_CONTEXT
-        out.append({"messages": msgs, "kind": "raft", "style": "cloze", "doc": oracle.doc, "chunk_id": oracle.id,
-                    "question": question, "answer": answer})
-    return out
-
-
-# ---- model -----------------------------------------------------------------------------------------------------
-
-def model_folder(random_weights: bool, work: Path, cache_dir: Path | None, assets: Path | None = None) -> Path:
-    """A model folder for both paths: the cached default model, or random weights of its architecture (config
-    and tokenizer from `assets`, else the cached model, else the packaged GGUF)."""
-    from generate.models import ModelConfig, resolve_model_dir
-
-    if not random_weights:
-        return Path(resolve_model_dir(ModelConfig(cache_dir=cache_dir)))
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    cached = (cache_dir or Path.home() / ".cache" / "ragtune" / "models") / "SmolLM2-135M-Instruct-Q4_1-dequantized-v1"
-    if assets is not None:
-        if not (assets / "config.json").is_file():
-            sys.exit(f"--assets {assets}: no config.json there (make it with evals.bench_generate --assets)")
-        cached = assets
-    if (cached / "config.json").is_file():
-        config = LlamaConfig.from_pretrained(cached)
-        tokenizer = AutoTokenizer.from_pretrained(cached)
-    else:
-        from generate.models import DEFAULT_GGUF, default_package_dir
-
-        config = LlamaConfig(**SMOLLM2_135M)
-        tokenizer = AutoTokenizer.from_pretrained(default_package_dir(), gguf_file=DEFAULT_GGUF)
-    torch.manual_seed(0)
-    folder = work / "random-smollm2-135m"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 # ---- the plain loop ----------------------------------------------------------------------------------------------
@@ -292,7 +194,7 @@ def ragtune_path(folder: Path, records: list[dict], val: list[dict], device: str
             "batch_tokens": hp["batch_tokens"], "micro_batch_tokens": hp["micro_batch_tokens"]}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--random-weights", action="store_true", help="the default architecture with random weights")
@@ -310,7 +212,56 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile", type=int, default=0, metavar="N", help="ragtune's path alone, with torch.profiler "
                    "over N steps after the warm-up: top operators, wall time vs GPU kernel time, launches per step")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
-    a = p.parse_args(argv)
+    return p
+
+
+def _examples(a, tok, steps: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation) records: a synth dataset's (--dataset) or RAFT-like ones built from the corpus."""
+    if a.dataset:
+        from tune.data import read_jsonl, resolve_dataset
+
+        files = resolve_dataset(a.dataset)
+        records = read_jsonl(files.train)
+        val = read_jsonl(files.val)[:16] if files.val else records[-16:]
+    else:
+        budget = a.batch_tokens or (16384 if a.device == "cuda" else 8192)
+        n = a.examples or max(8 * (steps + 1), int((steps + 2) * budget / 450))
+        t0 = time.perf_counter()
+        records = corpus_examples(tok, n + 12)
+        records, val = records[:n], records[n:]
+        print(f"built {len(records)} + {len(val)} RAFT-like examples in {time.perf_counter() - t0:.1f}s",
+              file=sys.stderr)
+    return records, val
+
+
+def _report(a, torch, records, lens, steps: int, results: dict, load: tuple[float, float]) -> dict:
+    """Print the Markdown table and return the JSON record."""
+    load0, load1 = load
+    dev = torch.cuda.get_device_name(0) if a.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\ntraining throughput, {'random' if a.random_weights else 'real'} SmolLM2-135M weights, {dev}, "
+          f"{len(records)} examples of {min(lens)}-{max(lens)} tokens (mean {sum(lens) / len(lens):.0f}), "
+          f"{'ragtune only' if a.skip_plain else 'sequential' if a.sequential else 'steps interleaved'}, load average {load0:.1f} -> {load1:.1f}")
+    print("| path | precision | batches | timed steps | non-padding tokens/s | padding share | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    base = results.get("plain", {}).get("tokens_per_s")
+    if "plain" in results:
+        r = results["plain"]
+        print(f"| plain transformers + peft loop | fp32 | 8 examples padded to the longest | {r['timed_steps']} | "
+              f"{r['tokens_per_s']:.0f} | {r['padding_share']:.1%} | 1.00x |")
+    r = results["ragtune"]
+    speed = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
+    print(f"| ragtune tune (Trainer) | {r['precision']} | {r['batching']}, {r['batch_tokens']} tokens/step "
+          f"(micro-batches of {r['micro_batch_tokens']}) | {r['timed_steps']} | {r['tokens_per_s']:.0f} | "
+          f"{r['padding_share']:.1%} | {speed} |")
+    out = {"device": dev, "random_weights": a.random_weights, "steps": steps, "examples": len(records),
+           "load": [load0, load1], **results}
+    if base:
+        out["speedup"] = r["tokens_per_s"] / base
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = _parser().parse_args(argv)
     if a.profile:
         a.skip_plain = True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -326,20 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         folder = model_folder(a.random_weights, work, a.cache_dir, a.assets)
         tok = AutoTokenizer.from_pretrained(folder)
-        if a.dataset:
-            from tune.data import read_jsonl, resolve_dataset
-
-            files = resolve_dataset(a.dataset)
-            records = read_jsonl(files.train)
-            val = read_jsonl(files.val)[:16] if files.val else records[-16:]
-        else:
-            budget = a.batch_tokens or (16384 if a.device == "cuda" else 8192)
-            n = a.examples or max(8 * (steps + 1), int((steps + 2) * budget / 450))
-            t0 = time.perf_counter()
-            records = corpus_examples(tok, n + 12)
-            records, val = records[:n], records[n:]
-            print(f"built {len(records)} + {len(val)} RAFT-like examples in {time.perf_counter() - t0:.1f}s",
-                  file=sys.stderr)
+        records, val = _examples(a, tok, steps)
         lens = [len(tok.apply_chat_template(r["messages"], tokenize=True)["input_ids"]) for r in records]
         load0 = os.getloadavg()[0]
         results = {}
@@ -362,26 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    dev = torch.cuda.get_device_name(0) if a.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"\ntraining throughput, {'random' if a.random_weights else 'real'} SmolLM2-135M weights, {dev}, "
-          f"{len(records)} examples of {min(lens)}-{max(lens)} tokens (mean {sum(lens) / len(lens):.0f}), "
-          f"{'ragtune only' if a.skip_plain else 'sequential' if a.sequential else 'steps interleaved'}, load average {load0:.1f} -> {load1:.1f}")
-    print("| path | precision | batches | timed steps | non-padding tokens/s | padding share | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    base = results.get("plain", {}).get("tokens_per_s")
-    if "plain" in results:
-        r = results["plain"]
-        print(f"| plain transformers + peft loop | fp32 | 8 examples padded to the longest | {r['timed_steps']} | "
-              f"{r['tokens_per_s']:.0f} | {r['padding_share']:.1%} | 1.00x |")
-    r = results["ragtune"]
-    speed = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
-    print(f"| ragtune tune (Trainer) | {r['precision']} | {r['batching']}, {r['batch_tokens']} tokens/step "
-          f"(micro-batches of {r['micro_batch_tokens']}) | {r['timed_steps']} | {r['tokens_per_s']:.0f} | "
-          f"{r['padding_share']:.1%} | {speed} |")
-    out = {"device": dev, "random_weights": a.random_weights, "steps": steps, "examples": len(records),
-           "load": [load0, load1], **results}
-    if base:
-        out["speedup"] = r["tokens_per_s"] / base
+    out = _report(a, torch, records, lens, steps, results, (load0, load1))
     if a.json:
         print(json.dumps(out))
     return out

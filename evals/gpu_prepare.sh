@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from evals.bench_generate import DEFAULT_CACHE
-from evals.bench_train import corpus_examples
+from evals.bench_train_data import corpus_examples
 from generate.models import ModelConfig, resolve_model_dir
 
 kit = Path(".gpu-kit")

@@ -74,44 +74,11 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         reusable = (previous is not None and previous.manifest.settings == config.settings()
                     and previous.manifest.embedder == embedder.fingerprint)
         prev_docs = previous.manifest.docs if previous else {}
-        prev_chunks: dict[str, list[int]] = {}
-        if previous is not None:
-            for row, c in enumerate(previous.chunks):
-                prev_chunks.setdefault(c.doc, []).append(row)
         cached_rows = {c.hash: row for row, c in enumerate(previous.chunks)} if reusable else {}
 
         chunker = Chunker(embedder.tokenizer, config.chunk)
-        docs_meta: dict[str, dict] = {}
-        kept: list[tuple[Chunk, int]] = []  # (chunk, row in the previous vectors)
-        fresh: list[Chunk] = []
-        seen = set()
-        iterator = sources
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(sources, desc="reading", unit="doc")
-        for src in iterator:
-            seen.add(src.path)
-            old = prev_docs.get(src.path)
-            if old and old["sha256"] == src.sha256 and reusable:
-                report.unchanged.append(src.path)
-                docs_meta[src.path] = old
-                kept.extend((previous.chunks[r], r) for r in prev_chunks.get(src.path, []))
-                continue
-            try:
-                doc = read_document(src)
-            except Exception as e:  # one broken file must never stop the import: report it and go on
-                report.failed.append(FailedDocument(src.path, f"{type(e).__name__}: {e}"))
-                if old and reusable:
-                    report.kept_previous.append(src.path)
-                    docs_meta[src.path] = old
-                    kept.extend((previous.chunks[r], r) for r in prev_chunks.get(src.path, []))
-                continue
-            chunks = chunker.chunk(doc)
-            (report.updated if old else report.added).append(src.path)
-            docs_meta[src.path] = {"sha256": doc.sha256, "title": doc.title, "groups": list(doc.groups),
-                                   "chunks": len(chunks), "indexed_at": time.time()}
-            fresh.extend(chunks)
+        docs_meta, kept, fresh = _read_changed(sources, previous, reusable, chunker, report, progress)
+        seen = {src.path for src in sources}
         report.removed = sorted(p for p in prev_docs if p not in seen)
 
         kind = dense.choose_kind(config.dense_kind, len(kept) + len(fresh))
@@ -124,19 +91,7 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
             _write_last_run(workspace, report)
             return report
 
-        to_embed = [c for c in fresh if c.hash not in cached_rows]
-        new_vectors = embedder.encode([c.embed_text for c in to_embed], progress=progress)
-        report.embedded = len(to_embed)
-        new_rows = {c.hash: i for i, c in enumerate(to_embed)}
-
-        rows: list[tuple[Chunk, np.ndarray]] = [(c, previous.vectors[r]) for c, r in kept]
-        for c in fresh:
-            vec = new_vectors[new_rows[c.hash]] if c.hash in new_rows else previous.vectors[cached_rows[c.hash]]
-            rows.append((c, vec))
-        rows.sort(key=lambda cv: (cv[0].doc, cv[0].position))
-        all_chunks = [c for c, _ in rows]
-        vectors = (np.stack([v for _, v in rows]).astype(np.float32) if rows
-                   else np.zeros((0, embedder.dim), dtype=np.float32))
+        all_chunks, vectors = _vectors(kept, fresh, previous, cached_rows, embedder, report, progress)
 
         staging = new_staging_dir(workspace)
         write_chunks(staging, all_chunks)
@@ -153,6 +108,65 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         report.seconds = time.perf_counter() - started
         _write_last_run(workspace, report)
         return report
+
+
+def _read_changed(sources, previous, reusable: bool, chunker: Chunker, report: IndexReport, progress: bool):
+    """Read and chunk the new and changed documents; an unchanged one (or one that fails now but was indexed
+    before) keeps its previous chunks. Returns (docs_meta, kept [(chunk, row in the previous vectors)], fresh
+    chunks); `report` gets the added / updated / unchanged / failed lists."""
+    prev_docs = previous.manifest.docs if previous else {}
+    prev_chunks: dict[str, list[int]] = {}
+    if previous is not None:
+        for row, c in enumerate(previous.chunks):
+            prev_chunks.setdefault(c.doc, []).append(row)
+    docs_meta: dict[str, dict] = {}
+    kept: list[tuple[Chunk, int]] = []
+    fresh: list[Chunk] = []
+    iterator = sources
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(sources, desc="reading", unit="doc")
+    for src in iterator:
+        old = prev_docs.get(src.path)
+        if old and old["sha256"] == src.sha256 and reusable:
+            report.unchanged.append(src.path)
+            docs_meta[src.path] = old
+            kept.extend((previous.chunks[r], r) for r in prev_chunks.get(src.path, []))
+            continue
+        try:
+            doc = read_document(src)
+        except Exception as e:  # one broken file must never stop the import: report it and go on
+            report.failed.append(FailedDocument(src.path, f"{type(e).__name__}: {e}"))
+            if old and reusable:
+                report.kept_previous.append(src.path)
+                docs_meta[src.path] = old
+                kept.extend((previous.chunks[r], r) for r in prev_chunks.get(src.path, []))
+            continue
+        chunks = chunker.chunk(doc)
+        (report.updated if old else report.added).append(src.path)
+        docs_meta[src.path] = {"sha256": doc.sha256, "title": doc.title, "groups": list(doc.groups),
+                               "chunks": len(chunks), "indexed_at": time.time()}
+        fresh.extend(chunks)
+    return docs_meta, kept, fresh
+
+
+def _vectors(kept, fresh, previous, cached_rows: dict, embedder: Embedder, report: IndexReport, progress: bool):
+    """(chunks in document order, their vectors): kept and cached chunks reuse the previous vectors, only chunks
+    whose hash is new are embedded."""
+    to_embed = [c for c in fresh if c.hash not in cached_rows]
+    new_vectors = embedder.encode([c.embed_text for c in to_embed], progress=progress)
+    report.embedded = len(to_embed)
+    new_rows = {c.hash: i for i, c in enumerate(to_embed)}
+    rows: list[tuple[Chunk, np.ndarray]] = [(c, previous.vectors[r]) for c, r in kept]
+    for c in fresh:
+        vec = new_vectors[new_rows[c.hash]] if c.hash in new_rows else previous.vectors[cached_rows[c.hash]]
+        rows.append((c, vec))
+    rows.sort(key=lambda cv: (cv[0].doc, cv[0].position))
+    all_chunks = [c for c, _ in rows]
+    vectors = (np.stack([v for _, v in rows]).astype(np.float32) if rows
+               else np.zeros((0, embedder.dim), dtype=np.float32))
+    return all_chunks, vectors
 
 
 def workspace_index_config(workspace: Path, config: IndexConfig) -> IndexConfig:

@@ -21,18 +21,11 @@ from serve.users import User
 
 def create_server(service: Ragtune):
     """The FastAPI app: API routes first, then the Gradio app mounted at / (it catches every later path)."""
-    import gradio as gr
     from fastapi import FastAPI
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.routing import Mount
 
-    from ingest.types import can_read
-    from serve.app import build_app
-    from serve.docs_admin import DocsError
     from serve.http_guard import HttpGuard
     from serve.openai_api import add_chat_routes
     from serve.throttle import Throttle
-    from serve.viewer import render_html
 
     app = FastAPI(title="ragtune", docs_url=None, redoc_url=None, openapi_url=None)
     gradio_ref: dict[str, Any] = {}
@@ -47,6 +40,19 @@ def create_server(service: Ragtune):
     add_chat_routes(app, list_models=lambda _user: service.model_ids(), open_completion=open_completion,
                     authenticate=caller, default_max_tokens=service.config.max_new_tokens,
                     max_tokens_limit=max(512, service.config.max_new_tokens))
+    _add_ragtune_routes(app, service, caller)
+    gradio_ref["app"] = _mount_app(app, service)
+    app.add_middleware(HttpGuard, service=service, gradio=lambda: gradio_ref.get("app"), throttle=throttle)
+    return app
+
+
+def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
+    """The document viewer, the evaluation reports and the health check; `caller(request)` finds the user."""
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+
+    from ingest.types import can_read
+    from serve.docs_admin import DocsError
+    from serve.viewer import render_html
 
     @app.get("/ragtune/doc/{rel:path}", response_model=None)
     async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
@@ -109,6 +115,14 @@ def create_server(service: Ragtune):
         return JSONResponse({"ok": True, "index": service.has_index(), "waiting": g.waiting, "active": g.active,
                              "served": g.served, "refused": g.refused})
 
+
+def _mount_app(app, service: Ragtune):
+    """Mount the Gradio app at / (with its login when there is a users file); returns its ASGI app."""
+    import gradio as gr
+    from starlette.routing import Mount
+
+    from serve.app import build_app
+
     demo = build_app(service)
     service.demo = demo  # tests call its handlers directly (demo.ragtune_handlers)
     demo.queue(default_concurrency_limit=service.config.ui_concurrency, max_size=service.config.queue_size)
@@ -123,11 +137,8 @@ def create_server(service: Ragtune):
                         auth_message="ragtune: log in with the name and password from `ragtune users add`.",
                         max_file_size=service.config.max_upload_mb * 2 ** 20, show_error=True,
                         theme=gr.themes.Soft(), css=APP_CSS)
-    for route in app.routes:
-        if isinstance(route, Mount) and route.path in ("", "/"):
-            gradio_ref["app"] = route.app
-    app.add_middleware(HttpGuard, service=service, gradio=lambda: gradio_ref.get("app"), throttle=throttle)
-    return app
+    mounted = [r.app for r in app.routes if isinstance(r, Mount) and r.path in ("", "/")]
+    return mounted[-1] if mounted else None
 
 
 def _caller(service: Ragtune, gradio_app, throttle):

@@ -148,15 +148,7 @@ def make_question(sentence: str, span: Span, topic: str = "", known_names: Itera
     if noun_after:
         wh_in_situ = f"what {noun_after}"
         post = post[len(noun_after):].strip()
-    # the clause the span belongs to ends at a semicolon, bracket, dash or a coordinated new clause, and (when the
-    # wh-phrase is fronted) at any comma; in place, at a comma only before a new clause or an apposition
-    clause = r"[;(]|:\s|\s[-–—]\s|(?:^|\s)and (?:will|is|are|was|were|must|can|should|may|has|have|the|it|they|" \
-             r"its|their|then)\b|,\s*(?:which|who|whom|where|when|following|and|but|so|as|while|although|because|" \
-             r"including|for example|e\.g\.|such as|unless|if|then|[A-Z])"
-    cut_fronted = re.search(clause + r"|,", post)
-    cut_in_situ = re.search(clause, post)
-    post_in_situ = post[:cut_in_situ.start()].strip() if cut_in_situ else post
-    post = post[:cut_fronted.start()].strip() if cut_fronted else post
+    post, post_in_situ = _clause_of_span(post)
     # the preposition (and quantifier modifiers) right before the span
     tail = " ".join(pre_words[-3:]).lower()
     modifier = next((m for m in _MODIFIERS if tail.endswith(m) and len(pre_words) >= len(m.split())), "")
@@ -181,48 +173,8 @@ def make_question(sentence: str, span: Span, topic: str = "", known_names: Itera
         rule = "subject"
     # 2. auxiliary inversion: SUBJECT AUX ... SPAN ... -> WH AUX SUBJECT ... ...?
     elif not negated and not modifier and not noun_after:
-        aux_i = next((i for i, w in enumerate(core_words) if w.lower() in _AUX), None)
-        if aux_i is not None and 1 <= aux_i <= 12:
-            subject = core_words[:aux_i]
-            middle = core_words[aux_i + 1:]
-            aux = core_words[aux_i].lower()
-            ok_subject = not any(w.endswith((",", ";", ":")) or w.lower() in _CLAUSE or w.lower() in _AUX
-                                 for w in subject) and subject[0].lower() not in _SIMPLE_PREPS
-            ok_middle = not any(w.endswith((",", ";", ":")) or w.lower() in _CLAUSE or w.lower() in _AUX
-                                or w.lower() in ("and", "or", "but") for w in middle)
-            # a stranded preposition reads well only at the end: "How much is the limit set at?"
-            if middle and not prep and not modifier and middle[-1].lower() not in _AUX:
-                ok_middle = False  # "for their first 90 days": the span is inside a noun phrase
-            is_place = span.kind == "name" and prep in ("in", "at") and \
-                any(w in _PLACE_WORDS for w in span.text.split())
-            if prep and post and span.kind not in ("time", "date", "duration") and not is_place:
-                ok_middle = False
-            if aux in ("has", "have", "had") and not (middle and _PERFECT.match(middle[0].lower())):
-                ok_subject = False
-            if ok_subject and ok_middle:
-                wh = _wh(span, fronted=True)
-                if span.kind == "time":
-                    lead = "at what time" if prep == "at" else (f"{prep} what time" if prep else "what time")
-                    middle = middle[:-1] if prep else middle
-                elif span.kind == "date":
-                    unit = date_unit(span.text)
-                    if prep == "in" and unit != "date":
-                        lead = f"in what {unit}"
-                    else:
-                        lead = "when" if prep in ("on", "in", "during", "") else f"{prep} what {unit}"
-                    middle = middle[:-1] if prep else middle
-                elif span.kind == "duration" and prep == "for":
-                    lead, middle = "how long", middle[:-1]
-                elif span.kind == "duration" and prep in ("within", "after", "in"):
-                    lead, middle = f"{prep} {wh}", middle[:-1]
-                elif span.kind == "name" and prep in ("in", "at") and \
-                        any(w in _PLACE_WORDS for w in span.text.split()):
-                    lead, middle = "where", middle[:-1]
-                else:
-                    lead = wh  # any other preposition stays where it was: "How much is the limit set at?"
-                subject = _lower_first(subject, known)
-                fronted_q = " ".join([lead, aux, *subject, *middle, post])
-                rule = "inverted"
+        fronted_q = _inverted(span, core_words, prep, post, known)
+        rule = "inverted" if fronted_q is not None else rule
     if fronted_q is not None:
         question = fronted_q
     else:
@@ -237,6 +189,66 @@ def make_question(sentence: str, span: Span, topic: str = "", known_names: Itera
     if _PRONOUN_START.match(sentence) and topic:
         question = f"{topic}: {question}"
     return question, rule
+
+
+def _clause_of_span(post: str) -> tuple[str, str]:
+    """The words after the span up to the end of its clause: (when the wh-phrase is fronted, in place). The clause
+    ends at a semicolon, bracket, dash or a coordinated new clause, and (fronted) at any comma; in place, at a
+    comma only before a new clause or an apposition."""
+    clause = r"[;(]|:\s|\s[-–—]\s|(?:^|\s)and (?:will|is|are|was|were|must|can|should|may|has|have|the|it|they|" \
+             r"its|their|then)\b|,\s*(?:which|who|whom|where|when|following|and|but|so|as|while|although|because|" \
+             r"including|for example|e\.g\.|such as|unless|if|then|[A-Z])"
+    cut_fronted = re.search(clause + r"|,", post)
+    cut_in_situ = re.search(clause, post)
+    in_situ = post[:cut_in_situ.start()].strip() if cut_in_situ else post
+    return (post[:cut_fronted.start()].strip() if cut_fronted else post), in_situ
+
+
+def _inverted(span: Span, core_words: list[str], prep: str, post: str, known: set[str]) -> str | None:
+    """Auxiliary inversion: SUBJECT AUX ... SPAN ... -> WH AUX SUBJECT ... ...? ('When will the meeting be
+    held?'); None when the words before the span are no plain subject + auxiliary (make_question then asks in
+    place). Called only without a quantifier modifier, a noun after the span or a negation."""
+    aux_i = next((i for i, w in enumerate(core_words) if w.lower() in _AUX), None)
+    if aux_i is None or not 1 <= aux_i <= 12:
+        return None
+    subject = core_words[:aux_i]
+    middle = core_words[aux_i + 1:]
+    aux = core_words[aux_i].lower()
+    ok_subject = not any(w.endswith((",", ";", ":")) or w.lower() in _CLAUSE or w.lower() in _AUX
+                         for w in subject) and subject[0].lower() not in _SIMPLE_PREPS
+    ok_middle = not any(w.endswith((",", ";", ":")) or w.lower() in _CLAUSE or w.lower() in _AUX
+                        or w.lower() in ("and", "or", "but") for w in middle)
+    # a stranded preposition reads well only at the end: "How much is the limit set at?"
+    if middle and not prep and middle[-1].lower() not in _AUX:
+        ok_middle = False  # "for their first 90 days": the span is inside a noun phrase
+    is_place = span.kind == "name" and prep in ("in", "at") and \
+        any(w in _PLACE_WORDS for w in span.text.split())
+    if prep and post and span.kind not in ("time", "date", "duration") and not is_place:
+        ok_middle = False
+    if aux in ("has", "have", "had") and not (middle and _PERFECT.match(middle[0].lower())):
+        ok_subject = False
+    if not (ok_subject and ok_middle):
+        return None
+    wh = _wh(span, fronted=True)
+    if span.kind == "time":
+        lead = "at what time" if prep == "at" else (f"{prep} what time" if prep else "what time")
+        middle = middle[:-1] if prep else middle
+    elif span.kind == "date":
+        unit = date_unit(span.text)
+        if prep == "in" and unit != "date":
+            lead = f"in what {unit}"
+        else:
+            lead = "when" if prep in ("on", "in", "during", "") else f"{prep} what {unit}"
+        middle = middle[:-1] if prep else middle
+    elif span.kind == "duration" and prep == "for":
+        lead, middle = "how long", middle[:-1]
+    elif span.kind == "duration" and prep in ("within", "after", "in"):
+        lead, middle = f"{prep} {wh}", middle[:-1]
+    elif is_place:
+        lead, middle = "where", middle[:-1]
+    else:
+        lead = wh  # any other preposition stays where it was: "How much is the limit set at?"
+    return " ".join([lead, aux, *_lower_first(subject, known), *middle, post])
 
 
 def topic_of(chunk) -> str:
