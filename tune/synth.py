@@ -102,37 +102,12 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
 
         searcher = Searcher(ws)
     gen = searcher.generation  # one generation throughout: the chunks and the searches agree
-    include = frozenset(g.strip().lower() for g in config.include_groups if g.strip())
-    warnings: list[str] = []
-    if include:
-        warnings.append(restricted_warning(include))
-
-    def allowed(chunk) -> bool:
-        return not chunk.groups or bool(set(chunk.groups) & include)
-
-    def search_groups(chunk) -> frozenset[str]:
-        return frozenset(chunk.groups) & include
-
-    pool = [c for c in gen.chunks if allowed(c)]
-    restricted_excluded = sum(1 for c in gen.chunks if not allowed(c))
-    pool.sort(key=lambda c: (c.doc, c.position))
-    if config.limit is not None and config.limit < len(pool):
-        pool = sorted(random.Random(config.seed).sample(pool, config.limit), key=lambda c: (c.doc, c.position))
-    if not pool:
-        raise ValueError("the index has no chunks this dataset may use"
-                         + (" (all are restricted; see --include-groups)" if restricted_excluded else ""))
-
-    frequent = _DocFreq(gen.chunks, config.max_span_df)
-    teacher = make_teacher(config, frequent, generator)
+    access = _Access(frozenset(g.strip().lower() for g in config.include_groups if g.strip()))
+    warnings: list[str] = [restricted_warning(access.include)] if access.include else []
+    pool, restricted_excluded = _pool(gen.chunks, config, access)
+    teacher = make_teacher(config, _DocFreq(gen.chunks, config.max_span_df), generator)
     teacher_name = teacher.name if config.teacher != "local" else f"local:{config.teacher_model or 'default'}"
-    dedup = Deduper(config.dedup_jaccard)
-    total = FilterStats()
-    per_style: dict[str, FilterStats] = {}
-    per_rule: dict[str, FilterStats] = {}
-    per_kind: dict[str, FilterStats] = {}
-    search_k = max(config.round_trip_k, config.distractors + 8)
-    examples: list[dict] = []
-    kept_items: Counter = Counter()
+    tally = _Tally()
     view_text = {}  # chunk id -> the text as the model sees it in a prompt
 
     def seen_text(chunk) -> str:
@@ -140,9 +115,90 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
             view_text[chunk.id] = neutralize(chunk.text)[0]
         return view_text[chunk.id]
 
+    pending = _cheap_filters(_propose(pool, teacher, progress), config, seen_text, tally)
+    examples, kept_items = _round_trip(pending, searcher, config, access, pool, seen_text, progress)
+    examples, train, val, val_docs, docs = _split(examples, config, pool, seen_text, warnings)
+    card = {
+        "name": config.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "teacher": teacher_name,
+        "counts": _counts(train, val, examples, tally, pool, docs, val_docs),
+        "filtered": dict(tally.total.removed),
+        "filter_stats": tally.to_json(),
+        "filters": {"order": list(FILTERS), "round_trip_k": config.round_trip_k, "round_trip_mode": "hybrid",
+                    "dedup_jaccard": config.dedup_jaccard,
+                    "answer_length": [config.min_answer_chars, config.max_answer_chars, config.max_answer_words]},
+        "restricted": {"included_groups": sorted(access.include), "restricted_chunks_excluded": restricted_excluded,
+                       "note": "chunks with access groups are left out unless their groups are named with "
+                               "--include-groups: a tuned model cannot enforce access rules"},
+        "no_oracle_target": config.no_oracle_target,
+        "recipe": config.recipe,
+        "validation": FACTS_VALIDATION if config.recipe == "facts" else "held-out documents (unseen by training)",
+        "config": config.to_json(),
+        "source_index": {"generation": gen.path.name, "n_chunks": len(gen.chunks),
+                         "embedder": gen.manifest.embedder, "docs_dir": gen.manifest.docs_dir},
+        "warnings": warnings,
+    }
+    out, content_hash = write_dataset(ws, config.name, train, val, card)
+    return SynthReport(
+        dataset=out, train=len(train), val=len(val), filtered=dict(tally.total.removed),
+        candidates=tally.total.candidates, kept=tally.total.kept, by_kind=card["counts"]["by_kind"],
+        by_style=dict(kept_items), stats=card["filter_stats"], teacher=teacher_name, chunks_used=len(pool),
+        restricted_excluded=restricted_excluded, val_docs=sorted(val_docs), content_hash=content_hash,
+        seconds=round(time.perf_counter() - t0, 2), warnings=warnings)
+
+
+class _Access:
+    """Which chunks a dataset may use: unrestricted ones, and restricted ones of the groups named (--include-groups);
+    its searches see those groups only."""
+
+    def __init__(self, include: frozenset[str]) -> None:
+        self.include = include
+
+    def allowed(self, chunk) -> bool:
+        return not chunk.groups or bool(set(chunk.groups) & self.include)
+
+    def groups(self, chunk) -> frozenset[str]:
+        return frozenset(chunk.groups) & self.include
+
+
+class _Tally:
+    """FilterStats in total and per item style, question rule and span kind."""
+
+    def __init__(self) -> None:
+        self.total = FilterStats()
+        self.per_style: dict[str, FilterStats] = {}
+        self.per_rule: dict[str, FilterStats] = {}
+        self.per_kind: dict[str, FilterStats] = {}
+
+    def of(self, item: QAItem) -> list[FilterStats]:
+        return [self.total, self.per_style.setdefault(item.style, FilterStats()),
+                self.per_rule.setdefault(item.rule, FilterStats()), self.per_kind.setdefault(item.kind, FilterStats())]
+
+    def to_json(self) -> dict:
+        return {"total": self.total.to_json(),
+                "by_style": {k: v.to_json() for k, v in sorted(self.per_style.items())},
+                "by_rule": {k: v.to_json() for k, v in sorted(self.per_rule.items())},
+                "by_span_kind": {k: v.to_json() for k, v in sorted(self.per_kind.items())}}
+
+
+def _pool(chunks, config: SynthConfig, access: _Access) -> tuple[list, int]:
+    """(the chunks items are made from, in document order (a seeded sample with --limit), restricted ones left out)."""
+    pool = [c for c in chunks if access.allowed(c)]
+    restricted_excluded = sum(1 for c in chunks if not access.allowed(c))
+    pool.sort(key=lambda c: (c.doc, c.position))
+    if config.limit is not None and config.limit < len(pool):
+        pool = sorted(random.Random(config.seed).sample(pool, config.limit), key=lambda c: (c.doc, c.position))
+    if not pool:
+        raise ValueError("the index has no chunks this dataset may use"
+                         + (" (all are restricted; see --include-groups)" if restricted_excluded else ""))
+    return pool, restricted_excluded
+
+
+def _propose(pool, teacher, progress: bool) -> list[QAItem]:
+    """The teacher's items for every chunk (the slow part with a model teacher)."""
     from tqdm import tqdm
 
-    # 1. propose items (the slow part with a model teacher)
     proposed: list[QAItem] = []
     bar = tqdm(pool, desc="synth: questions", unit="chunk", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
@@ -151,12 +207,15 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
         if progress:
             bar.set_postfix(items=len(proposed), refresh=False)
     bar.close()
+    return proposed
 
-    # 2. the cheap filters, in order
+
+def _cheap_filters(proposed: list[QAItem], config: SynthConfig, seen_text, tally: _Tally):
+    """The filters before the round trip, in order: [(item, its FilterStats)] of the items that passed them."""
+    dedup = Deduper(config.dedup_jaccard)
     pending: list[tuple[QAItem, list[FilterStats]]] = []
     for item in proposed:
-        stats = [total, per_style.setdefault(item.style, FilterStats()),
-                 per_rule.setdefault(item.rule, FilterStats()), per_kind.setdefault(item.kind, FilterStats())]
+        stats = tally.of(item)
         for s in stats:
             s.candidates += 1
         reason = _cheap_check(item, config, dedup, seen_text)
@@ -166,14 +225,24 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
             continue
         dedup.add(item.question, item.chunk.id)
         pending.append((item, stats))
+    return pending
 
-    # 3. round trip (query vectors embedded in batches: one query at a time is ~40x slower on a CPU), examples
+
+def _round_trip(pending, searcher, config: SynthConfig, access: _Access, pool, seen_text, progress: bool):
+    """Keep the items whose question finds its chunk in the top round_trip_k and make their chat examples;
+    returns (examples, kept items per style). Query vectors are embedded in batches up front: one query at a
+    time is ~40x slower on a CPU."""
+    from tqdm import tqdm
+
+    search_k = max(config.round_trip_k, config.distractors + 8)
+    examples: list[dict] = []
+    kept_items: Counter = Counter()
     with searcher.queries_embedded([item.search_query for item, _ in pending], progress=progress,
                                    desc="synth: embedding queries"):
         bar = tqdm(pending, desc="synth: round trip", unit="item", disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)
         for item, stats in bar:
-            hits = searcher.search(item.search_query, k=search_k, mode="hybrid", groups=search_groups(item.chunk))
+            hits = searcher.search(item.search_query, k=search_k, mode="hybrid", groups=access.groups(item.chunk))
             if round_trip_rank(hits[: config.round_trip_k], item.chunk.id) is None:
                 for s in stats:
                     s.remove("round_trip")
@@ -181,9 +250,14 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
             for s in stats:
                 s.kept += 1
             kept_items[item.style] += 1
-            examples.extend(raft_examples(item, hits, config, allowed, search_groups(item.chunk), pool, seen_text))
+            examples.extend(raft_examples(item, hits, config, access.allowed, access.groups(item.chunk), pool,
+                                          seen_text))
         bar.close()
+    return examples, kept_items
 
+
+def _split(examples: list[dict], config: SynthConfig, pool, seen_text, warnings: list[str]):
+    """(the recipe's examples, train, val, validation documents, all documents), shuffled with the seed."""
     if config.recipe == "facts":
         examples = [e for e in examples if e["kind"] == "closed_book" and e["style"] in config.facts_styles]
     docs = sorted({e["doc"] for e in examples})
@@ -200,45 +274,17 @@ def synthesize(config: SynthConfig, searcher=None, progress: bool = True, genera
     random.Random(config.seed + 2).shuffle(val)
     if not train:
         warnings.append("no training examples survived the filters")
+    return examples, train, val, val_docs, docs
 
-    by_kind = dict(Counter(e["kind"] for e in train + val))
-    card = {
-        "name": config.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "teacher": teacher_name,
-        "counts": {"train": len(train), "val": len(val), "by_kind": by_kind,
-                   "by_style": dict(Counter(e["style"] for e in examples)),
-                   "by_question_kind": dict(Counter(e.get("question_kind", e["kind"]) for e in train + val)),
-                   "by_split_kind": {"train": dict(Counter(e["kind"] for e in train)),
-                                     "val": dict(Counter(e["kind"] for e in val))},
-                   "items_kept": total.kept, "items_candidates": total.candidates,
-                   "chunks_used": len(pool), "documents": len(docs), "val_documents": sorted(val_docs)},
-        "filtered": dict(total.removed),
-        "filter_stats": {"total": total.to_json(),
-                         "by_style": {k: v.to_json() for k, v in sorted(per_style.items())},
-                         "by_rule": {k: v.to_json() for k, v in sorted(per_rule.items())},
-                         "by_span_kind": {k: v.to_json() for k, v in sorted(per_kind.items())}},
-        "filters": {"order": list(FILTERS), "round_trip_k": config.round_trip_k, "round_trip_mode": "hybrid",
-                    "dedup_jaccard": config.dedup_jaccard,
-                    "answer_length": [config.min_answer_chars, config.max_answer_chars, config.max_answer_words]},
-        "restricted": {"included_groups": sorted(include), "restricted_chunks_excluded": restricted_excluded,
-                       "note": "chunks with access groups are left out unless their groups are named with "
-                               "--include-groups: a tuned model cannot enforce access rules"},
-        "no_oracle_target": config.no_oracle_target,
-        "recipe": config.recipe,
-        "validation": FACTS_VALIDATION if config.recipe == "facts" else "held-out documents (unseen by training)",
-        "config": config.to_json(),
-        "source_index": {"generation": gen.path.name, "n_chunks": len(gen.chunks),
-                         "embedder": gen.manifest.embedder, "docs_dir": gen.manifest.docs_dir},
-        "warnings": warnings,
-    }
-    out, content_hash = write_dataset(ws, config.name, train, val, card)
-    return SynthReport(
-        dataset=out, train=len(train), val=len(val), filtered=dict(total.removed), candidates=total.candidates,
-        kept=total.kept, by_kind=by_kind, by_style=dict(kept_items),
-        stats=card["filter_stats"], teacher=teacher_name, chunks_used=len(pool),
-        restricted_excluded=restricted_excluded, val_docs=sorted(val_docs), content_hash=content_hash,
-        seconds=round(time.perf_counter() - t0, 2), warnings=warnings)
+
+def _counts(train, val, examples, tally: _Tally, pool, docs, val_docs) -> dict:
+    return {"train": len(train), "val": len(val), "by_kind": dict(Counter(e["kind"] for e in train + val)),
+            "by_style": dict(Counter(e["style"] for e in examples)),
+            "by_question_kind": dict(Counter(e.get("question_kind", e["kind"]) for e in train + val)),
+            "by_split_kind": {"train": dict(Counter(e["kind"] for e in train)),
+                              "val": dict(Counter(e["kind"] for e in val))},
+            "items_kept": tally.total.kept, "items_candidates": tally.total.candidates,
+            "chunks_used": len(pool), "documents": len(docs), "val_documents": sorted(val_docs)}
 
 
 def _cheap_check(item: QAItem, config: SynthConfig, dedup: Deduper, seen_text) -> str | None:
