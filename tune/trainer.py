@@ -1,6 +1,6 @@
 """The parts of `ragtune tune` that talk to torch and transformers' Trainer (tune/train.py is the entry point):
 device and precision checks, the Trainer subclass (token-budget batches, answer-only logits, micro-batches),
-the best-adapter and progress callbacks, the Trainer settings, and the atomic publish of the adapter.
+the Trainer settings (its callbacks are in tune/callbacks.py), and the atomic publish of the adapter.
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -119,89 +117,27 @@ def _mask_logits_supported() -> bool:
 
 
 def make_trainer_class():
-    import contextlib
-
-    import torch
-    import torch.nn.functional as F
+    """transformers' Trainer with an answer-only loss computed on the labelled positions only, micro-batched
+    training steps and a token-weighted validation loss (its methods are the functions below)."""
     from transformers import Trainer
 
-    from tune.data import IGNORE_INDEX, collate, split_micro_batches
+    from tune.data import collate
 
     class RagtuneTrainer(Trainer):
         """Trainer with an answer-only loss computed on the labelled positions only, and a token-weighted
         validation loss (sum of token losses / answer tokens, over all processes)."""
 
         tokens_seen = 0  # real (non-padding) training tokens of this process
-
-        def _loss_sum(self, model, inputs) -> tuple[Any, int]:
-            labels = inputs["labels"]
-            keep = torch.zeros_like(labels, dtype=torch.bool)
-            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
-            targets = labels[:, 1:][keep[:, :-1]]
-            kwargs = {"input_ids": inputs["input_ids"], "use_cache": False}
-            if "position_ids" in inputs:
-                kwargs["position_ids"] = inputs["position_ids"]
-            if _mask_logits_supported():
-                # (n_targets, vocab): the boolean mask flattens, row by row
-                logits = model(**kwargs, logits_to_keep=keep).logits
-            else:
-                # older transformers keep one set of positions for every row: the union of the rows' answer
-                # positions, then the same row-by-row flattening
-                cols = keep.any(0).nonzero().squeeze(1)
-                logits = model(**kwargs, logits_to_keep=cols).logits[keep[:, cols]]
-            loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-            return loss_sum, int(targets.numel())
-
         micro_tokens = 0  # most padded tokens per forward/backward (0 = the whole batch at once)
         align = 1
+        _loss_sum = _answer_loss_sum
+        training_step = _training_step
+        eval_loss = _eval_loss
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss_sum, n = self._loss_sum(model, inputs)
             loss = loss_sum / max(n, 1)
             return (loss, None) if return_outputs else loss
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            """One optimizer step's batch, run as micro-batches (memory) whose gradients add up to the gradient
-            of the batch's mean answer-token loss; DDP synchronises on the last one only."""
-            model.train()
-            if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
-                self.optimizer.train()
-            inputs = self._prepare_inputs(inputs)
-            self.tokens_seen += int(inputs["num_tokens"])  # host-side ints from `collate`: no GPU sync
-            n_total = max(1, int(inputs["target_tokens"]))
-            parts = split_micro_batches(inputs, self.micro_tokens, self.align)
-            total = torch.zeros((), dtype=torch.float32, device=inputs["input_ids"].device)
-            for j, part in enumerate(parts):
-                last = j == len(parts) - 1
-                sync = contextlib.nullcontext() if last or self.accelerator.num_processes == 1 \
-                    else self.accelerator.no_sync(model)
-                with sync:
-                    with self.compute_loss_context_manager():
-                        loss_sum, _ = self._loss_sum(model, part)
-                        loss = loss_sum / n_total
-                    self.accelerator.backward(loss)
-                total += loss.detach().float()
-            return total
-
-        def eval_loss(self) -> float:
-            """Token-weighted loss over the validation batches; each process takes every world_size-th batch."""
-            ds = self.eval_dataset
-            model = self.model
-            was_training = model.training
-            model.eval()
-            total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-            try:
-                with torch.no_grad():
-                    for i in range(self.args.process_index, len(ds), self.args.world_size):
-                        inputs = self._prepare_inputs(ds[i])
-                        with self.accelerator.autocast():
-                            s, n = self._loss_sum(model, inputs)
-                        total[0] += float(s)
-                        total[1] += n
-            finally:
-                model.train(was_training)
-            all_reduce_if_distributed(total, self.args.world_size)
-            return float(total[0] / total[1].clamp_min(1))
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             metrics = {f"{metric_key_prefix}_loss": self.eval_loss()}
@@ -211,6 +147,86 @@ def make_trainer_class():
 
     RagtuneTrainer.collate = staticmethod(collate)
     return RagtuneTrainer
+
+
+def _answer_loss_sum(self, model, inputs) -> tuple[Any, int]:
+    """RagtuneTrainer._loss_sum: (summed cross-entropy over the answer tokens, their number)."""
+    import torch
+    import torch.nn.functional as F
+
+    from tune.data import IGNORE_INDEX
+
+    labels = inputs["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
+    targets = labels[:, 1:][keep[:, :-1]]
+    kwargs = {"input_ids": inputs["input_ids"], "use_cache": False}
+    if "position_ids" in inputs:
+        kwargs["position_ids"] = inputs["position_ids"]
+    if _mask_logits_supported():
+        # (n_targets, vocab): the boolean mask flattens, row by row
+        logits = model(**kwargs, logits_to_keep=keep).logits
+    else:
+        # older transformers keep one set of positions for every row: the union of the rows' answer
+        # positions, then the same row-by-row flattening
+        cols = keep.any(0).nonzero().squeeze(1)
+        logits = model(**kwargs, logits_to_keep=cols).logits[keep[:, cols]]
+    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss_sum, int(targets.numel())
+
+
+def _training_step(self, model, inputs, num_items_in_batch=None):
+    """RagtuneTrainer.training_step: one optimizer step's batch, run as micro-batches (memory) whose gradients add
+    up to the gradient of the batch's mean answer-token loss; DDP synchronises on the last one only."""
+    import contextlib
+
+    import torch
+
+    from tune.data import split_micro_batches
+
+    model.train()
+    if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+        self.optimizer.train()
+    inputs = self._prepare_inputs(inputs)
+    self.tokens_seen += int(inputs["num_tokens"])  # host-side ints from `collate`: no GPU sync
+    n_total = max(1, int(inputs["target_tokens"]))
+    parts = split_micro_batches(inputs, self.micro_tokens, self.align)
+    total = torch.zeros((), dtype=torch.float32, device=inputs["input_ids"].device)
+    for j, part in enumerate(parts):
+        last = j == len(parts) - 1
+        sync = contextlib.nullcontext() if last or self.accelerator.num_processes == 1 \
+            else self.accelerator.no_sync(model)
+        with sync:
+            with self.compute_loss_context_manager():
+                loss_sum, _ = self._loss_sum(model, part)
+                loss = loss_sum / n_total
+            self.accelerator.backward(loss)
+        total += loss.detach().float()
+    return total
+
+
+def _eval_loss(self) -> float:
+    """RagtuneTrainer.eval_loss: token-weighted loss over the validation batches; each process takes every
+    world_size-th batch."""
+    import torch
+
+    ds = self.eval_dataset
+    model = self.model
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+    try:
+        with torch.no_grad():
+            for i in range(self.args.process_index, len(ds), self.args.world_size):
+                inputs = self._prepare_inputs(ds[i])
+                with self.accelerator.autocast():
+                    s, n = self._loss_sum(model, inputs)
+                total[0] += float(s)
+                total[1] += n
+    finally:
+        model.train(was_training)
+    all_reduce_if_distributed(total, self.args.world_size)
+    return float(total[0] / total[1].clamp_min(1))
 
 
 def save_best(model: Any, run_dir: Path, best: dict) -> None:
@@ -223,122 +239,6 @@ def save_best(model: Any, run_dir: Path, best: dict) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def make_callbacks(run_dir: Path, trainer_ref: list, progress: bool, best_init: dict | None):
-    from transformers import TrainerCallback
-
-    class BestAdapter(TrainerCallback):
-        """Keeps the adapter with the lowest validation loss in run_dir/best (rank 0 writes)."""
-
-        def __init__(self) -> None:
-            self.best = best_init or None
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            loss = (metrics or {}).get("eval_loss")
-            if loss is None or state.global_step == 0:
-                return
-            if self.best is not None and not loss < self.best["val_loss"]:
-                return
-            self.best = {"val_loss": float(loss), "step": int(state.global_step), "epoch": float(state.epoch or 0)}
-            if state.is_world_process_zero and model is not None:
-                save_best(model, run_dir, self.best)
-
-    class SpeedAndProgress(TrainerCallback):
-        """Times each optimizer step (the first step of the process is warm-up and not counted) and shows a
-        progress bar with the running loss and the last validation loss on stderr (rank 0)."""
-
-        def __init__(self) -> None:
-            self.bar = None
-            self.t0 = 0.0
-            self.tok0 = 0
-            self.steps_here = 0
-            self.timed_s = 0.0
-            self.timed_tokens = 0
-            self.spent_s = 0.0  # every step of this process, the first included
-            self.postfix: dict = {}
-
-        def on_train_begin(self, args, state, control, **kw):
-            if progress and state.is_world_process_zero:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="tune", unit="step",
-                                file=sys.stderr, dynamic_ncols=True)
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-            self.tok0 = trainer_ref[0].tokens_seen
-
-        def on_step_end(self, args, state, control, **kw):
-            dt = time.perf_counter() - self.t0
-            self.steps_here += 1
-            self.spent_s += dt
-            if self.steps_here > 1:
-                self.timed_s += dt
-                self.timed_tokens += trainer_ref[0].tokens_seen - self.tok0
-            if self.bar is not None:
-                if self.timed_s > 0:
-                    self.postfix["tok/s"] = f"{self.timed_tokens * args.world_size / self.timed_s:.0f}"
-                self.bar.set_postfix(self.postfix, refresh=False)
-                self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            if "loss" in logs:
-                self.postfix["loss"] = f"{logs['loss']:.3f}"
-            if "eval_loss" in logs:
-                self.postfix["val"] = f"{logs['eval_loss']:.3f}"
-            if self.bar is not None:
-                self.bar.set_postfix(self.postfix)
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
-    return BestAdapter(), SpeedAndProgress()
-
-
-def make_time_budget_callback(budget_s: float, trainer_ref: list, speed: Any):
-    """Fits the run into `budget_s` seconds of training steps (validation and saving not counted): after each
-    step past the first (warm-up), the steps still affordable at the mean step time so far cap the run, and
-    when the cap drops the learning-rate schedule is rebuilt for the new step count, so a slow machine still
-    ends with the decayed rate. It only ever shortens a run; every process takes the smallest cap. Step times
-    come from `speed` (the SpeedAndProgress callback), which must come before this one in the callback list."""
-    import torch
-    from transformers import TrainerCallback, get_scheduler
-
-    class TimeBudget(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if speed.steps_here < 2:  # the first step (compilation, allocator warm-up) is not a fair sample
-                return
-            step_s = speed.timed_s / (speed.steps_here - 1)
-            cap = min(state.max_steps, state.global_step + max(0, int((budget_s - speed.spent_s) // step_s)))
-            if args.world_size > 1:  # every process stops at the same step (one small tensor, only here)
-                cap_t = torch.tensor([cap], dtype=torch.int64, device=args.device)
-                all_reduce_if_distributed(cap_t, args.world_size, torch.distributed.ReduceOp.MIN)
-                cap = int(cap_t.item())
-            if cap >= state.max_steps:
-                return
-            trainer = trainer_ref[0]
-            sched = get_scheduler(args.lr_scheduler_type, optimizer=trainer.optimizer,
-                                  num_warmup_steps=args.get_warmup_steps(cap), num_training_steps=cap,
-                                  scheduler_specific_kwargs=args.lr_scheduler_kwargs)
-            for _ in range(state.global_step):
-                sched.step()
-            trainer.lr_scheduler = sched
-            state.max_steps = cap
-            if speed.bar is not None:
-                speed.bar.total = cap
-                speed.bar.refresh()
-            if state.global_step >= cap:  # the Trainer's own end-of-run check ran before this callback
-                control.should_training_stop = True
-                control.should_evaluate = True
-                control.should_save = True
-
-    return TimeBudget()
-
-
-# ---- Trainer settings and output
 
 def training_args(TrainingArguments, run_dir, cfg, total_steps, steps_per_epoch, save_steps, device, precision):
     """Trainer settings: one ready-made batch per step, evaluation every epoch (and at the last step), checkpoints

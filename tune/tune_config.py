@@ -7,6 +7,7 @@ train.py calls (tune/trainer.py, tune/runs.py) read the config without importing
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -117,3 +118,29 @@ class TuneReport:
         d = asdict(self)
         d.pop("card", None)
         return d
+
+
+def adapter_card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, val_stats, batch_tokens: int,
+                 micro_tokens: int) -> dict:
+    """The adapter's card.json: what it was trained from and how (tune/adapters.py writes and renders it)."""
+    return {
+        "name": r.adapter, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": cfg.model, "base_model_dir": str(model_dir),
+        "dataset": r.dataset, "recipe": files.card.get("recipe"), "data_hash": r.data_hash,
+        "data_sha256": files.files_sha256,
+        "counts": {"train": train_stats.kept, "val": val_stats.kept, "too_long_train": train_stats.too_long,
+                   "too_long_val": val_stats.too_long, "train_tokens": train_stats.tokens,
+                   "train_label_tokens": train_stats.label_tokens},
+        "hyperparameters": {"lr": cfg.lr, "rank": cfg.rank, "alpha": cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
+                            "dropout": cfg.dropout, "target_modules": list(cfg.target_modules),
+                            "batch_tokens": batch_tokens, "micro_batch_tokens": micro_tokens, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+                            "time_budget_s": cfg.time_budget_s,
+                            "scheduler": cfg.scheduler, "warmup": cfg.warmup, "weight_decay": cfg.weight_decay,
+                            "max_seq_len": cfg.max_seq_len, "seed": cfg.seed, "batching": r.batching,
+                            "gradient_checkpointing": cfg.gradient_checkpointing, "qlora": cfg.qlora},
+        "val_loss_before": r.val_loss_before, "val_loss_after": r.val_loss_after, "val_losses": r.val_losses,
+        "best_step": r.best_step, "steps": r.steps, "epochs": r.epochs,
+        "train_tokens_per_s": r.train_tokens_per_s, "padding_share": r.padding_share, "wall_s": r.wall_s,
+        "device": r.device, "precision": r.precision, "resumed_from_step": r.resumed_from_step,
+        "init_from": cfg.init_from, "eval": {},
+    }
