@@ -22,10 +22,10 @@ def run_eval_job(service, job: Job) -> None:
     p = job.params
     job.phase, job.fraction = "evaluating", 0.1
     modes = p.get("modes") or ",".join(APP_MODES)
-    if not service.adapters():
+    if not service.settings.adapters():
         modes = ",".join(m for m in modes.split(",") if m not in ADAPTER_MODES) or DEFAULT_MODE
     config = EvalConfig(workspace=service.workspace, modes=modes, limit=p.get("limit") or 5,
-                        adapter=format_adapters(service.default_adapters()) or None,
+                        adapter=format_adapters(service.settings.default_adapters()) or None,
                         max_new_tokens=p.get("max_new_tokens") or 48,
                         command=f"ragtune serve: Evaluate tab (limit {p.get('limit') or 5}, modes {modes})")
     searcher = Searcher(service.workspace, embedder=service.embedders.get().for_job())

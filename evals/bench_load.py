@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"starting a single-user server on workspace {args.workspace} ...\n")
         service, app = build(ServeConfig(workspace=args.workspace, max_new_tokens=args.max_tokens,
                                          max_waiting=args.max_waiting))
-        if not service.has_index():
+        if not service.docs.has_index():
             sys.exit(f"no index in {args.workspace}: run `ragtune index data/corpus --workspace {args.workspace}`")
         url, stop = serve_in_thread(app)
         service.generator.warmup()

@@ -71,13 +71,13 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
 
     def on_load(request: gr.Request) -> dict:
         user = session.user_of(request)
-        if service.single_user:
+        if service.accounts.single_user:
             who = "Single-user mode (no users file): you are the local admin; the server listens on this machine only."
         else:
             who = (f"Signed in as **{user.name}**" + (" (admin)" if user.admin else "") + " · groups: "
                    + (", ".join(sorted(user.groups)) or "none (unrestricted documents only)"))
         notice = ""
-        if not service.has_index():
+        if not service.docs.has_index():
             notice = ("### No documents are indexed yet\n" + (
                 "Upload documents in the **Documents** tab; they are indexed automatically." if user.admin else
                 "Ask an admin to upload documents."))
@@ -85,7 +85,7 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
         md, images = report_view(handlers.latest_report()) if admin else ("", [])
         tune_job = service.jobs.last.get("tune")
         return {page.who: who, page.notice: gr.update(value=notice, visible=bool(notice)),
-                page.chat.adapter: session.adapter_update(), page.chat.mode: gr.update(value=service.default_mode()),
+                page.chat.adapter: session.adapter_update(), page.chat.mode: gr.update(value=service.settings.default_mode()),
                 page.compare.adapter: session.adapter_update(), page.compare.tally: tally(service.workspace),
                 page.docs.admin_group: gr.update(visible=admin), page.docs.table: handlers.doc_rows(user),
                 page.docs.failures: service.docs.failures() if admin else [],

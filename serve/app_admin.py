@@ -42,7 +42,7 @@ class AdminHandlers:
 
     # ---- documents ------------------------------------------------------------------------------------------------
     def doc_rows(self, user: User) -> list[list]:
-        rows = self.service.docs.status_rows(self.service.groups_of(user), user.admin)
+        rows = self.service.docs.status_rows(self.service.accounts.groups_of(user), user.admin)
         for r in rows:
             indexed = r[4] == "indexed" or r[4].startswith(("changed", "FAILED")) and r[3]
             if indexed and self.service.may_open(user, r[0]):  # an admin's list links only what they may read
@@ -144,7 +144,7 @@ class AdminHandlers:
     def adapter_rows(self) -> list[list]:
         from tune.adapters import list_adapter_cards
 
-        current = self.service.default_adapters()
+        current = self.service.settings.default_adapters()
         rows = []
         for a in list_adapter_cards(self.ws):
             c = a["card"]
@@ -167,9 +167,10 @@ class AdminHandlers:
             check_name(name)
         except ValueError as e:
             raise refusal(str(e)) from None
-        if name in self.service.adapters() or name in getattr(self.service.generator, "adapters", []):
+        loaded = self.service.generator.adapters if self.service.generator.supports_adapters else []
+        if name in self.service.settings.adapters() or name in loaded:
             raise refusal(f"An adapter named {name!r} exists already; choose a new name.")
-        if not self.service.has_index():
+        if not self.service.docs.has_index():
             raise refusal("There is no index to make training data from: upload documents first.")
         try:
             job = self.service.jobs.start("tune", {"name": name, "limit": int(limit) if limit else None,
@@ -230,7 +231,7 @@ class AdminHandlers:
         if modes is None:
             raise refusal(f"'for' must be one of {', '.join(USE_FOR)}")
         try:
-            self.service.set_default_adapter(name, modes)
+            self.service.settings.set_default_adapter(name, modes)
         except AnswerError as e:
             raise refusal(str(e)) from None
         return f"The app now uses adapter **{name}** for {' and '.join(modes)} answers.", self.adapter_rows(), \

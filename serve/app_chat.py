@@ -33,7 +33,7 @@ class AppSession:
 
     def user_of(self, request: gr.Request | None) -> User:
         name = getattr(request, "username", None) if request is not None else None
-        user = self.service.user_named(name)
+        user = self.service.accounts.user_named(name)
         if user is None:
             raise refusal("You are not logged in (or your account was removed); reload the page.")
         return user
@@ -47,12 +47,12 @@ class AppSession:
     def adapter_update(self, value: str | None = None, auto: bool = True):
         """Choices for an adapter dropdown. The chat's and compare's lists start with AUTO_ADAPTER (each mode uses
         the app's adapter for it, serve.adapter_choice); the Tune tab's list names adapters only."""
-        names = self.service.adapters()
+        names = self.service.settings.adapters()
         if not names:
             return gr.update(choices=[NO_ADAPTER], value=NO_ADAPTER)
         if auto:
             return gr.update(choices=[AUTO_ADAPTER, *names], value=value if value in names else AUTO_ADAPTER)
-        return gr.update(choices=names, value=value if value in names else self.service.default_adapter())
+        return gr.update(choices=names, value=value if value in names else self.service.settings.default_adapter())
 
 
 def _adapter(value: str | None) -> str | None:
@@ -76,7 +76,7 @@ class ChatHandlers:
         display = display + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield display, "", history, "thinking…"
         try:
-            ticket, stream = self.service.open_answer(user, message, mode, _adapter(adapter), history)
+            ticket, stream = self.service.answers.open_answer(user, message, mode, _adapter(adapter), history)
         except (AnswerError, BusyError, ValueError) as e:
             display[-1]["content"] = f"⚠️ {e}"
             yield display, "", history, ""
@@ -86,7 +86,7 @@ class ChatHandlers:
             if self.service.gate.waiting > 1:
                 display[-1]["content"] = f"… waiting for the model ({self.service.gate.waiting - 1} ahead)"
                 yield display, "", history, "queued"
-            for piece in self.service.run_answer(ticket, stream):
+            for piece in self.service.answers.run_answer(ticket, stream):
                 text += piece
                 display[-1]["content"] = text
                 yield display, "", history, "answering…"
@@ -95,7 +95,7 @@ class ChatHandlers:
             yield display, "", history, ""
             return
         finally:  # the page went away mid-answer (Gradio closes this generator): give the place in line back
-            self.service.abandon(ticket, stream)
+            self.service.answers.abandon(ticket, stream)
         result = stream.result
         if result is None:
             return
@@ -128,7 +128,7 @@ class ChatHandlers:
         answers, timings, used_adapter = {}, {}, {}
         for m in COMPARE_MODES:
             try:
-                ticket, stream = self.service.open_answer(user, question, m, _adapter(adapter), [])
+                ticket, stream = self.service.answers.open_answer(user, question, m, _adapter(adapter), [])
             except (AnswerError, BusyError, ValueError) as e:
                 outs[m], times[m] = f"⚠️ {e}", "not run"
                 answers[m] = f"(not run: {e})"
@@ -136,7 +136,7 @@ class ChatHandlers:
                 continue
             text = ""
             try:
-                for piece in self.service.run_answer(ticket, stream):
+                for piece in self.service.answers.run_answer(ticket, stream):
                     text += piece
                     outs[m] = text
                     yield view()
@@ -146,7 +146,7 @@ class ChatHandlers:
                 yield view()
                 continue
             finally:
-                self.service.abandon(ticket, stream)
+                self.service.answers.abandon(ticket, stream)
             res = stream.result
             if res is None:
                 return

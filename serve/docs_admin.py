@@ -338,6 +338,23 @@ class DocsAdmin:
                 for f in last.get("failed") or []]
 
     # ---- viewer ------------------------------------------------------------------------------------------------
+    def has_index(self) -> bool:
+        from retrieve.store import current_generation_path
+
+        path = current_generation_path(self.workspace)
+        return path is not None and path.is_dir()
+
+    def index_groups(self) -> frozenset[str]:
+        """Every group an indexed document names."""
+        return frozenset(g for meta in self.indexed_docs().values() for g in meta.get("groups") or ())
+
+    def may_read(self, rel: str, groups: frozenset[str]) -> bool:
+        """Whether a reader of `groups` may open the document: its indexed groups are ones they may read (a file
+        not indexed yet is judged by its own groups, which the viewer also checks). Admins are no exception:
+        groups decide reading, the admin role decides managing (SECURITY.md)."""
+        indexed = self.document_groups(rel)
+        return indexed is None or can_read(indexed, groups)
+
     def document_groups(self, rel: str) -> tuple[str, ...] | None:
         """Groups of a document from the live index (None if it is not indexed)."""
         meta = self.indexed_docs().get(rel)

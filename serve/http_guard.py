@@ -155,13 +155,13 @@ class HttpGuard:
     # ---- who is asking -------------------------------------------------------------------------------------------
     def _user(self, request: Request):
         """The session's user (or the local admin in single-user mode); None if not logged in or removed."""
-        return self.service.user_named(session_user(self.gradio(), request))
+        return self.service.accounts.user_named(session_user(self.gradio(), request))
 
     def _end_stale_session(self, request: Request) -> bool:
         """Forget a session whose user is no longer in the users file; True if there was one."""
         gapp = self.gradio()
         name = session_user(gapp, request)
-        if name is None or self.service.users is None or self.service.users.get(name) is not None:
+        if name is None or self.service.accounts.users is None or self.service.accounts.users.get(name) is not None:
             return False
         for token in [t for t, n in getattr(gapp, "tokens", {}).items() if n == name]:
             gapp.tokens.pop(token, None)

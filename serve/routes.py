@@ -1,7 +1,7 @@
 """The FastAPI app of `ragtune serve` (see serve/server.py for the service it wraps): the OpenAI-compatible routes,
 the document viewer, the evaluation reports, a health check, and the Gradio app mounted at /.
 
-Every route finds its caller first (`Ragtune.user_for_request`: a bearer key, the Gradio session cookie, or the
+Every route finds its caller first (`Accounts.user_for_request`, serve/accounts.py: a bearer key, the Gradio session cookie, or the
 local admin in single-user mode; invalid keys are throttled per client address) and checks groups before it reads
 a file. serve/http_guard.py sits in front of all of it (malformed paths, login throttling, Gradio's API).
 """
@@ -35,9 +35,9 @@ def create_server(service: Ragtune):
     caller = _caller(service, lambda: gradio_ref.get("app"), throttle)
 
     def open_completion(user: User, model: str, messages: list[dict], max_tokens: int, temperature: float):
-        return service.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
+        return service.answers.api_completion(user, model, messages, max_tokens, temperature, base_url="/")
 
-    add_chat_routes(app, list_models=lambda _user: service.model_ids(), open_completion=open_completion,
+    add_chat_routes(app, list_models=lambda _user: service.answers.model_ids(), open_completion=open_completion,
                     authenticate=caller, default_max_tokens=service.config.max_new_tokens,
                     max_tokens_limit=max(512, service.config.max_new_tokens))
     _add_ragtune_routes(app, service, caller)
@@ -74,7 +74,7 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
             doc = await run_in_threadpool(service.docs.read, rel)
         except Exception as e:  # noqa: BLE001 - unreadable file: say why
             return PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
-        if not can_read(doc.groups, service.groups_of(user)):
+        if not can_read(doc.groups, service.accounts.groups_of(user)):
             return denied  # restricted on disk since it was indexed
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
@@ -112,7 +112,7 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
         except (AuthError, PermissionError):
             return JSONResponse({"ok": True})
         g = service.gate
-        return JSONResponse({"ok": True, "index": service.has_index(), "waiting": g.waiting, "active": g.active,
+        return JSONResponse({"ok": True, "index": service.docs.has_index(), "waiting": g.waiting, "active": g.active,
                              "served": g.served, "refused": g.refused})
 
 
@@ -127,8 +127,8 @@ def _mount_app(app, service: Ragtune):
     service.demo = demo  # tests call its handlers directly (demo.ragtune_handlers)
     demo.queue(default_concurrency_limit=service.config.ui_concurrency, max_size=service.config.queue_size)
     auth = None
-    if service.users is not None:
-        auth = service.authenticate
+    if service.accounts.users is not None:
+        auth = service.accounts.authenticate
     blocked = [str(service.workspace.resolve()), str(service.docs.docs_dir.resolve())]
     if service.config.users_file is not None:
         blocked.append(str(Path(service.config.users_file).resolve()))
@@ -142,7 +142,7 @@ def _mount_app(app, service: Ragtune):
 
 
 def _caller(service: Ragtune, gradio_app, throttle):
-    """request -> the User making it (serve.server.Ragtune.user_for_request), with invalid bearer keys throttled per
+    """request -> the User making it (serve.accounts.Accounts.user_for_request), with invalid bearer keys throttled per
     client address: RateLimited (429) while the address waits, AuthError (401) / PermissionError (403) otherwise."""
     from serve.http_guard import session_user
 
@@ -153,7 +153,7 @@ def _caller(service: Ragtune, gradio_app, throttle):
         if wait:
             raise RateLimited(f"too many invalid API keys from {address}: try again in {wait} s", wait)
         try:
-            return service.user_for_request(request, gradio_user=session_user(gradio_app(), request))
+            return service.accounts.user_for_request(request, gradio_user=session_user(gradio_app(), request))
         except AuthError:
             if bearer:
                 throttle.key_failed(address)

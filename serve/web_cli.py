@@ -56,10 +56,10 @@ def serve_command(
         else:
             where = "this machine only" if is_loopback(host) else f"{host} (other machines can connect)"
             print(f"multi-user mode: logins and API keys from {users}; listening on {where}.")
-        if not service.has_index():
+        if not service.docs.has_index():
             print(f"no index in {workspace} yet: upload documents in the Documents tab (they go to "
                   f"{service.docs.docs_dir}).")
-        print(f"OpenAI-compatible API: http://{shown}:{bound_port}/v1  (models: {', '.join(service.model_ids())})")
+        print(f"OpenAI-compatible API: http://{shown}:{bound_port}/v1  (models: {', '.join(service.answers.model_ids())})")
         print(f"ragtune is running at http://{shown}:{bound_port}/", flush=True)
 
     from serve.web import run

@@ -68,20 +68,20 @@ def test_the_app_keeps_one_adapter_per_mode(tmp_path):
     fake_adapter(ws, "raft1", "2026-11-02T10:00:00+0000", "raft")
     fake_adapter(ws, "facts1", "2026-11-01T10:00:00+0000", "facts")
     service = Ragtune(ServeConfig(workspace=ws), generator=SimpleNamespace(name="fake"))
-    assert service.default_adapters() == {"tuned": "facts1", "hybrid": "raft1"}
-    service.set_default_adapter("raft1", ("tuned",))
-    assert service.default_adapters() == {"tuned": "raft1", "hybrid": "raft1"}
+    assert service.settings.default_adapters() == {"tuned": "facts1", "hybrid": "raft1"}
+    service.settings.set_default_adapter("raft1", ("tuned",))
+    assert service.settings.default_adapters() == {"tuned": "raft1", "hybrid": "raft1"}
     assert json.loads((ws / "serve.json").read_text()) == {"adapters": {"tuned": "raft1"}}  # hybrid stays automatic
-    service.set_default_adapter("facts1")
-    assert service.default_adapters() == {"tuned": "facts1", "hybrid": "facts1"}
+    service.settings.set_default_adapter("facts1")
+    assert service.settings.default_adapters() == {"tuned": "facts1", "hybrid": "facts1"}
     (ws / "serve.json").write_text(json.dumps({"adapter": "raft1"}))  # the single-name file of earlier versions
-    assert service.default_adapters() == {"tuned": "raft1", "hybrid": "raft1"}
+    assert service.settings.default_adapters() == {"tuned": "raft1", "hybrid": "raft1"}
     with pytest.raises(AnswerError, match="no adapter named 'nope'"):
-        service.set_default_adapter("nope")
+        service.settings.set_default_adapter("nope")
     with pytest.raises(AnswerError, match="not"):
-        service.set_default_adapter("raft1", ("rag",))
-    assert service.model_ids()[-1] == "ragtune-hybrid:raft1"
-    assert service.parse_model("ragtune-tuned") == ("tuned", None)  # the API resolves it per mode at answer time
+        service.settings.set_default_adapter("raft1", ("rag",))
+    assert service.answers.model_ids()[-1] == "ragtune-hybrid:raft1"
+    assert service.answers.parse_model("ragtune-tuned") == ("tuned", None)  # the API resolves it per mode at answer time
 
 
 def test_chat_and_plain_model_name_open_in_hybrid_once_it_has_earned_it(tmp_path):
@@ -90,17 +90,17 @@ def test_chat_and_plain_model_name_open_in_hybrid_once_it_has_earned_it(tmp_path
 
     ws = tmp_path / "ws"
     service = Ragtune(ServeConfig(workspace=ws), generator=SimpleNamespace(name="fake"))
-    assert service.default_mode() == "rag" and service.parse_model("ragtune") == ("rag", None)  # no adapter yet
+    assert service.settings.default_mode() == "rag" and service.answers.parse_model("ragtune") == ("rag", None)  # no adapter yet
     fake_adapter(ws, "raft1", "2026-11-02T10:00:00+0000", "raft")
-    assert service.default_mode() == "rag"  # an adapter, but no evaluation on this workspace says it helps
+    assert service.settings.default_mode() == "rag"  # an adapter, but no evaluation on this workspace says it helps
     here = str(ws.resolve())
     update_card(ws, "raft1", {"data-eval@126 rag f1": 0.30, "data-eval@126 rag contains": 0.40,
                               "data-eval@126 hybrid f1": 0.35, "data-eval@126 hybrid contains": 0.40,
                               "data-eval@126 workspace": here})
-    assert service.default_mode() == "hybrid" and service.parse_model("ragtune") == ("hybrid", None)
-    assert service.model_ids()[0] == "ragtune"
+    assert service.settings.default_mode() == "hybrid" and service.answers.parse_model("ragtune") == ("hybrid", None)
+    assert service.answers.model_ids()[0] == "ragtune"
     update_card(ws, "raft1", {"other@10 rag f1": 0.5, "other@10 rag contains": 0.5, "other@10 hybrid f1": 0.6,
                               "other@10 hybrid contains": 0.4, "other@10 workspace": here})
-    assert service.default_mode() == "rag"  # one evaluation here scored hybrid below rag (contains)
+    assert service.settings.default_mode() == "rag"  # one evaluation here scored hybrid below rag (contains)
     update_card(ws, "raft1", {"other@10 workspace": "/elsewhere"})  # that one ran on another workspace
-    assert service.default_mode() == "hybrid"
+    assert service.settings.default_mode() == "hybrid"

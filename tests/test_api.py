@@ -201,7 +201,7 @@ def test_single_user_mode_needs_no_key_from_loopback(api) -> None:
         assert "ragtune-rag" in [m["id"] for m in models["data"]]
         page = httpx.get(f"{url}/ragtune/doc/{HR_DOC}")  # the local user reads every group
         assert page.status_code == 200 and "6 years" in page.text
-        assert service.local_user().admin and "hr" in service.local_user().groups
+        assert service.accounts.local_user().admin and "hr" in service.accounts.local_user().groups
     finally:
         stop()
 
@@ -231,7 +231,7 @@ def test_an_empty_workspace_starts_and_says_what_to_do(api, tmp_path: Path) -> N
         src.write_text("# Canteen\n\nThe canteen serves the Thursday fish pie at 12:15 sharp, in the Larch Hall.\n")
         status = handlers["upload"]([str(src)], "", "", local)[0]
         assert not src.exists()  # the cached copy is removed once saved
-        assert "Uploaded Canteen-hours.md" in status and "1 added" in status and service.has_index()
+        assert "Uploaded Canteen-hours.md" in status and "1 added" in status and service.docs.has_index()
         display = list(handlers["chat"]("Where does the canteen serve the fish pie?", [], [], "rag", None,
                                         local))[-1][0]
         assert "Canteen-hours.md" in display[-1]["content"] and "Larch Hall" in display[-1]["content"], display
