@@ -22,7 +22,7 @@ from generate.modes import ADAPTER_MODES, MODES, RETRIEVAL_MODES
 from generate.prompts import degenerate
 from ingest.workspace import Workspace
 from serve.adapter_choice import format_adapters, parse_adapter_choice, pick_adapter
-from serve.question_kind import question_kind
+from generate.question_kind import question_kind
 
 ANSWER_METRICS = ("contains", "f1", "exact", "refusal_acc", "false_refusal", "citation_acc", "faithfulness",
                   "context_recall", "degenerate", "degenerate_drafts")

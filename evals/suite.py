@@ -7,7 +7,7 @@
 Per set, in its own workspace OUT/<set>/ws: `ragtune index` of its documents -> `ragtune synth` (defaults, or the
 --synth overrides) -> `ragtune tune` (fixed steps, the main job's lr) -> `ragtune eval` of base, rag and hybrid
 with the same seed and limit. Then OUT/suite.md, suite.json and suite.png: contains, F1, refusal accuracy and the
-degenerate-answer rates per set and mode, and contains / F1 per question kind (serve/question_kind.py: factoid
+degenerate-answer rates per set and mode, and contains / F1 per question kind (generate/question_kind.py: factoid
 who/what/when/where/quantity against explain reason/procedure/yes_no/describe).
 
 Sets: squad2, narrativeqa, pubmedqa, emanualqa and fictional_knowledge from --shared (../shared/eval; a missing

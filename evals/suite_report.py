@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evals import metrics as M
 from evals.report import _grouped_bars, _plt
-from serve.question_kind import EXPLAIN_KINDS, FACTOID_KINDS
+from generate.question_kind import EXPLAIN_KINDS, FACTOID_KINDS
 
 KIND_GROUPS = {"factoid": list(FACTOID_KINDS), "explain": list(EXPLAIN_KINDS), "cloze": ["cloze"]}
 MODE_COLUMNS = (("contains", "contains"), ("f1", "F1"), ("refusal_acc", "refusal acc."),

@@ -30,11 +30,11 @@ from ingest.workspace import Workspace
 from retrieve.focus import focus_passages
 from serve.adapter_choice import pick_adapter
 from serve.drafts import DraftGate
-from serve.question_kind import coarse_kind
+from generate.question_kind import coarse_kind
 
 # a fact question reads the mode's focus window (generate/modes.py), but a why / how / yes-no question's answer spans
 # sentences (the steps of a procedure), so it reads whole chunks
-WHOLE_CHUNKS_FOR = ("explain",)  # serve.question_kind.coarse_kind: these read whole chunks in every mode
+WHOLE_CHUNKS_FOR = ("explain",)  # generate.question_kind.coarse_kind: these read whole chunks in every mode
 
 
 def focus_window_for(mode: str, question: str) -> int:

@@ -5,7 +5,7 @@ until it is judged. The last try is held only until it has shown it is an answer
 word of its own (a content word that is not in the question, so it is neither empty nor the question said back)
 and either finish its first sentence without a question mark, or run on for a few words without starting like
 a question. A draft that never shows that is judged whole at the end. So a degenerate draft ("[2]", "the
-castle?", the question said back; serve.prompts.degenerate) never reaches the reader in any mode.
+castle?", the question said back; generate.prompts.degenerate) never reaches the reader in any mode.
 
     gate = DraftGate(question, hold_all=False)
     for piece in pieces: out = gate.feed(piece)   # text that may be shown now ('' while held)

@@ -1,4 +1,4 @@
-"""Answers longer than a name or a number: question kinds (serve/question_kind.py), the rule-made why / how /
+"""Answers longer than a name or a number: question kinds (generate/question_kind.py), the rule-made why / how /
 yes-no / what-is items (tune/forms.py), and the draft gate that keeps degenerate answers from the reader
 (generate/prompts.degenerate, serve/drafts.py). No model needed."""
 
@@ -11,7 +11,7 @@ import pytest
 from generate.prompts import degenerate
 from ingest.types import Chunk
 from serve.drafts import DraftGate
-from serve.question_kind import coarse_kind, question_kind
+from generate.question_kind import coarse_kind, question_kind
 from tune.forms import form_items, purpose_items, reason_items, section_items, task_items, yes_no_items
 from tune.inversion import invert
 from tune.spans import split_sentences

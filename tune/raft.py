@@ -9,7 +9,7 @@ import random
 from generate.citations import Citation
 from generate.prompts import REFUSAL, answer_with_citation, build_messages
 from ingest.types import can_read
-from serve.question_kind import question_kind
+from generate.question_kind import question_kind
 from tune.filters import normalize, supported
 from tune.qgen import QAItem
 from tune.synth_config import SynthConfig
