@@ -22,9 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -35,6 +33,7 @@ from ingest.files import write_text_atomic
 from ingest.readers import SUPPORTED_SUFFIXES
 from ingest.scan import SIDECAR_SUFFIX
 from ingest.types import can_read
+from serve.jobs import Job, start_background
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -81,33 +80,12 @@ def safe_folder(folder: str | None) -> str:
     return "/".join(parts)
 
 
-@dataclass
-class ReindexJob:
-    """State of one background re-index, read by the UI while it runs."""
-
-    id: int
-    started: float = field(default_factory=time.time)
-    phase: str = "starting"
-    fraction: float = 0.0
-    finished: float | None = None
-    report: dict | None = None
-    error: str | None = None
-    reason: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None
-
-    def summary(self) -> str:
-        if self.running:
-            return f"re-index running: {self.phase} ({self.fraction:.0%})"
-        if self.error:
-            return f"re-index failed: {self.error}"
-        r = self.report or {}
-        failed = len(r.get("failed") or [])
-        return (f"re-index done in {r.get('seconds', 0):.1f} s: {r.get('added', 0)} added, {r.get('updated', 0)} "
-                f"updated, {r.get('removed', 0)} removed, {r.get('unchanged', 0)} unchanged, {r.get('chunks', 0)} "
-                f"chunks ({r.get('embedded', 0)} embedded)" + (f"; {failed} failed (see below)" if failed else ""))
+def reindex_summary(r: dict) -> str:
+    """The line an admin sees when a re-index is done (r: retrieve's IndexReport as JSON)."""
+    failed = len(r.get("failed") or [])
+    return (f"re-index done in {r.get('seconds', 0):.1f} s: {r.get('added', 0)} added, {r.get('updated', 0)} "
+            f"updated, {r.get('removed', 0)} removed, {r.get('unchanged', 0)} unchanged, {r.get('chunks', 0)} "
+            f"chunks ({r.get('embedded', 0)} embedded)" + (f"; {failed} failed (see below)" if failed else ""))
 
 
 class _ProgressEmbedder:
@@ -146,7 +124,7 @@ class DocsAdmin:
         self._embedder_for_job = embedder_for_job
         self.max_upload_bytes = max_upload_bytes
         self._lock = threading.Lock()
-        self._job: ReindexJob | None = None
+        self._job: Job | None = None
         self._jobs = 0
 
     # ---- paths -----------------------------------------------------------------------------------------------
@@ -232,19 +210,18 @@ class DocsAdmin:
 
     # ---- re-index ----------------------------------------------------------------------------------------------
     @property
-    def job(self) -> ReindexJob | None:
+    def job(self) -> Job | None:
         return self._job
 
-    def start_reindex(self, reason: str = "") -> ReindexJob:
+    def start_reindex(self, reason: str = "") -> Job:
         """Start a background re-index (or return the one already running)."""
         with self._lock:
             if self._job is not None and self._job.running:
                 return self._job
             self._jobs += 1
-            job = ReindexJob(self._jobs, reason=reason)
+            job = Job("reindex", id=self._jobs, reason=reason)
             self._job = job
-        threading.Thread(target=self._run, args=(job,), name="ragtune-reindex", daemon=True).start()
-        return job
+        return start_background(job, self._run)
 
     def _index_config(self):
         from ingest import ChunkConfig
@@ -260,25 +237,19 @@ class DocsAdmin:
         return IndexConfig(EmbedConfig(model=settings.get("embed_model") or EmbedConfig().model),
                            ChunkConfig(**chunk) if chunk else ChunkConfig())
 
-    def _run(self, job: ReindexJob) -> None:
+    def _run(self, job: Job) -> None:
         from retrieve import Embedder, build_index
 
         def embedded(done: int, total: int) -> None:
             job.phase = f"embedding {done}/{total} new chunks"
             job.fraction = 0.15 + 0.8 * done / max(total, 1)
 
-        try:
-            job.phase, job.fraction = "reading and chunking changed documents", 0.05
-            config = self._index_config()
-            base = self._embedder_for_job() if self._embedder_for_job else Embedder(config.embed)
-            report = build_index(self.docs_dir, self.workspace, config, embedder=_ProgressEmbedder(base, embedded))
-            job.report = report.to_json()
-            job.phase, job.fraction = "done", 1.0
-        except Exception as e:  # noqa: BLE001 - shown to the admin with its reason
-            job.error = f"{type(e).__name__}: {e}"
-            job.phase = "failed"
-        finally:
-            job.finished = time.time()
+        job.phase, job.fraction = "reading and chunking changed documents", 0.05
+        config = self._index_config()
+        base = self._embedder_for_job() if self._embedder_for_job else Embedder(config.embed)
+        report = build_index(self.docs_dir, self.workspace, config, embedder=_ProgressEmbedder(base, embedded))
+        job.result = report.to_json()
+        job.result["summary"] = reindex_summary(job.result)
 
     # ---- status ----------------------------------------------------------------------------------------------
     def last_run(self) -> dict:

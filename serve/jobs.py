@@ -1,4 +1,5 @@
-"""Admin jobs of the app (tune, evaluate): one at a time, in a background thread; tuning runs in a child process
+"""Background jobs of the app (re-index, tune, evaluate): one Job type and one way to run it (`start_background`);
+tune and evaluate take turns, re-index has its own slot (serve/docs_admin.py). Tuning runs in a child process
 (`python -m serve.jobs tune-job PARAMS`) so running out of memory kills the child, not the server.
 
 A job kind is a runner `fn(service, job)`. Tuning is serve's own (tune is a lower layer); evaluation lives in
@@ -22,19 +23,23 @@ from typing import Any, Callable
 from generate.base import GenerationStream
 from serve.answer import AnswerError
 
-# ---- admin jobs (tune, evaluate) -----------------------------------------------------------------------------------
+# ---- background jobs (re-index, tune, evaluate) -------------------------------------------------------------------
 
 @dataclass
 class Job:
-    kind: str
-    params: dict
+    """One background job, whatever its kind: the UI polls it while a thread works on it (`start_background`)."""
+
+    kind: str  # reindex | tune | eval
+    params: dict = field(default_factory=dict)
+    id: int = 0
+    reason: str = ""  # who or what asked for it ("upload by ana")
     started: float = field(default_factory=time.time)
     phase: str = "starting"
     fraction: float = 0.0
     finished: float | None = None
     error: str | None = None
-    result: dict = field(default_factory=dict)
-    losses: list[dict] = field(default_factory=list)  # {"step", "loss", "kind": train|val}
+    result: dict = field(default_factory=dict)  # the kind's report; "summary" is the line shown when done
+    losses: list[dict] = field(default_factory=list)  # {"step", "loss", "kind": train|val} of a tune job
     log: list[str] = field(default_factory=list)
     proc: Any = None  # the child process of a tune job
 
@@ -45,9 +50,37 @@ class Job:
     def note(self, msg: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {msg}")
 
+    def summary(self) -> str:
+        if self.running:
+            return f"{self.kind} running: {self.phase} ({self.fraction:.0%})"
+        if self.error:
+            return f"{self.kind} failed: {self.error}"
+        return self.result.get("summary") or f"{self.kind} done"
+
+
+def start_background(job: Job, work: Callable[[Job], None]) -> Job:
+    """Run `work(job)` in a daemon thread; the job ends done, or failed with the error's type and message (shown to
+    the admin, never a traceback), and always with `finished` set."""
+
+    def body() -> None:
+        try:
+            work(job)
+            job.phase, job.fraction = "done", 1.0
+            job.note("done")
+        except Exception as e:  # noqa: BLE001 - shown to the admin with its reason
+            job.error = f"{type(e).__name__}: {e}"
+            job.phase = "failed"
+            job.note(job.error)
+        finally:
+            job.finished = time.time()
+
+    threading.Thread(target=body, name=f"ragtune-{job.kind}", daemon=True).start()
+    return job
+
 
 class Jobs:
-    """One admin job at a time (tune or evaluate), run in a background thread; the UI polls `current`."""
+    """The admins' tune and evaluate jobs: one at a time (both want the whole CPU); the UI polls `current`.
+    Re-indexing has its own slot (DocsAdmin.start_reindex), so an upload is searchable while a tune runs."""
 
     def __init__(self, service, runners: dict[str, Callable] | None = None) -> None:
         """`service` is the server's Ragtune (serve/server.py); `runners` adds job kinds beside "tune"."""
@@ -66,21 +99,8 @@ class Jobs:
             job = Job(kind, params)
             self.current = job
             self.last[kind] = job
-        target = self.runners[kind]
-        threading.Thread(target=self._run, args=(target, job), name=f"ragtune-{kind}", daemon=True).start()
-        return job
-
-    def _run(self, target, job: Job) -> None:
-        try:
-            target(self.service, job)
-            job.phase, job.fraction = "done", 1.0
-            job.note("done")
-        except Exception as e:  # noqa: BLE001 - shown to the admin
-            job.error = f"{type(e).__name__}: {e}"
-            job.phase = "failed"
-            job.note(job.error)
-        finally:
-            job.finished = time.time()
+        runner = self.runners[kind]
+        return start_background(job, lambda j: runner(self.service, j))
 
 
 def _loss_callback(emit):

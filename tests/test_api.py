@@ -140,7 +140,7 @@ def test_chats_keep_working_while_a_reindex_runs(api) -> None:
     deadline = time.monotonic() + 120
     while job.running and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert job.error is None and job.report["added"] == 1 and job.report["embedded"] == 1, job.summary()
+    assert job.error is None and job.result["added"] == 1 and job.result["embedded"] == 1, job.summary()
     assert "1 added" in job.summary() and docs.indexed_docs()["uploads/canteen.md"]["groups"] == []
     rows = {r[0]: r for r in docs.status_rows(frozenset(), admin=True)}
     assert rows["uploads/canteen.md"][4] == "indexed" and rows[SECRET_DOC][2] == "hr"
