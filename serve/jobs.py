@@ -51,11 +51,12 @@ class Job:
         self.log.append(f"{time.strftime('%H:%M:%S')} {msg}")
 
     def summary(self) -> str:
+        what = "re-index" if self.kind == "reindex" else self.kind
         if self.running:
-            return f"{self.kind} running: {self.phase} ({self.fraction:.0%})"
+            return f"{what} running: {self.phase} ({self.fraction:.0%})"
         if self.error:
-            return f"{self.kind} failed: {self.error}"
-        return self.result.get("summary") or f"{self.kind} done"
+            return f"{what} failed: {self.error}"
+        return self.result.get("summary") or f"{what} done"
 
 
 def start_background(job: Job, work: Callable[[Job], None]) -> Job:
