@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from generate.base import BackendError, BackendUnavailableError
 from generate.citations import Citation
 from generate.modes import ADAPTER_MODES, DEFAULT_MODE, FOCUS_WINDOW, MODES, RETRIEVAL_MODES
 from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
@@ -75,9 +76,11 @@ class Answer:
     search_query: str = ""
     warnings: list[str] = field(default_factory=list)
     degenerate: list[str] = field(default_factory=list)  # drafts withheld as degenerate: why (empty, question, echo)
+    model: str = ""  # which model answered (generator_label); empty when no model was asked
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "mode": self.mode, "adapter": self.adapter,
+                "model": self.model,
                 "citations": [asdict(c) for c in self.citations], "refused": self.refused,
                 "timings": self.timings, "search_query": self.search_query, "warnings": self.warnings,
                 "degenerate": self.degenerate,
@@ -102,16 +105,44 @@ class AnswerStream:
 
 def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None,
                   api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
-    """An engine on the local model (default: the packaged SmolLM2, cached under WS/models) or, with
-    `backend_url`, on any OpenAI-compatible chat-completions server (`model` is then the served model name)."""
-    from generate.local import local_generator
-    from generate.remote import OpenAIGenerator
+    """An engine on the generator `open_generator` gives for these options (`ragtune ask` and `eval`)."""
+    return AnswerEngine(Path(workspace), open_generator(workspace, model, backend_url, api_key), config=config)
+
+
+def open_generator(workspace: Path, model: str | None = None, backend_url: str | None = None,
+                   api_key: str | None = None):
+    """The generator of `--model`, `--backend-url` and `--api-key` (`ask`, `eval` and `serve` mean the same by
+    them): the local model (default: the packaged SmolLM2, cached under WS/models; else a folder or hub id) or,
+    with `backend_url`, any OpenAI-compatible chat-completions server, `model` then being the served model name
+    (tuned and hybrid answers ask for the adapter's name instead: generate/remote.py). Options that cannot work
+    raise ValueError naming the option: a server that cannot be reached or refuses the key, a model that does
+    not load."""
+    from generate.models import ModelLoadError
 
     if backend_url:
+        from generate.remote import OpenAIGenerator
+
         generator = OpenAIGenerator(backend_url, api_key, model or "default")
-    else:
-        generator = local_generator(workspace, model)
-    return AnswerEngine(Path(workspace), generator, config=config)
+        try:
+            generator.served_models()
+        except BackendUnavailableError as exc:
+            raise ValueError(f"--backend-url: {exc}; is the server running and does the URL end in /v1?") from None
+        except BackendError as exc:
+            raise ValueError(f"--api-key: {exc} (give the key with --api-key or $RAGTUNE_BACKEND_KEY)") from None
+        return generator
+    from generate.local import local_generator
+
+    try:
+        return local_generator(workspace, model)
+    except ModelLoadError as exc:
+        raise ValueError(f"--model: {exc}" if model else str(exc)) from None
+
+
+def generator_label(generator) -> str:
+    """Which model answers, in words: 'SmolLM2-... (local)' or 'smollm2 at http://gpu:8000/v1'."""
+    name = getattr(generator, "name", "") or type(generator).__name__
+    url = getattr(generator, "base_url", None)
+    return f"{name} at {url}" if isinstance(url, str) and url else f"{name} (local)"
 
 
 def list_adapters(workspace: Path) -> list[str]:
@@ -122,8 +153,9 @@ def list_adapters(workspace: Path) -> list[str]:
 
 
 class AnswerEngine:
-    """Ties a Searcher and a Generator together. `generator` is a LocalGenerator (adapters work) or any object
-    obeying the Generator protocol (an OpenAI-compatible server: modes without adapters)."""
+    """Ties a Searcher and a Generator together. `generator` is any object obeying the Generator protocol: the
+    LocalGenerator (loads the adapter files itself) or an OpenAIGenerator (asks its server for the adapter's name,
+    e.g. a vLLM LoRA module); one whose `supports_adapters` is False answers the modes without an adapter."""
 
     def __init__(self, workspace: Path, generator, searcher=None, config: AnswerConfig | None = None) -> None:
         self.workspace = Path(workspace)
@@ -176,7 +208,12 @@ class AnswerEngine:
             raise AnswerError(f"the {self.generator.name} backend cannot load LoRA adapters; "
                               "serve the adapter on that server and use its model name instead")
         if adapter not in self.generator.adapters:
-            self.generator.load_adapter(adapter, str(Workspace(self.workspace).adapters / adapter))
+            try:
+                self.generator.load_adapter(adapter, str(Workspace(self.workspace).adapters / adapter))
+            except BackendUnavailableError:
+                raise
+            except BackendError as exc:  # a broken adapter, or a server that does not serve it: say so, as for a name
+                raise AnswerError(str(exc)) from exc
         return adapter
 
     def _retrieve(self, question: str, history: list[dict], groups: frozenset[str], k: int):
@@ -270,7 +307,7 @@ class AnswerEngine:
         elif not refused:
             text, citations = self._citations(text, sources, warnings)
         stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings,
-                               degenerate)
+                               degenerate, generator_label(self.generator))
 
     def _passages(self, hits, query: str, question: str, mode: str, warnings: list[str]) -> list[list[Citation]]:
         """The numbered passages to answer from, within the token budget: the focused ones first (when focusing

@@ -1,6 +1,7 @@
 """The options `ragtune ask` (ragtune_cli/main.py) and `ragtune eval` (evals/cli.py) share: both answer questions
-with the engine (serve/answer.py), so the generator, adapter, focus and reranker are chosen the same way. Only typer
-is imported here.
+with the engine (serve/answer.py), so the generator, adapter, focus and reranker are chosen the same way;
+`ragtune serve` (serve/web_cli.py) takes the generator's three (--model, --backend-url, --api-key) from here too,
+and all three turn them into a generator with serve.answer.open_generator. Only typer is imported here.
 
     def ask(..., adapter: Optional[str] = ADAPTER, model: Optional[str] = MODEL, ...)
 """
@@ -15,7 +16,9 @@ ADAPTER = typer.Option(None, "--adapter", help="Adapter name under WS/adapters f
 MODEL = typer.Option(None, "--model", help="Generator: a local model folder or hub id (default: the packaged "
                      "SmolLM2-135M-Instruct), or the served model name with --backend-url.")
 BACKEND_URL = typer.Option(None, "--backend-url", help="An OpenAI-compatible server (vLLM, llama.cpp, Ollama, a "
-                           "gateway) to answer with instead of the local model, e.g. http://gpu-host:8000/v1.")
+                           "gateway) to answer with instead of the local model, e.g. http://gpu-host:8000/v1. Tuned "
+                           "and hybrid answers ask it for the adapter's name as the model (vLLM: --enable-lora "
+                           "--lora-modules NAME=WS/adapters/NAME).")
 API_KEY = typer.Option(None, "--api-key", envvar="RAGTUNE_BACKEND_KEY", help="Key for --backend-url.")
 FOCUS_WINDOW = typer.Option(None, "--focus-window", help="Sentences kept either side of the one most like the "
                             "question in each chunk (a refused answer is asked again with whole chunks); -1 = whole "

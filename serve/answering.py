@@ -135,7 +135,8 @@ class Answering:
                                     finish_reason=str(t.get("finish_reason") or "stop"))
             return stats, {"content": res.answer, "citations": [self.citation_json(c, base_url)
                                                                  for c in res.citations],
-                           "ragtune": {"mode": res.mode, "adapter": res.adapter, "answer": res.answer,
+                           "ragtune": {"mode": res.mode, "adapter": res.adapter, "model": res.model,
+                                       "answer": res.answer,
                                        "refused": res.refused, "timings": res.timings,
                                        "sources": [{"n": c.n, "doc": c.doc, "section": c.section, "page": c.page}
                                                    for c in res.sources],

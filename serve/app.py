@@ -76,6 +76,7 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
         else:
             who = (f"Signed in as **{user.name}**" + (" (admin)" if user.admin else "") + " · groups: "
                    + (", ".join(sorted(user.groups)) or "none (unrestricted documents only)"))
+        who += f" · answers from `{service.model_label}`"
         notice = ""
         if not service.docs.has_index():
             notice = ("### No documents are indexed yet\n" + (

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from generate.base import BackendError
 from generate.modes import ADAPTER_MODES, APP_MODES, DEFAULT_MODE
 from serve.adapter_choice import format_adapters
 from serve.answer import AnswerError
@@ -77,7 +78,7 @@ class ChatHandlers:
         yield display, "", history, "thinking…"
         try:
             ticket, stream = self.service.answers.open_answer(user, message, mode, _adapter(adapter), history)
-        except (AnswerError, BusyError, ValueError) as e:
+        except (AnswerError, BusyError, ValueError, BackendError) as e:  # BackendError: --backend-url is down
             display[-1]["content"] = f"⚠️ {e}"
             yield display, "", history, ""
             return

@@ -76,6 +76,8 @@ def format_citations(answer: Answer) -> str:
 def format_timings(answer: Answer) -> str:
     t = answer.timings
     parts = [answer.mode + (f" ({answer.adapter})" if answer.adapter else "")]
+    if answer.model:
+        parts.append(answer.model)  # which model or server answered (--model / --backend-url)
     if t.get("retrieve_ms"):
         parts.append(f"retrieve {t['retrieve_ms']:.0f} ms" + (f" ({t['retriever']})" if t.get("retriever") else ""))
     if t.get("first_token_ms"):

@@ -136,7 +136,7 @@ def tune_in_process(workspace: Path, p: dict, emit) -> None:
          note=f"synth: {report.train} train / {report.val} val examples", phase="training", fraction=0.3)
     tune = TuneConfig(workspace=workspace, dataset=Path(report.dataset), name=p["name"],
                       max_steps=p.get("max_steps"), epochs=float(p.get("epochs") or 1.0),
-                      batch_tokens=int(p.get("batch_tokens") or 2048))
+                      batch_tokens=int(p.get("batch_tokens") or 2048), model=p.get("model") or TuneConfig.model)
     result = train_adapter(tune, progress=False, callbacks=[_loss_callback(emit)])
     emit(result={"tune": result.to_json()},
          note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
@@ -149,6 +149,9 @@ def run_tune_job(service, job: Job) -> None:
     import subprocess
 
     params = {**job.params, "workspace": str(service.workspace)}
+    config = service.config
+    if config.model and not config.backend_url:  # `serve --model`: adapters for the model that answers
+        params["model"] = config.model
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "serve.jobs", "tune-job", json.dumps(params)],

@@ -161,26 +161,40 @@ async def _pieces_in_thread(make_iter: Callable[[], Iterator[str]], stats_of: Ca
         cancelled.set()
 
 
+def served_models(generators: dict[str, Generator]) -> dict[str, tuple[Generator, str | None]]:
+    """{model id: (generator, adapter)}: each generator under its dict key with no adapter, and, as vLLM serves
+    `--lora-modules NAME=PATH`, each adapter a generator has loaded under the adapter's own name."""
+    models: dict[str, tuple[Generator, str | None]] = {name: (gen, None) for name, gen in generators.items()}
+    for gen in generators.values():
+        if gen.supports_adapters:
+            for adapter in gen.adapters:
+                models.setdefault(adapter, (gen, adapter))
+    return models
+
+
 def create_app(generators: dict[str, Generator], *, default_max_tokens: int = 512) -> FastAPI:
-    """Build the FastAPI app serving `generators` under their dict keys as OpenAI model ids."""
+    """Build the FastAPI app serving `generators` under their dict keys as OpenAI model ids, and their loaded
+    adapters under their names (`served_models`): the way vLLM names LoRA modules, so ragtune's `--backend-url`
+    can be tried against ragtune itself."""
     app = FastAPI(title="ragtune OpenAI-compatible API")
 
     def open_completion(_principal: Any, model: str, messages: list[dict], max_tokens: int,
                         temperature: float) -> Completion:
-        gen = generators.get(model)
-        if gen is None:
-            raise ModelNotFoundError(f"The model '{model}' does not exist; available: {sorted(generators)}")
-
+        models = served_models(generators)
+        if model not in models:
+            raise ModelNotFoundError(f"The model '{model}' does not exist; available: {sorted(models)}")
+        gen, adapter = models[model]
+        options = {"adapter": adapter} if gen.supports_adapters else {}  # the base model's name: no adapter
         stream = []  # the call's GenerationStream, made when the worker starts iterating
 
         def pieces() -> Iterator[str]:
-            stream.append(gen.stream(messages, max_new_tokens=max_tokens, temperature=temperature))
+            stream.append(gen.stream(messages, max_new_tokens=max_tokens, temperature=temperature, **options))
             return stream[0]
 
         return Completion(pieces, lambda: (stream[0].stats if stream else None, {}))
 
-    add_chat_routes(app, list_models=lambda _principal: list(generators), open_completion=open_completion,
-                    default_max_tokens=default_max_tokens)
+    add_chat_routes(app, list_models=lambda _principal: list(served_models(generators)),
+                    open_completion=open_completion, default_max_tokens=default_max_tokens)
     return app
 
 

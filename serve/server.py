@@ -16,6 +16,7 @@ Concurrency: the local model answers one request at a time (LocalGenerator's loc
 admits requests in arrival order and refuses new ones (HTTP 429 / a message in the app) once `max_waiting` are
 queued, so a burst is bounded and nobody waits forever behind later arrivals. Generation runs in worker threads
 (API) or Gradio's worker threads (app), never on the event loop, so pages and other requests stay responsive.
+With `--backend-url` the gate lets `backend_parallel` answers stream at once: the server batches them itself.
 Searches share one embedder whose encode calls are serialised (a Hugging Face fast tokenizer must not be used by
 two threads at once) and cut into slices, so a background re-index delays a search by one slice at most.
 """
@@ -23,13 +24,13 @@ two threads at once) and cut into slices, so a background re-index delays a sear
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.workspace import Workspace
 from serve.accounts import Accounts, is_loopback  # noqa: F401 - is_loopback: web_cli and the tests ask it here
 from serve.adapter_settings import AdapterSettings
-from serve.answer import AnswerConfig, AnswerEngine
+from serve.answer import AnswerConfig, AnswerEngine, generator_label, open_generator
 from serve.answering import Answering
 from serve.concurrency import Gate, LazySearcher, _EmbedderSlot
 from serve.jobs import Jobs
@@ -49,6 +50,10 @@ class ServeConfig:
     max_waiting: int = 32  # generations queued at the gate (UI + API together) before new ones are refused
     queue_size: int = 64  # Gradio's own queue bound
     max_upload_mb: int = 20
+    model: str | None = None  # --model: a local folder or hub id, or with backend_url the served model name
+    backend_url: str | None = None  # --backend-url: an OpenAI-compatible server (vLLM) answers, not the local model
+    api_key: str | None = field(default=None, repr=False)  # --api-key for backend_url
+    backend_parallel: int = 16  # answers streamed from backend_url at once (the local model answers one at a time)
 
 
 # ---- the service the API and the app share ------------------------------------------------------------------------
@@ -70,10 +75,8 @@ class Ragtune:
         self.config = config
         self.workspace = Path(config.workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
-        if generator is None:
-            from generate.local import local_generator
-
-            generator = local_generator(self.workspace)
+        if generator is None:  # the one place ask, eval and serve turn --model / --backend-url into a generator
+            generator = open_generator(self.workspace, config.model, config.backend_url, config.api_key)
         self.generator = generator
         self.embedders = _EmbedderSlot(self.workspace, embedder)
         docs_dir = config.docs_dir or indexed_docs_dir(self.workspace) or Workspace(self.workspace).docs
@@ -81,13 +84,19 @@ class Ragtune:
                               max_upload_bytes=config.max_upload_mb * 2 ** 20)  # a copied workspace's own folder
         self.accounts = Accounts(UserStore(config.users_file) if config.users_file else None, self.docs.index_groups)
         self.settings = AdapterSettings(self.workspace)
-        self.gate = Gate(max_active=1, max_waiting=config.max_waiting)
+        self.gate = Gate(max_active=max(1, config.backend_parallel) if config.backend_url else 1,
+                         max_waiting=config.max_waiting)
         engine = AnswerEngine(self.workspace, generator, searcher=LazySearcher(self.workspace, self.embedders),
                               config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
         self.answers = Answering(engine, self.gate, self.accounts, self.settings, self.docs)
         self.jobs = Jobs(self, job_runners)
         self.started = time.time()
         self.demo = None  # the Gradio Blocks, set by create_server
+
+    @property
+    def model_label(self) -> str:
+        """Which model answers, in words (serve.answer.generator_label): shown in the app and at start-up."""
+        return generator_label(self.generator)
 
     def may_open(self, user: User, rel: str) -> bool:
         """Whether this user may open the document (serve/docs_admin.DocsAdmin.may_read with their groups)."""

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from serve import answer_options
+
 users_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Manage the users file of `ragtune serve` (logins, groups, admins, API keys).")
 
@@ -32,6 +34,9 @@ def serve_command(
     docs: Optional[Path] = typer.Option(None, "--docs", help="Documents folder that uploads go to and re-indexing "
                                         "reads (default: the folder the index was built from, else WS/docs)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer in tokens."),
+    model: Optional[str] = answer_options.MODEL,
+    backend_url: Optional[str] = answer_options.BACKEND_URL,
+    api_key: Optional[str] = answer_options.API_KEY,
 ) -> None:
     """Run the intranet app (chat, compare, documents, tune, evaluate) and the OpenAI-compatible API."""
     from serve.server import ServeConfig, check_host, is_loopback
@@ -43,7 +48,7 @@ def serve_command(
     if port < 0 or port > 65535:
         raise ValueError(f"--port must be 0-65535, not {port}")
     config = ServeConfig(workspace=workspace, docs_dir=docs, users_file=users, host=host, port=port,
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, model=model, backend_url=backend_url, api_key=api_key)
     sys.stderr.write("ragtune serve: loading the model and the app ...\n")
     sys.stderr.flush()
 
@@ -59,6 +64,7 @@ def serve_command(
         if not service.docs.has_index():
             print(f"no index in {workspace} yet: upload documents in the Documents tab (they go to "
                   f"{service.docs.docs_dir}).")
+        print(f"answers come from {service.model_label}; retrieval, citations, refusals and groups are ragtune's.")
         print(f"OpenAI-compatible API: http://{shown}:{bound_port}/v1  (models: {', '.join(service.answers.model_ids())})")
         print(f"ragtune is running at http://{shown}:{bound_port}/", flush=True)
 
