@@ -200,3 +200,17 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and json.loads(r.stdout)["retriever"].startswith("hybrid (dense 0.50")
+
+
+def test_synth_files_with_a_bad_line_name_the_file_and_line(tmp_path):
+    from tune.data import DataError, read_jsonl
+    from tune.retriever_data import _rows
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('\n{not json\n', encoding="utf-8")  # blank lines are skipped but counted
+    for read in (read_jsonl, _rows):
+        with pytest.raises(DataError, match=f"{bad}:2: not valid JSON"):
+            read(bad)
+    bad.write_text('{"question": "Q?"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=f"{bad}:1: a synth row needs 'question' and 'chunk_id'"):
+        _rows(bad)

@@ -85,25 +85,31 @@ def resolve_dataset(path: Path) -> DatasetFiles:
     return DatasetFiles(root, train, val, digest.hexdigest(), card_hash, card)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records with a `messages` list whose last message is the assistant's answer."""
-    records = []
+def json_lines(path: Path):
+    """(line number, parsed value) for each non-blank line of a JSONL file; DataError names the file and line of
+    one that is not JSON. Callers check the shape of each value."""
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                yield n, json.loads(line)
             except ValueError as exc:
                 raise DataError(f"{path}:{n}: not valid JSON ({exc})") from exc
-            msgs = rec.get("messages") if isinstance(rec, dict) else None
-            if (not isinstance(msgs, list) or len(msgs) < 2
-                    or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                               and isinstance(m.get("content"), str) for m in msgs)):
-                raise DataError(f"{path}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}")
-            if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
-                raise DataError(f"{path}:{n}: the last message must be the assistant's (non-empty) answer")
-            records.append(rec)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records with a `messages` list whose last message is the assistant's answer."""
+    records = []
+    for n, rec in json_lines(path):
+        msgs = rec.get("messages") if isinstance(rec, dict) else None
+        if (not isinstance(msgs, list) or len(msgs) < 2
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                           and isinstance(m.get("content"), str) for m in msgs)):
+            raise DataError(f"{path}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}")
+        if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
+            raise DataError(f"{path}:{n}: the last message must be the assistant's (non-empty) answer")
+        records.append(rec)
     return records
 
 

@@ -13,7 +13,6 @@ A retrieved chunk counts as relevant when it is the source chunk or holds the an
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from generate.prompts import cloze_prefix
 from ingest.types import Chunk, can_read
 from ingest.workspace import Workspace
+from tune.data import DataError, json_lines
 from tune.filters import supported
 
 RECALL_KS = (1, 3, 5)
@@ -59,17 +59,10 @@ def _rows(path: Path) -> list[dict]:
     rows = []
     if not path.is_file():
         return rows
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row.get("chunk_id"):
-                raise ValueError(f"{path}, line {n}: a synth row needs 'question' and 'chunk_id'")
-            rows.append(row)
+    for n, row in json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row.get("chunk_id"):
+            raise DataError(f"{path}:{n}: a synth row needs 'question' and 'chunk_id'")
+        rows.append(row)
     return rows
 
 
