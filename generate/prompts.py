@@ -90,8 +90,20 @@ _STOP = frozenset("a an the and or of to in on for at by with is are was were be
                   "will shall may might must has have had which who whom what when where why how".split())
 
 
+# words about the task rather than about the documents' content: a draft made of these and the question's own words
+# ('The document you provided contains the answer to the question "How many ...?"') says nothing
+_META = frozenset("document documents doc docs provided given passage passages text context information answer "
+                  "answers question questions contain contains containing mentioned following above".split())
+
+
 def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(re.sub(r"\[\d+\]", " ", text.lower())) if w not in _STOP}
+
+
+def own_words(text: str, question: str) -> set[str]:
+    """The content words of a draft that neither the question nor talk about the task ('the document', 'the
+    answer') supply: an answer has at least one."""
+    return content_words(text) - content_words(question) - _META
 
 
 def support_score(answer: str, passages: list[str]) -> float:
@@ -137,7 +149,8 @@ def strip_markers(text: str) -> str:
 def degenerate(answer: str, question: str) -> str | None:
     """Why a draft must not reach the reader, or None: 'empty' (nothing left once [n] markers and punctuation are
     removed), 'question' (it asks instead of answering: its first sentence ends with a question mark, "the
-    castle?") or 'echo' (it says no content word the question did not: the question said back). A refusal is
+    castle?") or 'echo' (no word of its own, `own_words`: the question said back, or 'the document contains the
+    answer to the question ...'). A refusal is
     not degenerate."""
     text = strip_markers(answer).strip()
     if not any(ch.isalnum() for ch in text):
@@ -147,6 +160,6 @@ def degenerate(answer: str, question: str) -> str | None:
     first = re.split(r"(?<=[.!?])\s+|\n", text, maxsplit=1)[0]
     if first.rstrip(" \"'”’)").endswith("?"):
         return "question"
-    if not content_words(text) - content_words(question):
+    if not own_words(text, question):
         return "echo"
     return None

@@ -2,7 +2,8 @@
 
 A draft that another try may replace (the focused passages' answer, before the second look) is held back whole
 until it is judged. The last try is held only until it has shown it is an answer, then streams: it must say a
-word of its own (a content word that is not in the question, so it is neither empty nor the question said back)
+word of its own (generate.prompts.own_words: a content word not in the question and not about the task, so it is
+neither empty, nor the question said back, nor 'the document contains the answer to ...')
 and either finish its first sentence without a question mark, or run on for a few words without starting like
 a question. A draft that never shows that is judged whole at the end. So a degenerate draft ("[2]", "the
 castle?", the question said back; generate.prompts.degenerate) never reaches the reader in any mode.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from generate.prompts import content_words, degenerate, strip_markers
+from generate.prompts import degenerate, own_words, strip_markers
 
 _OPENERS = frozenset("what who whom whose why how when where which is are was were do does did can could would "
                      "should will shall may might have has had am isn't aren't don't doesn't didn't".split())
@@ -28,7 +29,6 @@ MIN_WORDS = 4  # an unfinished first sentence streams once it has this many word
 class DraftGate:
     def __init__(self, question: str, hold_all: bool) -> None:
         self.question = question
-        self.asked = content_words(question)
         self.hold_all = hold_all
         self.pending = ""  # generated, not shown
         self.shown = ""  # shown already
@@ -46,8 +46,8 @@ class DraftGate:
 
     def _is_answer(self, text: str) -> bool:
         plain = strip_markers(text)
-        if not (content_words(plain) - self.asked):
-            return False  # nothing of its own yet: maybe empty, maybe the question said back
+        if not own_words(plain, self.question):
+            return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
         end = _FIRST_SENTENCE_END.search(plain)
         if end:
             return plain[end.start()] != "?"

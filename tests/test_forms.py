@@ -86,8 +86,11 @@ def test_task_and_section_items_answer_with_steps():
     assert (item.question, item.answer) == ("How do I reset the TV?", "Select Reset in the Support menu.")
     text = "Open Settings and select Picture. Choose the mode that suits the room. Dynamic is the brightest."
     chunk = Chunk("c1", "manual.md", "TV Manual", "TV Manual > Choosing a picture mode", None, 0, text, "h", ())
-    [item] = section_items(chunk, split_sentences(text))
-    assert item.question == "How do I choose a picture mode?" and item.answer == text
+    first, other = section_items(chunk, split_sentences(text), lambda seq: seq[-1])
+    assert first.question == "How do I choose a picture mode?" and first.answer == text
+    assert (other.question, other.answer) == ("Can I choose a picture mode?", "Yes. " + text)
+    assert [i.question for i in section_items(chunk, split_sentences(text), lambda seq: seq[1])][1] == \
+        "How to choose a picture mode?"
     items = form_items(chunk, random.Random(0).choice)
     assert items[0].form == "section" and len(items) <= 4
     assert all(i.evidence in text for i in items)
@@ -98,9 +101,21 @@ def test_task_and_section_items_answer_with_steps():
     ("Why do treatment and management vary in efficacy?", "question"),
     ("treatment and management vary in efficacy [1]", "echo"),
     ("14 days [1]", None), ("Yes. The TV turns off. [1]", None), ("The documents do not contain the answer.", None),
+    ('The document you provided contains the answer to the question "Why do treatment and management vary?"',
+     "question"),
+    ("The passage provided contains the answer to this question: treatment and management vary", "echo"),
 ])
 def test_degenerate(answer, reason):
     assert degenerate(answer, "Why do treatment and management vary in efficacy?") == reason
+
+
+def test_draft_gate_holds_a_draft_that_only_talks_about_the_documents():
+    question = "How many cases were confirmed on the ship?"
+    gate = DraftGate(question, hold_all=False)
+    draft = ['The document', ' you provided', ' contains the answer', ' to the question', ' "How many cases',
+             ' were confirmed', ' on the ship?"']
+    assert [gate.feed(p) for p in draft] == [""] * len(draft)  # never shown: no word of its own
+    assert gate.finish()[1] == "question"
 
 
 def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
