@@ -15,6 +15,8 @@ lemminflect's dictionary). The answer's length and form follow the question:
     task        "To reset the TV, select Reset."   How do I reset the TV?     -> Select Reset.
                 "You can X by Y-ing Z."            How can I X?               -> By Y-ing Z.
     section     a heading "Changing the clock"     How do I change the clock? -> the section's first sentences
+                                                   + one more wording: How to / How can I / What are the steps to /
+                                                   Can I change the clock? (-> Yes. + the same sentences)
                 a heading "Remote Support"         What is Remote Support?    -> the section's first sentences
 
 Every answer rests on `evidence`, verbatim text of the chunk (the filters check that, not the added "Because" or
@@ -201,7 +203,9 @@ def task_items(sentence: str, known) -> list[FormItem]:
     return []
 
 
-def _heading_question(heading: str) -> str | None:
+def _heading_task(heading: str) -> tuple[str, str] | None:
+    """('task', 'change the clock') for a task heading ('Changing the clock', 'Change the clock'), ('name',
+    'Remote Support') for a short name heading, None for a generic or long one."""
     words = heading.strip().rstrip(".:?").split()
     if not words or len(words) > 8 or heading.lower().strip() in _GENERIC_HEADINGS or not words[0][:1].isupper():
         return None
@@ -209,23 +213,40 @@ def _heading_question(heading: str) -> str | None:
     if first.endswith("ing") and verb_lemma(first) and verb_lemma(first) != first:
         rest = [w if (w[:1].isupper() and w.lower() not in DETS | PREPS and i > 0 and not w.istitle()) or w.isupper()
                 else w.lower() if w.istitle() and i == 0 else w for i, w in enumerate(words[1:])]
-        return f"How do I {verb_lemma(first)} {' '.join(rest)}?".replace("  ", " ")
+        return "task", f"{verb_lemma(first)} {' '.join(rest)}".replace("  ", " ").strip()
     if first in IMPERATIVE_LEADS or verb_lemma(first) == first and first not in DETS and len(words) >= 2 and \
             first not in ("read",):
-        return f"How do I {first} {' '.join(words[1:])}?"
+        return "task", f"{first} {' '.join(words[1:])}"
     if len(words) <= 5 and not any(w.lower() in CLAUSE for w in words) and not re.search(r"\d", heading):
-        return f"What is {heading.strip()}?"
+        return "name", heading.strip()
     return None
 
 
-def section_items(chunk, sentences: list[str]) -> list[FormItem]:
-    """A task heading ('Changing the clock') as 'How do I change the clock?', a name heading ('Remote Support') as
+# people ask for a procedure in many words ("How to ...", "What are the steps to ...", "Can I ...?"): the first is
+# always made, one more wording is drawn per section, so the answer (the section's steps) follows the intent, not
+# one template
+_TASK_WORDINGS = ("How can I {}?", "How to {}?", "What are the steps to {}?", "Can I {}?")
+
+
+def _heading_questions(heading: str, pick) -> list[str]:
+    found = _heading_task(heading)
+    if not found:
+        return []
+    kind, phrase = found
+    if kind == "name":
+        return [f"What is {phrase}?"]
+    return [f"How do I {phrase}?", pick(_TASK_WORDINGS).format(phrase)]
+
+
+def section_items(chunk, sentences: list[str], pick=None) -> list[FormItem]:
+    """A task heading ('Changing the clock') as 'How do I change the clock?' and one more wording drawn with
+    `pick` ('Can I change the clock?' is answered 'Yes.' and the steps), a name heading ('Remote Support') as
     'What is Remote Support?'; the answer is the first sentences of the section (up to 60 words)."""
     leaf = (chunk.section or "").split(" > ")[-1].strip()
     if not leaf or leaf == (chunk.title or "").strip() or not sentences:
         return []
-    question = _heading_question(leaf)
-    if not question:
+    questions = _heading_questions(leaf, pick or (lambda seq: seq[0]))
+    if not questions:
         return []
     taken: list[str] = []
     for s in sentences:
@@ -235,7 +256,8 @@ def section_items(chunk, sentences: list[str]) -> list[FormItem]:
     evidence = " ".join(taken)
     if len(evidence.split()) < 6 or len(evidence.split()) > MAX_EVIDENCE_WORDS:
         return []
-    return [FormItem(question, evidence, evidence, "section")]
+    return [FormItem(q, f"Yes. {evidence}" if q.startswith("Can I") else evidence, evidence, "section")
+            for q in questions]
 
 
 def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
@@ -244,7 +266,7 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     known = known_names_of(chunk)
     sentences = split_sentences(chunk.text)
     facts = [sp.text for s in sentences for sp in find_spans(s, known)]
-    found: list[FormItem] = list(section_items(chunk, sentences))
+    found: list[FormItem] = list(section_items(chunk, sentences, pick))
     for s in sentences:
         if len(s.split()) > MAX_EVIDENCE_WORDS:
             continue
