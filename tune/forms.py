@@ -27,6 +27,7 @@ Every answer rests on `evidence`, verbatim text of the chunk (the filters check 
 from __future__ import annotations
 
 import re
+import zlib
 
 from tune.inversion import (ADVERBS, AUX, CLAUSE, DETS, IMPERATIVE_LEADS, NEGATION, PREPS, bare, finite, invert,
                             lemmas, verb_lemma)
@@ -233,24 +234,27 @@ def _heading_task(heading: str) -> tuple[str, str] | None:
 _TASK_WORDINGS = ("How can I {}?", "How to {}?", "What are the steps to {}?", "Can I {}?")
 
 
-def _heading_questions(heading: str, pick) -> list[str]:
+def _heading_questions(heading: str) -> list[str]:
     found = _heading_task(heading)
     if not found:
         return []
     kind, phrase = found
     if kind == "name":
         return [f"What is {phrase}?"]
-    return [f"How do I {phrase}?", pick(_TASK_WORDINGS).format(phrase)]
+    # the second wording is drawn by the heading, so every chunk of a section asks the same (the duplicate filter
+    # keeps the first chunk's, which holds the section's first sentences)
+    return [f"How do I {phrase}?", _TASK_WORDINGS[zlib.crc32(heading.encode()) % len(_TASK_WORDINGS)].format(phrase)]
 
 
-def section_items(chunk, sentences: list[str], pick=None) -> list[FormItem]:
-    """A task heading ('Changing the clock') as 'How do I change the clock?' and one more wording drawn with
-    `pick` ('Can I change the clock?' is answered 'Yes.' and the steps), a name heading ('Remote Support') as
-    'What is Remote Support?'; the answer is the first sentences of the section (up to 60 words)."""
+def section_items(chunk, sentences: list[str]) -> list[FormItem]:
+    """A task heading ('Changing the clock') as 'How do I change the clock?' and one more wording drawn by the
+    heading ('Can I change the clock?' is answered 'Yes.' and the steps), a name heading ('Remote Support') as
+    'What is Remote Support?'; the answer is the first sentences of the section (up to 60 words). A chunk that
+    starts in the middle of a sentence (a section's later chunk) makes none."""
     leaf = (chunk.section or "").split(" > ")[-1].strip()
-    if not leaf or leaf == (chunk.title or "").strip() or not sentences:
+    if not leaf or leaf == (chunk.title or "").strip() or not sentences or not sentences[0][:1].isupper():
         return []
-    questions = _heading_questions(leaf, pick or (lambda seq: seq[0]))
+    questions = _heading_questions(leaf)
     if not questions:
         return []
     taken: list[str] = []
@@ -271,7 +275,7 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     known = known_names_of(chunk)
     sentences = split_sentences(chunk.text)
     facts = [sp.text for s in sentences for sp in find_spans(s, known)]
-    found: list[FormItem] = list(section_items(chunk, sentences, pick))
+    found: list[FormItem] = list(section_items(chunk, sentences))
     for i, s in enumerate(sentences):
         if len(s.split()) > MAX_EVIDENCE_WORDS:
             continue
