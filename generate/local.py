@@ -71,8 +71,9 @@ class IncrementalDetokenizer:
 class LocalGenerator:
     """Runs a loaded transformers model in-process with its own decode loop.
 
-    Why not `model.generate`: we need text pieces as soon as they are stable, exact timing, adapter selection
-    per request and a CUDA-graph path. A bare loop (KV cache + argmax, nothing else per step) costs the same
+    `ragtune serve` shares it among concurrent requests through generate/batching.py (continuous batching over
+    `forward_rows`); `stream` here is the lone path. Why not `model.generate`: we need text pieces as soon as they
+    are stable, exact timing, adapter selection per request and a CUDA-graph path. A bare loop (KV cache + argmax, nothing else per step) costs the same
     per token as `generate` on CPU (measured: equal CPU ms per token; the model forward dominates), and gives
     the same greedy tokens (tested).
 
@@ -110,6 +111,7 @@ class LocalGenerator:
         self._peft: Any = None
         self._adapters: list[str] = []
         self._active: str | None = None
+        self._mixed = False  # a batch of rows with different adapters: all unmerged, chosen per row (forward_rows)
         self._merged: str | None = None  # the adapter whose weights are merged into the base right now
         self._merge = merge_adapters
 
@@ -165,8 +167,8 @@ class LocalGenerator:
     def _select(self, name: str | None) -> None:
         if name is not None and name not in self._adapters:
             raise ValueError(f"unknown adapter {name!r}; loaded: {self._adapters}")
-        if name != self._active:
-            self._active = name
+        if name != self._active or self._mixed:
+            self._active, self._mixed = name, False
             self._apply_active()
 
     def _apply_active(self) -> None:
@@ -177,6 +179,10 @@ class LocalGenerator:
         if self._peft is None:
             return
         tuner = self._peft.base_model
+        if self._mixed:  # peft's per-row adapter_names need every LoRA layer unmerged and enabled
+            self._unmerge()
+            tuner.enable_adapter_layers()
+            return
         if self._merged != self._active:
             self._unmerge()
         if self._active is None:
@@ -207,12 +213,56 @@ class LocalGenerator:
         ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
         return list(ids)
 
-    def _forward(self, ids: Any, positions: Any, cache: Any) -> Any:
-        """One forward pass; returns logits of the last position only (the full [seq, vocab] is never built)."""
+    def _forward(self, ids: Any, positions: Any, cache: Any, attention_mask: Any = None,
+                 adapter_names: list[str] | None = None) -> Any:
+        """One forward pass; returns logits of the last position only (the full [seq, vocab] is never built).
+        `adapter_names` (one per row) goes through the peft model, which routes each row to its LoRA."""
         kwargs = {self._cache_kw: cache, "use_cache": True, "position_ids": positions}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
         if self._keep_logits:
             kwargs["logits_to_keep"] = 1
+        if adapter_names is not None:
+            return self._peft(input_ids=ids, adapter_names=adapter_names, **kwargs).logits[:, -1, :]
         return self._base(input_ids=ids, **kwargs).logits[:, -1, :]
+
+    # ---- what the batch scheduler (generate/batching.py) uses ----------------------------------------------------
+    def forward_rows(self, ids: Any, positions: Any, cache: Any, adapters: list[str | None],
+                     attention_mask: Any = None) -> Any:
+        """One forward pass over a batch whose rows each name an adapter (or None); returns each row's last
+        logits. Rows that all share one adapter run it merged, exactly as `stream` does; a mix runs the unmerged
+        LoRA layers with peft's per-row `adapter_names` ("__base__" for a row without one). Takes the model lock
+        for this one pass, so adapters load between two steps of a batch."""
+        with self._lock:
+            if len(set(adapters)) == 1:
+                self._select(adapters[0])
+                return self._forward(ids, positions, cache, attention_mask)
+            for name in adapters:
+                if name is not None and name not in self._adapters:
+                    raise ValueError(f"unknown adapter {name!r}; loaded: {self._adapters}")
+            if not self._mixed:
+                self._mixed = True
+                self._apply_active()
+            names = [name if name is not None else "__base__" for name in adapters]
+            return self._forward(ids, positions, cache, attention_mask, adapter_names=names)
+
+    def prompt_ids(self, messages: list[dict], max_new_tokens: int) -> tuple[list[int], int]:
+        """(the chat-templated prompt's token ids, the new tokens that fit after it in the context window)."""
+        messages = check_messages(messages)
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        prompt = self._encode_chat(messages)
+        if len(prompt) >= self.context_window:
+            raise BackendError(f"prompt has {len(prompt)} tokens; the model's context window is {self.context_window}")
+        return prompt, min(max_new_tokens, self.context_window - len(prompt))
+
+    def detokenizer(self) -> IncrementalDetokenizer:
+        return IncrementalDetokenizer(self._tok, self._tok_lock)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model, tokenizer, device and end-of-turn ids this generator runs."""
+        return self._loaded
 
     def _new_cache(self, needed: int) -> Any:
         from transformers import DynamicCache, StaticCache
@@ -277,22 +327,16 @@ class LocalGenerator:
                 adapter: str | None) -> Iterator[str]:
         import torch
 
-        messages = check_messages(messages)
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
+        prompt, max_new = self.prompt_ids(messages, max_new_tokens)  # a bad request fails without waiting
+        n_prompt = len(prompt)
         with self._lock:
             t0 = time.perf_counter()
             if adapter is not KEEP_ADAPTER:
                 self._select(adapter)
-            prompt = self._encode_chat(messages)
-            n_prompt = len(prompt)
-            if n_prompt >= self.context_window:
-                raise BackendError(f"prompt has {n_prompt} tokens; the model's context window is {self.context_window}")
-            max_new = min(max_new_tokens, self.context_window - n_prompt)
             t_first: float | None = None
             n_new, finish = 0, "aborted"
             generated: list[int] = []
-            detok = IncrementalDetokenizer(self._tok, self._tok_lock)
+            detok = self.detokenizer()
             try:
                 with torch.inference_mode():
                     dev = self._device
