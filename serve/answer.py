@@ -138,6 +138,19 @@ def open_generator(workspace: Path, model: str | None = None, backend_url: str |
         raise ValueError(f"--model: {exc}" if model else str(exc)) from None
 
 
+def serving_generator(generator, max_batch: int):
+    """The generator `ragtune serve` answers with: a local model shares one continuously batched decode loop among
+    up to `max_batch` requests (generate/batching.py; rows may use different adapters); 1, or a backend server,
+    is left as it is."""
+    from generate.local import LocalGenerator
+
+    if max_batch > 1 and isinstance(generator, LocalGenerator):
+        from generate.batching import BatchingGenerator
+
+        return BatchingGenerator(generator, max_batch)
+    return generator
+
+
 def generator_label(generator) -> str:
     """Which model answers, in words: 'SmolLM2-... (local)' or 'smollm2 at http://gpu:8000/v1'."""
     name = getattr(generator, "name", "") or type(generator).__name__
@@ -270,8 +283,11 @@ class AnswerEngine:
             messages = build_messages(question, sources, turns, with_context=mode in RETRIEVAL_MODES)
             gate = DraftGate(question, hold_all=not last)  # a try that may be replaced is held back whole
             generation = self.generator.stream(messages, **options)
-            for piece in generation:
-                yield from shown([gate.feed(piece)])
+            try:
+                for piece in generation:
+                    yield from shown([gate.feed(piece)])
+            finally:  # a reader gone mid-answer (close) stops the model now, not when the garbage collector runs
+                generation.close()
             text, bad = gate.finish()
             if bad:
                 degenerate.append(bad)

@@ -1,5 +1,6 @@
-"""Answering in `ragtune serve`: the app's chats and the API's completions over one engine, in turn at the gate
-in front of the one model; the API's model names (ragtune, ragtune-MODE, ragtune-MODE:ADAPTER).
+"""Answering in `ragtune serve`: the app's chats and the API's completions over one engine, admitted at the gate
+in front of the model (as many at once as it decodes together: serve/concurrency.py); the API's model names
+(ragtune, ragtune-MODE, ragtune-MODE:ADAPTER).
 
     ticket, stream = answers.open_answer(user, "How many days of leave?", "rag")
     for piece in Answering.run_answer(ticket, stream): ...
@@ -51,7 +52,7 @@ class Answering:
 
     @staticmethod
     def run_answer(ticket: Ticket, stream, cancel: threading.Event | None = None):
-        """Iterate a stream from `open_answer` in turn at the gate; always releases the ticket."""
+        """Iterate a stream from `open_answer` once the gate admits it; always releases the ticket."""
         try:
             ticket.wait(cancel)
             for piece in stream:

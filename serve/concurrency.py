@@ -20,7 +20,9 @@ class NoIndexError(AnswerError):
 
 class Gate:
     """FIFO admission to the model: `reserve()` takes a place in line (or raises BusyError when `max_waiting`
-    are already waiting), `Ticket.wait()` blocks until it is at the front and a slot is free."""
+    are already waiting for a slot), `Ticket.wait()` blocks until it is at the front and a slot is free.
+    `max_active` slots: 1 for the lone local loop, the batch size for the batched one (generate/batching.py),
+    `backend_parallel` for a backend server."""
 
     def __init__(self, max_active: int = 1, max_waiting: int = 32) -> None:
         self.max_active = max_active
@@ -43,9 +45,12 @@ class Gate:
         """A place in line; BusyError when `max_waiting` are queued (background jobs pass force=True: they wait
         instead of failing)."""
         with self._cond:
-            if len(self._line) >= self.max_waiting and not force:
+            # tickets in line that a free slot will take at once are not waiting: a burst that fits the slots
+            # is never refused, however small max_waiting is
+            queued = len(self._line) - max(0, self.max_active - self._active)
+            if queued >= self.max_waiting and not force:
                 self.refused += 1
-                raise BusyError(f"the server is busy: {len(self._line)} answers are already waiting for the model; "
+                raise BusyError(f"the server is busy: {queued} answers are already waiting for the model; "
                                 "try again in a moment")
             ticket = Ticket(self)
             self._line.append(ticket)

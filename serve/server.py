@@ -12,10 +12,12 @@ each user reads only documents of their groups, everywhere (search, citations, v
 a users file the server is single-user: it binds to loopback only, and every request (which can only come from
 this machine) acts as the local admin who may read every group.
 
-Concurrency: the local model answers one request at a time (LocalGenerator's lock). In front of it a FIFO gate
-admits requests in arrival order and refuses new ones (HTTP 429 / a message in the app) once `max_waiting` are
-queued, so a burst is bounded and nobody waits forever behind later arrivals. Generation runs in worker threads
-(API) or Gradio's worker threads (app), never on the event loop, so pages and other requests stay responsive.
+Concurrency: the local model decodes up to `max_batch` answers at once in one continuously batched loop
+(generate/batching.py: a request joins the running batch, each row with its own adapter); `max_batch` 1 is the
+lone loop, one answer at a time. In front of it a FIFO gate admits that many requests in arrival order and refuses
+new ones (HTTP 429 with Retry-After / a message in the app) once `max_waiting` more are queued, so a burst is
+bounded and nobody waits forever behind later arrivals. Generation runs in worker threads (API) or Gradio's worker
+threads (app), never on the event loop, so pages and other requests stay responsive.
 With `--backend-url` the gate lets `backend_parallel` answers stream at once: the server batches them itself.
 Searches share one embedder whose encode calls are serialised (a Hugging Face fast tokenizer must not be used by
 two threads at once) and cut into slices, so a background re-index delays a search by one slice at most.
@@ -30,7 +32,7 @@ from pathlib import Path
 from ingest.workspace import Workspace
 from serve.accounts import Accounts, is_loopback  # noqa: F401 - is_loopback: web_cli and the tests ask it here
 from serve.adapter_settings import AdapterSettings
-from serve.answer import AnswerConfig, AnswerEngine, generator_label, open_generator
+from serve.answer import AnswerConfig, AnswerEngine, generator_label, open_generator, serving_generator
 from serve.answering import Answering
 from serve.concurrency import Gate, LazySearcher, _EmbedderSlot
 from serve.jobs import Jobs
@@ -53,7 +55,8 @@ class ServeConfig:
     model: str | None = None  # --model: a local folder or hub id, or with backend_url the served model name
     backend_url: str | None = None  # --backend-url: an OpenAI-compatible server (vLLM) answers, not the local model
     api_key: str | None = field(default=None, repr=False)  # --api-key for backend_url
-    backend_parallel: int = 16  # answers streamed from backend_url at once (the local model answers one at a time)
+    backend_parallel: int = 16  # answers streamed from backend_url at once
+    max_batch: int = 16  # --max-batch: answers the local model decodes together (1: one at a time, the lone loop)
 
 
 # ---- the service the API and the app share ------------------------------------------------------------------------
@@ -77,15 +80,15 @@ class Ragtune:
         self.workspace.mkdir(parents=True, exist_ok=True)
         if generator is None:  # the one place ask, eval and serve turn --model / --backend-url into a generator
             generator = open_generator(self.workspace, config.model, config.backend_url, config.api_key)
-        self.generator = generator
+        self.generator = generator = serving_generator(generator, config.max_batch)
         self.embedders = _EmbedderSlot(self.workspace, embedder)
         docs_dir = config.docs_dir or indexed_docs_dir(self.workspace) or Workspace(self.workspace).docs
         self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self.embedders.get().for_job(),
                               max_upload_bytes=config.max_upload_mb * 2 ** 20)  # a copied workspace's own folder
         self.accounts = Accounts(UserStore(config.users_file) if config.users_file else None, self.docs.index_groups)
         self.settings = AdapterSettings(self.workspace)
-        self.gate = Gate(max_active=max(1, config.backend_parallel) if config.backend_url else 1,
-                         max_waiting=config.max_waiting)
+        parallel = config.backend_parallel if config.backend_url else getattr(generator, "max_batch", 1)
+        self.gate = Gate(max_active=max(1, parallel), max_waiting=config.max_waiting)
         engine = AnswerEngine(self.workspace, generator, searcher=LazySearcher(self.workspace, self.embedders),
                               config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
         self.answers = Answering(engine, self.gate, self.accounts, self.settings, self.docs)

@@ -34,6 +34,9 @@ def serve_command(
     docs: Optional[Path] = typer.Option(None, "--docs", help="Documents folder that uploads go to and re-indexing "
                                         "reads (default: the folder the index was built from, else WS/docs)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer in tokens."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Answers the local model decodes at once (continuous "
+                                  "batching: a question asked meanwhile joins the running batch); 1 answers one "
+                                  "at a time. Requests beyond it wait in line."),
     model: Optional[str] = answer_options.MODEL,
     backend_url: Optional[str] = answer_options.BACKEND_URL,
     api_key: Optional[str] = answer_options.API_KEY,
@@ -47,8 +50,11 @@ def serve_command(
                                 f"{users}`)")
     if port < 0 or port > 65535:
         raise ValueError(f"--port must be 0-65535, not {port}")
+    if max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, not {max_batch}")
     config = ServeConfig(workspace=workspace, docs_dir=docs, users_file=users, host=host, port=port,
-                         max_new_tokens=max_new_tokens, model=model, backend_url=backend_url, api_key=api_key)
+                         max_new_tokens=max_new_tokens, model=model, backend_url=backend_url, api_key=api_key,
+                         max_batch=max_batch)
     sys.stderr.write("ragtune serve: loading the model and the app ...\n")
     sys.stderr.flush()
 

@@ -149,13 +149,19 @@ def test_chats_keep_working_while_a_reindex_runs(api) -> None:
 def test_a_full_queue_answers_429(api) -> None:
     gate = api.service.gate
     old = gate.max_waiting
-    gate.max_waiting = 0
+    busy = [gate.reserve() for _ in range(gate.max_active)]  # every slot of the batch is taken ...
+    for ticket in busy:
+        ticket.wait()
+    gate.max_waiting = 0  # ... and no one may wait for one
     try:
-        with pytest.raises(openai.RateLimitError, match="busy"):
+        with pytest.raises(openai.RateLimitError, match="busy") as info:
             client(api).chat.completions.create(model="ragtune-base",
                                                 messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+        assert int(info.value.response.headers["retry-after"]) > 0
     finally:
         gate.max_waiting = old
+        for ticket in busy:
+            ticket.release()
 
 
 def test_concurrent_requests_all_answered(api) -> None:

@@ -1,21 +1,28 @@
 """Continuous batching of the local model (generate/batching.py) and `ragtune serve` over it: rows with different
-adapters, a request joining mid-decode and a row cancelled mid-batch each give the greedy tokens of a lone run.
+adapters, a request joining mid-decode and a row cancelled mid-batch each give the greedy tokens of a lone run, and
+the HTTP API still streams, times each answer and answers 429 with Retry-After when the queue is full.
 
 A tiny random Llama (SmolLM2's tokenizer, weights drawn wide enough that greedy text varies token by token, so a
 wrong cache, mask or position shows) and two random LoRA adapters; no real model."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from types import SimpleNamespace
 
+import httpx
 import pytest
 import torch
+from openai import OpenAI
 
 from generate.batching import BatchingGenerator
 from generate.local import LocalGenerator
 from generate.models import ModelConfig, load_model
+from serve.openai_api import serve_in_thread
+from serve.server import ServeConfig
+from serve.web import build
 
 SHORT = [{"role": "user", "content": "Hi"}]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
@@ -186,3 +193,137 @@ def test_sampling_and_bad_requests_stay_per_request(batched) -> None:
     (sampled, sampled_stats), (text, _) = _run_together(batched, [(CAPITAL, None, 12, 1.5), (CAPITAL, "a", 12)])
     assert text == greedy  # a sampling neighbour does not change a greedy row
     assert sampled and sampled_stats.new_tokens == 12 and [None, "a"] in batched.calls
+
+
+# ---- through the real server ------------------------------------------------------------------------------------
+
+def test_the_gate_admits_a_burst_that_fits_the_batch() -> None:
+    from serve.concurrency import Gate
+    from serve.openai_api import BusyError
+
+    gate = Gate(max_active=3, max_waiting=1)
+    burst = [gate.reserve() for _ in range(4)]  # 3 slots free: only the fourth will wait, which max_waiting allows
+    with pytest.raises(BusyError, match="1 answers are already waiting"):
+        gate.reserve()
+    for ticket in burst[:3]:
+        ticket.wait(timeout=1)
+    assert gate.active == 3 and gate.waiting == 1 and gate.refused == 1
+    for ticket in burst:
+        ticket.release()
+    assert gate.active == 0 and gate.waiting == 0 and gate.served == 3
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    """`ragtune serve` (API + app) on an empty workspace holding adapters a and b: base and tuned answer without an
+    index. The local model is batched 3 rows at a time, with 1 more request allowed to wait."""
+    ws = tmp_path_factory.mktemp("batch-serve") / "ws"
+    for name in ("a", "b"):
+        shutil.copytree(getattr(tiny, name), ws / "adapters" / name)
+    config = ServeConfig(workspace=ws, users_file=None, max_new_tokens=24, max_batch=3, max_waiting=1)
+    service, app = build(config, generator=LocalGenerator(load_model(ModelConfig(model=str(tiny.base)))))
+    assert isinstance(service.generator, BatchingGenerator) and service.gate.max_active == 3
+    for name in ("a", "b"):  # loaded now, so a test holding the model lock does not wait for a load
+        service.generator.load_adapter(name, str(ws / "adapters" / name))
+    url, stop = serve_in_thread(app)
+    yield SimpleNamespace(url=url, service=service)
+    stop()
+    service.generator.close()
+
+
+def test_max_batch_1_keeps_the_lone_loop(tiny, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from serve.server import Ragtune
+
+    lone = LocalGenerator(load_model(ModelConfig(model=str(tiny.base))))
+    service = Ragtune(ServeConfig(workspace=tmp_path / "ws", max_batch=1), generator=lone)
+    assert service.generator is lone and service.gate.max_active == 1
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "serve", "--workspace", tmp_path / "ws",
+                          "--max-batch", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--max-batch must be at least 1" in out.stderr and "Traceback" not in out.stderr
+
+
+def _client(server) -> OpenAI:
+    return OpenAI(base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+def _ask_streaming(server, model: str, question: str, max_tokens: int = 24) -> dict:
+    chunks = list(_client(server).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], stream=True, max_tokens=max_tokens))
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    return {"pieces": [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content],
+            "finish": final[-1].choices[0].finish_reason if final else None,
+            "ragtune": final[-1].model_extra.get("ragtune") if final else None}
+
+
+def test_the_api_streams_answers_decoded_in_one_batch(server) -> None:
+    service = server.service
+    asks = [("ragtune-base", "Where is the canteen?"), ("ragtune-tuned:a", "Who signs expense claims?"),
+            ("ragtune-tuned:b", "How many days of leave do I get?")]
+    results: dict[int, dict] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _ask_streaming(server, *asks[i])))
+               for i in range(len(asks))]
+    submitted = _submissions(service.generator)
+    with service.generator.local._lock:  # all three reach the batch before the first prefill runs
+        for t in threads:
+            t.start()
+        _wait(lambda: len(submitted) == 3)
+    for t in threads:
+        t.join(timeout=120)
+    assert service.generator.scheduler.batched_rows > 0
+    for i, (model, question) in enumerate(asks):
+        got = results[i]
+        assert len(got["pieces"]) > 1 and got["finish"] in ("stop", "length"), got
+        assert got["ragtune"]["adapter"] == (None if model == "ragtune-base" else model[-1])
+        timings = got["ragtune"]["timings"]
+        assert timings["new_tokens"] > 0 and 0 < timings["first_token_ms"] <= timings["total_ms"]
+        alone = _client(server).chat.completions.create(model=model, max_tokens=24,
+                                                        messages=[{"role": "user", "content": question}])
+        assert "".join(got["pieces"]).strip() == alone.choices[0].message.content.strip()
+    assert service.gate.active == 0 and service.gate.waiting == 0
+
+
+def test_a_full_queue_answers_429_with_retry_after(server) -> None:
+    service = server.service
+    gate = service.gate
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(_ask_streaming(server, "ragtune-base", f"Q{i}?")))
+               for i in range(4)]
+    with service.generator.local._lock:  # the batch cannot move: 3 requests decode, 1 waits, the next is refused
+        for t in threads[:3]:
+            t.start()
+        _wait(lambda: gate.active == 3)
+        threads[3].start()
+        _wait(lambda: gate.waiting == 1)
+        refused = httpx.post(f"{server.url}/v1/chat/completions", timeout=30, json={
+            "model": "ragtune-base", "stream": True, "messages": [{"role": "user", "content": "one too many"}]})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert refused.json()["error"]["code"] == "busy"
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 4 and all(r["finish"] in ("stop", "length") and r["pieces"] for r in results), results
+    assert gate.active == 0 and gate.waiting == 0
+
+
+def test_a_client_gone_mid_stream_leaves_the_batch(server, monkeypatch) -> None:
+    bg = server.service.generator
+    streams: list = []
+    stream = bg.stream
+
+    def recording(*args, **kwargs):
+        streams.append(stream(*args, **kwargs))
+        return streams[-1]
+
+    monkeypatch.setattr(bg, "stream", recording)
+    body = {"model": "ragtune-base", "stream": True, "max_tokens": 500,
+            "messages": [{"role": "user", "content": "Tell me everything."}]}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as resp:
+        lines = resp.iter_lines()
+        assert next(lines).startswith("data: ")
+        other = _ask_streaming(server, "ragtune-tuned:a", "Who signs expense claims?")  # shares the batch meanwhile
+    assert other["finish"] in ("stop", "length") and other["pieces"]
+    _wait(lambda: streams[0].stats is not None)
+    assert streams[0].stats.finish_reason == "aborted" and streams[0].stats.new_tokens < 500
+    _wait(lambda: bg.scheduler.active == 0 and server.service.gate.active == 0)
