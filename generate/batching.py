@@ -90,7 +90,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._pending: deque[_Row] = deque()
         self._closed = False
-        self.steps = self.batched_rows = 0  # decode steps run; rows summed over the steps that had more than one
+        self.steps = self.row_steps = 0  # decode steps run, and rows summed over them (row_steps / steps: mean batch)
         self._thread = threading.Thread(target=self._loop, name="ragtune-batch", daemon=True)
         self._thread.start()
         _RUNNING.add(self)
@@ -179,7 +179,7 @@ class BatchScheduler:
             batch.keep([False] * len(batch.rows))
             return
         self.steps += 1
-        self.batched_rows += len(batch.rows) if len(batch.rows) > 1 else 0
+        self.row_steps += len(batch.rows)
         alive = []
         for row, token in zip(batch.rows, _pick(logits, [r.temperature for r in batch.rows])):
             row.pos += 1

@@ -227,6 +227,9 @@ class AnswerEngine:
                 raise
             except BackendError as exc:  # a broken adapter, or a server that does not serve it: say so, as for a name
                 raise AnswerError(str(exc)) from exc
+            except ValueError:  # "already loaded": a request asked at the same moment loaded it first
+                if adapter not in self.generator.adapters:
+                    raise
         return adapter
 
     def _retrieve(self, question: str, history: list[dict], groups: frozenset[str], k: int):
