@@ -246,6 +246,13 @@ class BatchingGenerator:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
 
+    @property
+    def compute_lock(self) -> threading.Lock | None:
+        """On a CPU, the lock the scheduler holds for each forward pass, for other model work in this process (the
+        embedder's searches) to run between two steps: two thread teams on the same cores stall each other at
+        every barrier. None on an accelerator."""
+        return self.local.lock if self.local.loaded.device.type == "cpu" else None
+
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
                adapter: str | None = KEEP_ADAPTER) -> GenerationStream:
         """As LocalGenerator.stream, in the shared batch: text pieces as they become stable; `stats` once it ends.

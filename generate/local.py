@@ -260,6 +260,11 @@ class LocalGenerator:
         return IncrementalDetokenizer(self._tok, self._tok_lock)
 
     @property
+    def lock(self) -> threading.Lock:
+        """The model lock: held for a whole lone generation, or for one forward pass of a batch (forward_rows)."""
+        return self._lock
+
+    @property
     def loaded(self) -> LoadedModel:
         """The model, tokenizer, device and end-of-turn ids this generator runs."""
         return self._loaded

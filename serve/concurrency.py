@@ -103,11 +103,13 @@ class Ticket:
 
 class SharedEmbedder:
     """One embedding model for searches and background jobs. Encode calls are serialised and cut into slices of
-    `slice_size` texts. Indexing jobs get `for_job()`: the same model, but a tokenizer of their own for chunking."""
+    `slice_size` texts. Indexing jobs get `for_job()`: the same model, but a tokenizer of their own for chunking.
+    `lock`: the lock that serialises them, by default its own; the batched local model's `compute_lock`, so that a
+    search runs between two decode steps instead of competing with one for the CPU cores."""
 
-    def __init__(self, base, slice_size: int = 32) -> None:
+    def __init__(self, base, slice_size: int = 32, lock=None) -> None:
         self._base = base
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else threading.Lock()
         self._slice = slice_size
         self._job_tokenizer = None
 
@@ -185,9 +187,10 @@ class LazySearcher:
 class _EmbedderSlot:
     """Holds the SharedEmbedder; made on first need from the index's embedder setting."""
 
-    def __init__(self, workspace: Path, embedder=None) -> None:
+    def __init__(self, workspace: Path, embedder=None, lock=None) -> None:
         self.workspace = Path(workspace)
-        self._shared = SharedEmbedder(embedder) if embedder is not None else None
+        self._encode_lock = lock  # SharedEmbedder's `lock`
+        self._shared = SharedEmbedder(embedder, lock=lock) if embedder is not None else None
         self._lock = threading.Lock()
 
     def get(self) -> SharedEmbedder:
@@ -201,5 +204,6 @@ class _EmbedderSlot:
                         model = load_current(self.workspace).manifest.settings.get("embed_model")
                     except IndexMissingError:
                         model = None
-                    self._shared = SharedEmbedder(Embedder(EmbedConfig(model=model) if model else EmbedConfig()))
+                    self._shared = SharedEmbedder(Embedder(EmbedConfig(model=model) if model else EmbedConfig()),
+                                                  lock=self._encode_lock)
         return self._shared

@@ -81,7 +81,7 @@ class Ragtune:
         if generator is None:  # the one place ask, eval and serve turn --model / --backend-url into a generator
             generator = open_generator(self.workspace, config.model, config.backend_url, config.api_key)
         self.generator = generator = serving_generator(generator, config.max_batch)
-        self.embedders = _EmbedderSlot(self.workspace, embedder)
+        self.embedders = _EmbedderSlot(self.workspace, embedder, lock=getattr(generator, "compute_lock", None))
         docs_dir = config.docs_dir or indexed_docs_dir(self.workspace) or Workspace(self.workspace).docs
         self.docs = DocsAdmin(self.workspace, Path(docs_dir), embedder_for_job=lambda: self.embedders.get().for_job(),
                               max_upload_bytes=config.max_upload_mb * 2 ** 20)  # a copied workspace's own folder

@@ -267,6 +267,23 @@ def test_max_batch_1_keeps_the_lone_loop(tiny, tmp_path) -> None:
     assert out.returncode == 2 and "--max-batch must be at least 1" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_searches_run_between_decode_steps(tiny, tmp_path) -> None:
+    """On a CPU the batched server's embedder takes the model lock that each forward pass holds, so a search and a
+    decode step never compete for the cores."""
+    from serve.server import Ragtune
+
+    class Embedder:
+        def encode(self, texts):
+            assert service.generator.local.lock.locked()  # held by this encode call
+            return [[0.0]] * len(texts)
+
+    service = Ragtune(ServeConfig(workspace=tmp_path / "ws", max_batch=2), embedder=Embedder(),
+                      generator=LocalGenerator(load_model(ModelConfig(model=str(tiny.base)))))
+    assert service.generator.compute_lock is service.generator.local.lock
+    assert service.embedders.get().encode(["a query"]) == [[0.0]] and not service.generator.local.lock.locked()
+    service.generator.close()
+
+
 def _client(server) -> OpenAI:
     return OpenAI(base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0, timeout=120)
 
