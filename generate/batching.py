@@ -158,7 +158,8 @@ class BatchScheduler:
         ids = torch.tensor([row.prompt], dtype=torch.long, device=self._device)
         positions = torch.arange(len(row.prompt), dtype=torch.long, device=self._device).unsqueeze(0)
         try:
-            logits = self._gen.forward_rows(ids, positions, cache, [row.adapter])
+            logits = self._gen.forward_rows(ids, positions, cache, [row.adapter],
+                                            others=tuple(r.adapter for r in self._batch.rows))
         except Exception as exc:  # noqa: BLE001 - the request fails, the scheduler goes on
             self._fail([row], exc)
             return

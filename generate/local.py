@@ -226,20 +226,21 @@ class LocalGenerator:
             return self._peft(input_ids=ids, adapter_names=adapter_names, **kwargs).logits[:, -1, :]
         return self._base(input_ids=ids, **kwargs).logits[:, -1, :]
 
-    # ---- what the batch scheduler (generate/batching.py) uses ----------------------------------------------------
     def forward_rows(self, ids: Any, positions: Any, cache: Any, adapters: list[str | None],
-                     attention_mask: Any = None) -> Any:
+                     attention_mask: Any = None, others: tuple = ()) -> Any:
         """One forward pass over a batch whose rows each name an adapter (or None); returns each row's last
         logits. Rows that all share one adapter run it merged, exactly as `stream` does; a mix runs the unmerged
-        LoRA layers with peft's per-row `adapter_names` ("__base__" for a row without one). Takes the model lock
-        for this one pass, so adapters load between two steps of a batch."""
+        LoRA layers with peft's per-row `adapter_names` ("__base__" for a row without one). `others`: the adapters
+        of rows running beside these (a newcomer's prefill) count as part of the mix, and a mix stays one while
+        more than one row runs: merging or unmerging rewrites every adapted weight. Takes the model lock for this
+        one pass, so adapters load between two steps."""
         with self._lock:
-            if len(set(adapters)) == 1:
+            stay_mixed = self._mixed and len(adapters) + len(others) > 1
+            if len(set(adapters) | set(others)) == 1 and not stay_mixed:
                 self._select(adapters[0])
                 return self._forward(ids, positions, cache, attention_mask)
-            for name in adapters:
-                if name is not None and name not in self._adapters:
-                    raise ValueError(f"unknown adapter {name!r}; loaded: {self._adapters}")
+            if unknown := [name for name in adapters if name is not None and name not in self._adapters]:
+                raise ValueError(f"unknown adapter {unknown[0]!r}; loaded: {self._adapters}")
             if not self._mixed:
                 self._mixed = True
                 self._apply_active()

@@ -80,9 +80,9 @@ def batched(tiny, monkeypatch):
     bg.calls = []
     forward = g.forward_rows
 
-    def recording(ids, positions, cache, adapters, attention_mask=None):
+    def recording(ids, positions, cache, adapters, attention_mask=None, others=()):
         bg.calls.append(list(adapters))
-        return forward(ids, positions, cache, adapters, attention_mask)
+        return forward(ids, positions, cache, adapters, attention_mask, others)
 
     monkeypatch.setattr(g, "forward_rows", recording)
     yield bg
@@ -137,9 +137,13 @@ def test_rows_with_different_adapters_give_their_lone_tokens(batched) -> None:
             (SHORT, "b", 30)]
     alone = [_lone(g, m, a, n) for m, a, n in jobs]
     assert len(set(alone)) == len(jobs)  # every prompt and adapter answers differently: a mix-up would show
+    merges: list = []
+    merge = g._peft.base_model.merge_adapter
+    g._peft.base_model.merge_adapter = lambda *a, **k: (merges.append(a), merge(*a, **k))
     together = _run_together(batched, jobs)
     assert [text for text, _ in together] == alone
     assert any(len(c) == len(jobs) and set(c) == {None, "a", "b"} for c in batched.calls), batched.calls
+    assert len(merges) <= 2  # not once per newcomer: a mixed batch prefills its newcomers unmerged too
     for (_, _, n), (_, stats) in zip(jobs, together):
         assert stats.finish_reason == "length" and stats.new_tokens == n and stats.prompt_tokens > 5
         assert 0 < stats.first_token_ms <= stats.total_ms
