@@ -129,6 +129,13 @@ def test_draft_gate_holds_a_draft_that_only_talks_about_the_documents():
     assert gate.finish()[1] == "question"
 
 
+def test_draft_gate_does_not_take_a_marker_being_written_for_a_word():
+    gate = DraftGate("How to change the current time and set the clock manually?", hold_all=False)
+    draft = ["Set", " the", " clock", " manually", " [", "3", "]"]
+    assert [gate.feed(p) for p in draft] == [""] * len(draft)  # '[3' is no word of its own
+    assert gate.finish() == ("Set the clock manually [3]", "echo")
+
+
 def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
     gate = DraftGate("How do I reset the TV?", hold_all=False)
     shown = [gate.feed(p) for p in ["Open Settings", ". Select", " Reset", "."]]
