@@ -146,6 +146,9 @@ def strip_markers(text: str) -> str:
     return _MARKERS.sub(" ", text or "")
 
 
+_YES_NO = re.compile(r"(?:the (?:short )?answer(?: to (?:this|the|your) question)? is:?\s*)?[\"']?(?:yes|no)\b", re.I)
+
+
 def degenerate(answer: str, question: str) -> str | None:
     """Why a draft must not reach the reader, or None: 'empty' (nothing left once [n] markers and punctuation are
     removed), 'question' (it asks instead of answering: its first sentence ends with a question mark, "the
@@ -155,7 +158,7 @@ def degenerate(answer: str, question: str) -> str | None:
     text = strip_markers(answer).strip()
     if not any(ch.isalnum() for ch in text):
         return "empty"
-    if is_refusal(text) or re.match(r"(?:yes|no)\b", text, re.I):
+    if is_refusal(text) or _YES_NO.match(text):
         return None
     first = re.split(r"(?<=[.!?])\s+|\n", text, maxsplit=1)[0]
     if first.rstrip(" \"'”’)").endswith("?"):

@@ -23,6 +23,13 @@ from generate.prompts import degenerate, own_words, strip_markers
 _OPENERS = frozenset("what who whom whose why how when where which is are was were do does did can could would "
                      "should will shall may might have has had am isn't aren't don't doesn't didn't".split())
 _OPEN_MARKER = re.compile(r"\[[\d,\s]*$")
+_WORD_ENDS = frozenset(" \t\n.,;:!?)]\"'")
+
+
+def _last_space(text: str) -> int:
+    return max(text.rfind(" "), text.rfind("\n"), 0)
+
+
 _FIRST_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 MIN_WORDS = 4  # an unfinished first sentence streams once it has this many words and does not open like a question
 
@@ -46,7 +53,8 @@ class DraftGate:
         return self.rest()
 
     def _is_answer(self, text: str) -> bool:
-        plain = strip_markers(_OPEN_MARKER.sub("", text))  # '[3' is a marker still being written, not a word
+        # judged on whole words: '[3' is a marker still being written and 'manu' may become 'manually'
+        plain = strip_markers(_OPEN_MARKER.sub("", text if text[-1:] in _WORD_ENDS else text[:_last_space(text)]))
         if not own_words(plain, self.question):
             return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
         end = _FIRST_SENTENCE_END.search(plain)

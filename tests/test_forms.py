@@ -115,6 +115,8 @@ def test_task_and_section_items_answer_with_steps():
     ('The document you provided contains the answer to the question "Why do treatment and management vary?"',
      "question"),
     ("The passage provided contains the answer to this question: treatment and management vary", "echo"),
+    ("The answer to this question is: No, treatment and management do not vary in efficacy", None),
+    ("The answer to this question is:", "echo"),
 ])
 def test_degenerate(answer, reason):
     assert degenerate(answer, "Why do treatment and management vary in efficacy?") == reason
@@ -134,6 +136,9 @@ def test_draft_gate_does_not_take_a_marker_being_written_for_a_word():
     draft = ["Set", " the", " clock", " manually", " [", "3", "]"]
     assert [gate.feed(p) for p in draft] == [""] * len(draft)  # '[3' is no word of its own
     assert gate.finish() == ("Set the clock manually [3]", "echo")
+    gate = DraftGate("How do I set the clock manually?", hold_all=False)
+    draft = ["Set", " the", " clock", " manu", "ally", " [", "1", "]"]  # 'manu' is no word of its own either
+    assert [gate.feed(p) for p in draft] == [""] * len(draft) and gate.finish()[1] == "echo"
 
 
 def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
@@ -142,8 +147,8 @@ def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
     assert shown == ["", "Open Settings. Select", " Reset", "."]  # held until its first sentence ended, then streams
     assert gate.finish() == ("Open Settings. Select Reset.", None) and gate.rest() == ""
     gate = DraftGate("Who approves travel?", hold_all=False)  # an unfinished sentence streams after a few words
-    assert [gate.feed(p) for p in ["The", " head", " of", " finance", " approves", " it"]] == [
-        "", "", "", "", "The head of finance approves", " it"]
+    assert [gate.feed(p) for p in ["The", " head", " of", " finance", " approves", " it", " now"]] == [
+        "", "", "", "", "", "The head of finance approves it", " now"]  # whole words: 'approves' once ' it' came
     gate = DraftGate("What is the castle called?", hold_all=False)
     assert "".join(gate.feed(p) for p in ["the ", "castle", "?"]) == ""
     assert gate.finish() == ("the castle?", "question")
