@@ -1,13 +1,14 @@
 """The workspace's learned retrieval parts (made by `ragtune tune-retriever`) and which of them search uses.
 
-    WS/retrievers/settings.json       what search runs: {"dense_weight", "reranker", "embedder", "rerank_top",
-                                      "rerank_tokens"}; written last and atomically, so a reader sees the old
-                                      choice or the new one
+    WS/retrievers/settings.json       what search runs: {"dense_weight" (null: adaptive fusion, a number: weighted
+                                      RRF), "reranker", "embedder", "rerank_top", "rerank_tokens", "rerank_weight"};
+                                      written last and atomically, so a reader sees the old choice or the new one
     WS/retrievers/reranker-<stamp>/   a sentence-transformers CrossEncoder folder + card.json
     WS/retrievers/embedder-<stamp>/   a SentenceTransformer folder + card.json; the index built with it names it in
                                       its manifest (settings.embed_model), like any other embedder
 
-A workspace without settings.json searches as before: equal-weight fusion, the packaged embedder, no reranker.
+A workspace without settings.json searches with the defaults: adaptive score fusion, the packaged embedder, no
+reranker.
 Each trained part has its own stamped folder, so a new embedder changes the index's embedder fingerprint (the
 indexer re-embeds) and a running server never reads a half-replaced model.
 """
@@ -28,8 +29,10 @@ CARD = "card.json"
 
 @dataclass
 class RetrieverSettings:
-    dense_weight: float = 0.5  # hybrid fusion: weight of the dense ranks in reciprocal-rank fusion, BM25 gets
-    # 1 - dense_weight; 0.5 is plain RRF, 0 ranks like BM25 alone, 1 like dense alone
+    dense_weight: float | None = None  # hybrid fusion. None (JSON null, the default): adaptive score fusion
+    # (retrieve/fusion.adaptive_fuse: z-scores weighted per query by each list's confidence, no constant). A number
+    # w: weighted reciprocal-rank fusion, w for the dense ranks and 1 - w for BM25's; 0.5 is plain RRF (the default
+    # before issue 21, kept by settings files that say 0.5), 0 ranks like BM25 alone, 1 like dense alone
     reranker: str | None = None  # folder under WS/retrievers of the cross-encoder that reorders hybrid results
     embedder: str | None = None  # folder under WS/retrievers of the tuned embedder the index is built with
     rerank_top: int = 20  # the reranker reorders this many fused candidates
@@ -39,8 +42,12 @@ class RetrieverSettings:
 
     def check(self, where: str = "retriever settings") -> "RetrieverSettings":
         for key in ("dense_weight", "rerank_weight"):
-            if not 0.0 <= float(getattr(self, key)) <= 1.0:
-                raise ValueError(f"{where}: {key} must be between 0 and 1, not {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if value is None and key == "dense_weight":
+                continue  # adaptive score fusion
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{where}: {key} must be between 0 and 1" + (" or null (adaptive fusion)" if key ==
+                                 "dense_weight" else "") + f", not {value!r}")
         if int(self.rerank_top) < 1 or int(self.rerank_tokens) < 16:
             raise ValueError(f"{where}: rerank_top must be >= 1 and rerank_tokens >= 16")
         for part in (self.reranker, self.embedder):

@@ -1,5 +1,6 @@
-"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (weighted reciprocal-rank fusion, then the
-workspace's reranker when it has one), always access-filtered.
+"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (adaptive score fusion by default, or weighted
+reciprocal-rank fusion when the workspace sets a dense weight: retrieve/fusion.py; then the workspace's reranker when
+it has one), always access-filtered.
 
 A `Searcher` holds one loaded generation at a time in an immutable `_Loaded`; before each search it checks the
 CURRENT pointer and, when a re-index has published a new generation, loads it and swaps the reference. A search in
@@ -19,7 +20,7 @@ import numpy as np
 from ingest.types import Chunk, can_read
 from retrieve import dense
 from retrieve.embed import EmbedConfig, Embedder, resolve_embedder
-from retrieve.fusion import RRF_K, fuse  # noqa: F401 - RRF_K is part of this module's interface
+from retrieve.fusion import ADAPTIVE, RRF_K, adaptive_fuse, fuse, fusion_of  # noqa: F401 - RRF_K: an interface
 from retrieve.lexical import LexicalIndex
 from retrieve.rerank import Reranker, rerank_head
 from retrieve.retrievers import RetrieverSettings, localize_model_path, part_path, read_settings, settings_stamp
@@ -31,7 +32,8 @@ MODES = ("dense", "bm25", "hybrid")
 @dataclass
 class Hit:
     chunk: Chunk
-    score: float
+    score: float  # the mode's score: cosine (dense), BM25 (bm25), the fused score (hybrid; a reranker reorders
+    # hybrid hits and leaves their fused scores as they were)
     dense_rank: int | None = None  # 1-based rank in the dense list, None if absent
     lexical_rank: int | None = None
     dense_score: float | None = None  # cosine similarity, useful to judge "nothing relevant found"
@@ -199,16 +201,27 @@ class Searcher:
             return self._embedder_label
         return _embedder_label(self._current().generation.manifest.settings.get("embed_model", ""))
 
-    def describe(self, mode: str = "hybrid", rerank: bool | None = None, dense_weight: float | None = None) -> str:
-        """Which retriever a search with these arguments runs, e.g. 'hybrid (dense 0.30 all-minilm-l6-v2 + BM25
-        0.70), reranked by reranker-20261127-101500 (top 20)'."""
+    def fusion(self, dense_weight: float | str | None = None) -> float | str:
+        """How hybrid search fuses: ADAPTIVE ("adaptive") or a dense weight of reciprocal-rank fusion. `dense_weight`
+        overrides the workspace's setting: None keeps it, "adaptive" forces adaptive score fusion, a number from 0
+        to 1 is weighted RRF with that dense weight (0.5: plain RRF)."""
+        return fusion_of(self.learned().settings.dense_weight, dense_weight)
+
+    def describe(self, mode: str = "hybrid", rerank: bool | None = None,
+                 dense_weight: float | str | None = None) -> str:
+        """Which retriever a search with these arguments runs, e.g. 'hybrid (dense all-minilm-l6-v2 + BM25, adaptive
+        score fusion)' or 'hybrid (dense 0.30 all-minilm-l6-v2 + BM25 0.70), reranked by
+        reranker-20261127-101500 (top 20)'."""
         if mode == "bm25":
             return "bm25"
         if mode == "dense":
             return f"dense ({self.embedder_name})"
         learned = self.learned()
-        w = learned.settings.dense_weight if dense_weight is None else dense_weight
-        text = f"hybrid (dense {w:.2f} {self.embedder_name} + BM25 {1 - w:.2f})"
+        w = fusion_of(learned.settings.dense_weight, dense_weight)
+        if w == ADAPTIVE:
+            text = f"hybrid (dense {self.embedder_name} + BM25, adaptive score fusion)"
+        else:
+            text = f"hybrid (dense {w:.2f} {self.embedder_name} + BM25 {1 - w:.2f})"
         if self._reranks(mode, rerank, learned):
             text += f", reranked by {learned.settings.reranker} (top {learned.settings.rerank_top})"
         return text
@@ -219,14 +232,16 @@ class Searcher:
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid",
                groups: frozenset[str] | set[str] | tuple = frozenset(), candidates: int | None = None,
-               rerank: bool | None = None, dense_weight: float | None = None) -> list[Hit]:
-        """The top k readable chunks. Hybrid fuses dense and BM25 with the workspace's weight (or `dense_weight`)
-        and, when the workspace has a reranker, lets it reorder the fused top-N (`rerank=False` or a Searcher made
-        with rerank=False skips it)."""
+               rerank: bool | None = None, dense_weight: float | str | None = None) -> list[Hit]:
+        """The top k readable chunks. Hybrid fuses dense and BM25 as the workspace says (adaptive score fusion
+        unless settings.json gives a dense weight) or as `dense_weight` says (see `fusion`) and, when the
+        workspace has a reranker, lets it reorder the fused top-N (`rerank=False` or a Searcher made with
+        rerank=False skips it)."""
         if mode not in MODES:
             raise ValueError(f"search mode must be one of {', '.join(MODES)}, not {mode!r}")
         loaded = self._current()  # one generation for the whole search
         learned = self.learned() if mode == "hybrid" else None
+        fusion = fusion_of(learned.settings.dense_weight, dense_weight) if learned is not None else None
         reranks = learned is not None and self._reranks(mode, rerank, learned)
         allowed = loaded.allowed(frozenset(groups))
         n = max(candidates or max(50, 4 * k), learned.settings.rerank_top if reranks else 0)
@@ -244,9 +259,11 @@ class Searcher:
             scored = [(int(i), float(s)) for i, s in zip(dense_ids, dense_scores)]
         elif mode == "bm25":
             scored = [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)]
+        elif fusion == ADAPTIVE:
+            scored = adaptive_fuse([(int(i), float(s)) for i, s in zip(dense_ids, dense_scores)],
+                                   [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)])
         else:
-            w = learned.settings.dense_weight if dense_weight is None else dense_weight
-            scored = fuse([int(i) for i in dense_ids], [int(i) for i in lex_ids], w)
+            scored = fuse([int(i) for i in dense_ids], [int(i) for i in lex_ids], fusion)
         rerank_score: dict[int, float] = {}
         if reranks:
             head = [chunks[i].embed_text for i, _ in scored[:learned.settings.rerank_top]]

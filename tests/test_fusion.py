@@ -1,0 +1,112 @@
+"""Adaptive score fusion, hybrid search's default since issue 21: the fusion function on hand-made lists, the
+settings file with and without a dense weight, search on the sample index (adaptive by default, weighted RRF when
+a weight is set)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieve import Searcher
+from retrieve.fusion import ADAPTIVE, adaptive_fuse, adaptive_weight, confidence, fuse, fusion_of, zscores
+from retrieve.retrievers import RetrieverSettings, read_settings, write_settings
+
+QUERY = "mileage rate for my own car"
+ADAPTIVE_LABEL = "hybrid (dense all-minilm-l6-v2 + BM25, adaptive score fusion)"
+
+
+def test_a_confident_list_outweighs_a_flat_one():
+    # dense has one clear answer; BM25's top ten are level (its tail far below), and its top is another chunk
+    dense = [("a", 0.90)] + [(f"d{i}", 0.30 - 0.001 * i) for i in range(12)]
+    lexical = [("x", 10.0), ("y", 9.99), ("a", 9.98)] + [(f"b{i}", 9.97 - 0.01 * i) for i in range(7)] + \
+        [(f"t{i}", 3.0 - i) for i in range(3)]
+    w = adaptive_weight([s for _, s in dense], [s for _, s in lexical])
+    assert confidence([s for _, s in dense]) > confidence([s for _, s in lexical]) and w > 0.7
+    fused = adaptive_fuse(dense, lexical)
+    assert fused[0][0] == "a"
+    assert [i for i, _ in fuse([i for i, _ in dense], [i for i, _ in lexical], 0.5)][0] == "a"  # RRF agrees here
+    # the roles swapped: a confident BM25 list carries its answer over a flat dense one
+    flat = [(f"d{i}", 0.50 - 0.001 * i) for i in range(10)] + [(f"t{i}", 0.2 - 0.05 * i) for i in range(3)]
+    sharp = [("z", 25.0)] + [(f"b{i}", 4.0 - 0.01 * i) for i in range(12)]
+    assert adaptive_weight([s for _, s in flat], [s for _, s in sharp]) < 0.1
+    assert adaptive_fuse(flat, sharp)[0][0] == "z"
+    rrf_first = [i for i, _ in fuse([i for i, _ in flat], [i for i, _ in sharp], 0.5)][0]
+    assert rrf_first == "d0"  # RRF sees ranks only: the flat list's first ties with z and wins on the dense rank
+
+
+def test_an_id_missing_from_one_list_gets_that_lists_lowest_z():
+    dense = [("a", 0.8), ("b", 0.6), ("c", 0.1)]
+    lexical = [("b", 7.0), ("d", 3.0), ("e", 2.0)]
+    w = adaptive_weight([0.8, 0.6, 0.1], [7.0, 3.0, 2.0])
+    zd, zb = zscores([0.8, 0.6, 0.1]), zscores([7.0, 3.0, 2.0])
+    assert zd.mean() == pytest.approx(0.0, abs=1e-9) and zd.std() == pytest.approx(1.0, abs=1e-6)
+    fused = dict(adaptive_fuse(dense, lexical))
+    assert set(fused) == {"a", "b", "c", "d", "e"}
+    assert fused["a"] == pytest.approx(w * zd[0] + (1 - w) * zb.min())  # not in BM25: BM25's lowest z
+    assert fused["d"] == pytest.approx(w * zd.min() + (1 - w) * zb[1])  # not in dense: dense's lowest z
+    assert fused["b"] == pytest.approx(w * zd[1] + (1 - w) * zb[0])
+    ranked = [i for i, _ in adaptive_fuse(dense, lexical)]
+    assert ranked[0] == "b" and ranked == sorted(fused, key=lambda i: -fused[i])
+
+
+def test_equal_confidences_weigh_half_and_edge_cases():
+    scores = [0.9, 0.7, 0.65, 0.4, 0.2]
+    assert adaptive_weight(scores, [10 * s + 3 for s in scores]) == pytest.approx(0.5)  # same shape, other units
+    assert adaptive_weight([0.5, 0.5, 0.5], [2.0, 2.0]) == 0.5  # both flat: confidences 0
+    assert adaptive_weight([0.9, 0.1], []) == 1.0  # BM25 found nothing (no query word in the index)
+    assert [i for i, _ in adaptive_fuse([("a", 0.9), ("b", 0.1)], [])] == ["a", "b"]
+    assert [i for i, _ in adaptive_fuse([], [("x", 3.0), ("y", 1.0)])] == ["x", "y"]
+    assert adaptive_fuse([], []) == []
+    # confidence reads rank 10 (or the last rank of a shorter list)
+    long = [1.0] + [0.5] * 9 + [0.0] * 5
+    assert confidence(long) == pytest.approx(0.5 / np.std(long), rel=1e-6)
+    # ties: the better dense rank first
+    assert [i for i, _ in adaptive_fuse([("a", 1.0), ("b", 1.0)], [("b", 2.0), ("a", 2.0)])] == ["a", "b"]
+
+
+def test_fusion_of_setting_and_override():
+    assert fusion_of(None) == ADAPTIVE and fusion_of(0.3) == 0.3
+    assert fusion_of(0.3, ADAPTIVE) == ADAPTIVE and fusion_of(None, 0.5) == 0.5 and fusion_of(0.5, 0) == 0.0
+    for bad in ("most", 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="dense weight"):
+            fusion_of(None, bad)
+
+
+def test_settings_round_trip_with_adaptive_and_with_a_weight(tmp_path):
+    assert read_settings(tmp_path).dense_weight is None  # no file: adaptive
+    path = write_settings(tmp_path, RetrieverSettings())
+    assert json.loads(path.read_text())["dense_weight"] is None and read_settings(tmp_path) == RetrieverSettings()
+    write_settings(tmp_path, RetrieverSettings(dense_weight=0.3, reranker="reranker-x"))
+    assert read_settings(tmp_path) == RetrieverSettings(dense_weight=0.3, reranker="reranker-x")
+    path.write_text(json.dumps({"dense_weight": 0.5, "rerank_top": 10}))  # a file from before issue 21
+    assert read_settings(tmp_path).dense_weight == 0.5 and read_settings(tmp_path).rerank_top == 10
+    path.write_text(json.dumps({"rerank_top": 10}))  # no dense_weight key: the default
+    assert read_settings(tmp_path).dense_weight is None
+    for bad in ("adaptive!", 1.5, True):
+        path.write_text(json.dumps({"dense_weight": bad}))
+        with pytest.raises(ValueError, match="dense_weight must be between 0 and 1 or null"):
+            read_settings(tmp_path)
+
+
+def test_search_fuses_adaptively_by_default_and_by_rrf_when_a_weight_is_set(index_copy, embedder):
+    _, ws = index_copy
+    searcher = Searcher(ws, embedder)
+    dense = [(h.chunk.id, h.dense_score) for h in searcher.search(QUERY, k=50, mode="dense")]
+    lexical = [(h.chunk.id, h.score) for h in searcher.search(QUERY, k=50, mode="bm25")]
+    expected = adaptive_fuse(dense, lexical)[:5]
+    hits = searcher.search(QUERY, k=5)  # k=5 fetches 50 of each, as above
+    assert [h.chunk.id for h in hits] == [i for i, _ in expected]
+    assert [h.score for h in hits] == pytest.approx([s for _, s in expected])  # Hit.score is the fused score
+    assert hits[0].retriever == ADAPTIVE_LABEL == searcher.describe()
+    assert "travel-policy" in hits[0].chunk.doc
+    rrf = [i for i, _ in fuse([i for i, _ in dense], [i for i, _ in lexical], 0.5)][:5]
+    write_settings(ws, RetrieverSettings(dense_weight=0.5))  # a weight in settings.json: weighted RRF
+    hits = searcher.search(QUERY, k=5)
+    assert [h.chunk.id for h in hits] == rrf and hits[0].retriever.startswith("hybrid (dense 0.50 ")
+    forced = searcher.search(QUERY, k=5, dense_weight=ADAPTIVE)  # the override beats the setting
+    assert [h.chunk.id for h in forced] == [i for i, _ in expected] and forced[0].retriever == ADAPTIVE_LABEL
+    with pytest.raises(ValueError, match="dense weight"):
+        searcher.search(QUERY, k=5, dense_weight="most")
