@@ -1,6 +1,6 @@
 """Adaptive score fusion, hybrid search's default since issue 21: the fusion function on hand-made lists, the
 settings file with and without a dense weight, search on the sample index (adaptive by default, weighted RRF when
-a weight is set)."""
+a weight is set), and `ragtune tune-retriever --fusion-weight` parsing and the fusion it chooses."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 
 from retrieve import Searcher
 from retrieve.fusion import ADAPTIVE, adaptive_fuse, adaptive_weight, confidence, fuse, fusion_of, zscores
@@ -110,3 +111,34 @@ def test_search_fuses_adaptively_by_default_and_by_rrf_when_a_weight_is_set(inde
     assert [h.chunk.id for h in forced] == [i for i, _ in expected] and forced[0].retriever == ADAPTIVE_LABEL
     with pytest.raises(ValueError, match="dense weight"):
         searcher.search(QUERY, k=5, dense_weight="most")
+
+
+def test_tune_retriever_fusion_flag_and_choice():
+    from tune.retriever import FUSIONS, RetrieverTuneConfig, _weight, choose_weight, fusion_tables
+    from tune.retriever_cli import fusion_label, parse_fusion
+    from tune.retriever_data import Candidates
+
+    assert parse_fusion("adaptive") == ADAPTIVE and parse_fusion(" Auto ") is None and parse_fusion("0.3") == 0.3
+    for bad in ("most", "1.5", "nan"):
+        with pytest.raises(typer.BadParameter):
+            parse_fusion(bad)
+    assert fusion_label(None) == fusion_label(ADAPTIVE) == "adaptive score fusion"
+    assert fusion_label(0.5) == "weighted RRF, dense weight 0.5 (plain RRF)"
+    config = RetrieverTuneConfig(workspace=Path("."))
+    assert config.fusion_weight == ADAPTIVE and config.check() is config
+    with pytest.raises(ValueError, match="--fusion-weight"):
+        RetrieverTuneConfig(workspace=Path("."), fusion_weight="most").check()
+    # one question: BM25 is confident about the relevant chunk "r", dense is flat in its top ten and ranks it 4th
+    x = Candidates([f"d{i}" for i in range(3)] + ["r"] + [f"e{i}" for i in range(8)], ["r", "d0", "b1", "b2"], {"r"},
+                   [0.5 - 0.001 * i for i in range(10)] + [0.2, 0.1], [20.0, 2.0, 1.9, 1.8])
+    assert x.fused(ADAPTIVE)[0] == "r" and x.fused(0.5)[0] == "d0"
+    tables = fusion_tables([x])
+    assert list(tables) == list(FUSIONS) and tables[ADAPTIVE]["recall@1"] == 1.0 and tables[0.5]["recall@1"] == 0.0
+    assert _weight(config, tables) == ADAPTIVE
+    assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.33), tables) == 0.3
+    # auto: adaptive when it is within one standard error of the best, else the RRF weight nearest 0.5
+    level = {f: {"recall@3": 0.9, "mrr": 0.8, "n": 300} for f in FUSIONS}
+    assert choose_weight(level) == ADAPTIVE and _weight(RetrieverTuneConfig(Path("."), fusion_weight=None),
+                                                         level) == ADAPTIVE
+    level[ADAPTIVE] = {"recall@3": 0.7, "mrr": 0.6, "n": 300}
+    assert choose_weight(level) == 0.5

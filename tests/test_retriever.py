@@ -28,11 +28,12 @@ def test_fusion_weights_span_bm25_alone_to_dense_alone():
     assert [i for i, _ in fuse(dense, lexical, 0.5)][0] in ("a", "c")
 
 
-def test_fusion_weight_is_plain_rrf_unless_auto_or_given():
+def test_fusion_is_adaptive_unless_auto_or_a_weight_is_given():
     from tune.retriever import RetrieverTuneConfig, _weight
 
     tables = {round(0.1 * i, 1): {"recall@3": 1.0 - 0.05 * i, "mrr": 0.5, "n": 100} for i in range(11)}
-    assert _weight(RetrieverTuneConfig(workspace=Path(".")), tables) == 0.5
+    tables["adaptive"] = {"recall@3": 0.8, "mrr": 0.5, "n": 100}
+    assert _weight(RetrieverTuneConfig(workspace=Path(".")), tables) == "adaptive"
     assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=None), tables) == 0.0
     assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.72), tables) == 0.7
     with pytest.raises(ValueError, match="--fusion-weight"):
@@ -128,9 +129,11 @@ def test_tune_retriever_writes_cards_and_settings(tuned_ws):
         assert set(card["validation"]) == {"before", "after"} and "recall@3" in card["validation"]["after"]
         assert card["active"] == part.active and (ws / "retrievers" / part.name / "README.md").is_file()
     settings = read_settings(ws)
-    assert settings.dense_weight == report.dense_weight
     assert settings.reranker == (report.parts["reranker"].name if report.parts["reranker"].active else None)
-    assert report.dense_weight == 0.5  # plain RRF unless asked: synth questions favour BM25 (docs/RESULTS.md)
+    # adaptive fusion unless asked (docs/RESULTS.md): null in settings.json, scored beside every RRF weight
+    assert report.dense_weight == "adaptive" and settings.dense_weight is None
+    assert set(report.fusion) == {"adaptive"} | {round(0.1 * i, 1) for i in range(11)}
+    assert json.loads(json.dumps(report.to_json()))["fusion"]["adaptive"]["n"] == report.questions["val"]
 
 
 def test_search_reranks_with_the_trained_reranker_unless_told_not_to(tuned_ws, embedder):

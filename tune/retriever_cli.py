@@ -20,8 +20,10 @@ def tune_retriever_command(
                                            "default WS/datasets/default."),
     parts: str = typer.Option("embedder,reranker", "--parts", help="What to train, comma-separated: embedder, "
                               "reranker."),
-    fusion_weight: str = typer.Option("0.5", "--fusion-weight", help="Dense weight of the fusion, 0 (BM25 alone) to "
-                                      "1 (dense alone), or 'auto' to choose it on the synth validation questions "
+    fusion_weight: str = typer.Option("adaptive", "--fusion-weight", help="How hybrid search fuses dense and BM25: "
+                                      "'adaptive' (score fusion weighted per query, no constant), a dense weight of "
+                                      "reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense alone; 0.5 is plain "
+                                      "RRF), or 'auto' to choose among those on the synth validation questions "
                                       "(they favour BM25: see docs/RESULTS.md)."),
     negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
                                   "neither the source chunk nor hold the answer)."),
@@ -35,13 +37,13 @@ def tune_retriever_command(
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples and of training."),
-    reset: bool = typer.Option(False, "--reset", help="Go back to plain search (equal-weight fusion, the packaged "
+    reset: bool = typer.Option(False, "--reset", help="Go back to the default search (adaptive fusion, the packaged "
                                "embedder, no reranker) instead of training."),
     list_parts: bool = typer.Option(False, "--list", help="List the trained parts and their cards, then stop."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
 ) -> None:
-    """Train a reranker and a tuned embedder on a synth dataset and choose the fusion weight; search uses each
-    only where it beat search without it on held-out synth questions."""
+    """Train a reranker and a tuned embedder on a synth dataset and set the fusion (adaptive unless told); search
+    uses each part only where it beat search without it on held-out synth questions."""
     from tune.train_cli import quiet_libraries
 
     quiet_libraries()
@@ -56,10 +58,7 @@ def tune_retriever_command(
     from tune.retriever import RetrieverTuneConfig, tune_retriever
 
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
-    try:
-        weight = None if fusion_weight.strip().lower() == "auto" else float(fusion_weight)
-    except ValueError:
-        raise typer.BadParameter(f"a number from 0 to 1 or 'auto', not {fusion_weight!r}", param_hint="--fusion-weight")
+    weight = parse_fusion(fusion_weight)
     config = RetrieverTuneConfig(workspace=workspace, dataset=dataset, negatives=negatives, max_steps=max_steps,
                                  fusion_weight=weight,
                                  parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
@@ -72,8 +71,9 @@ def tune_retriever_command(
         return
     q = report.questions
     lines = [f"retriever of {workspace}: {q['train']} training / {q['val']} validation questions from "
-             f"{report.dataset}", f"fusion: dense weight {report.dense_weight} (validation recall@3 "
-             f"{report.fusion[report.dense_weight]['recall@3']}; plain RRF {report.fusion[0.5]['recall@3']})"]
+             f"{report.dataset}", f"fusion: {fusion_label(report.dense_weight)} (validation recall@3 "
+             f"{report.fusion[report.dense_weight]['recall@3']}; adaptive {report.fusion['adaptive']['recall@3']}, "
+             f"plain RRF {report.fusion[0.5]['recall@3']})"]
     for kind, p in report.parts.items():
         lines.append(f"{kind} {p.name}: {'used' if p.active else 'not used'}; {p.why}; {p.steps} steps, {p.wall_s} s")
     if report.reindexed:
@@ -83,12 +83,35 @@ def tune_retriever_command(
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def parse_fusion(text: str) -> float | str | None:
+    """--fusion-weight: 'adaptive' -> "adaptive", 'auto' -> None (choose on validation), a number from 0 to 1 -> it
+    (weighted RRF)."""
+    word = text.strip().lower()
+    if word in ("adaptive", "auto"):
+        return None if word == "auto" else word
+    try:
+        weight = float(word)
+    except ValueError:
+        weight = -1.0
+    if not 0.0 <= weight <= 1.0:
+        raise typer.BadParameter(f"'adaptive', 'auto' or a number from 0 to 1, not {text!r}",
+                                 param_hint="--fusion-weight")
+    return weight
+
+
+def fusion_label(weight: float | str | None) -> str:
+    """A fusion as the summaries name it (None and "adaptive": adaptive score fusion)."""
+    if weight is None or weight == "adaptive":
+        return "adaptive score fusion"
+    return f"weighted RRF, dense weight {weight}" + (" (plain RRF)" if weight == 0.5 else "")
+
+
 def _print(obj: dict, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
         return
     s = obj["settings"]
-    sys.stdout.write(f"settings: dense weight {s['dense_weight']}, reranker {s['reranker'] or 'none'}, embedder "
+    sys.stdout.write(f"settings: {fusion_label(s['dense_weight'])}, reranker {s['reranker'] or 'none'}, embedder "
                      f"{s['embedder'] or 'the index default'}\n")
     for p in obj["parts"]:
         v = p["card"].get("validation", {})

@@ -2,8 +2,8 @@
 
 Each distinct (question, source chunk) of WS/datasets/NAME/train.jsonl becomes a training question, of val.jsonl
 (documents held out by synth) a validation question. A cloze item is searched by its sentence start, as synth's
-round trip does. Hard negatives are the top hybrid hits (plain RRF, no reranker) that are neither the source chunk
-nor hold the answer: what the retriever confuses today, like the RAFT distractors. Restricted chunks never take
+round trip does. Hard negatives are the top hybrid hits (the default adaptive fusion, no reranker) that are neither
+the source chunk nor hold the answer: what the retriever confuses today, like the RAFT distractors. Restricted chunks never take
 part, as positives or negatives, unless their groups are named (`include_groups`).
 
 A retrieved chunk counts as relevant when it is the source chunk or holds the answer's text, the rule
@@ -20,6 +20,7 @@ from pathlib import Path
 from generate.prompts import cloze_prefix
 from ingest.types import Chunk, can_read
 from ingest.workspace import Workspace
+from retrieve.fusion import ADAPTIVE, adaptive_fuse, fuse
 from tune.data import DataError, json_lines
 from tune.filters import supported
 
@@ -120,21 +121,34 @@ def relevant(q: RetrievalQuestion, chunk: Chunk) -> bool:
 
 def mine_negatives(searcher, questions: list[RetrievalQuestion], n: int, groups: frozenset[str] = frozenset(),
                    progress: bool = False) -> None:
-    """Fill each question's `negatives` with up to n hard negatives from plain hybrid search (no reranker)."""
+    """Fill each question's `negatives` with up to n hard negatives from hybrid search with the default fusion
+    (adaptive, whatever settings.json says; no reranker)."""
     from tqdm import tqdm
 
     for q in tqdm(questions, desc="hard negatives", unit="q", disable=not progress):
-        hits = searcher.search(q.query, k=n + 10, mode="hybrid", groups=groups, rerank=False, dense_weight=0.5)
+        hits = searcher.search(q.query, k=n + 10, mode="hybrid", groups=groups, rerank=False, dense_weight=ADAPTIVE)
         q.negatives = [h.chunk.id for h in hits if not relevant(q, h.chunk)][:n]
 
 
 @dataclass
 class Candidates:
-    """One validation question's dense and BM25 candidate lists (chunk ids) and which of them are relevant."""
+    """One validation question's dense and BM25 candidate lists (chunk ids, best first), which of them are relevant,
+    and the lists' scores (cosine, BM25), which adaptive fusion reads."""
 
     dense: list[str]
     lexical: list[str]
     relevant: set[str]
+    dense_scores: list[float] = field(default_factory=list)
+    lexical_scores: list[float] = field(default_factory=list)
+
+    def fused(self, fusion: float | str) -> list[str]:
+        """The ids in the order hybrid search gives them: `fusion` is ADAPTIVE or a dense weight of RRF."""
+        if fusion == ADAPTIVE:
+            if len(self.dense_scores) != len(self.dense) or len(self.lexical_scores) != len(self.lexical):
+                raise ValueError("adaptive fusion needs a score for every candidate")
+            return [c for c, _ in adaptive_fuse(list(zip(self.dense, self.dense_scores)),
+                                                list(zip(self.lexical, self.lexical_scores)))]
+        return [c for c, _ in fuse(self.dense, self.lexical, fusion)]
 
 
 def collect_candidates(searcher, questions: list[RetrievalQuestion], groups: frozenset[str] = frozenset(),
@@ -146,7 +160,8 @@ def collect_candidates(searcher, questions: list[RetrievalQuestion], groups: fro
         dense = searcher.search(q.query, k=CANDIDATES, mode="dense", groups=groups)
         lexical = searcher.search(q.query, k=CANDIDATES, mode="bm25", groups=groups)
         rel = {h.chunk.id for h in dense + lexical if relevant(q, h.chunk)}
-        out.append(Candidates([h.chunk.id for h in dense], [h.chunk.id for h in lexical], rel))
+        out.append(Candidates([h.chunk.id for h in dense], [h.chunk.id for h in lexical], rel,
+                              [float(h.score) for h in dense], [float(h.score) for h in lexical]))
     return out
 
 
