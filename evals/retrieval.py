@@ -6,10 +6,11 @@ The answer's chunk: every chunk that holds a gold answer's text (SQuAD-normalise
 gold document's chunk that shares the most of the answer's content words.
 
 Settings (each only where the workspace has what it needs):
-    dense, bm25, hybrid   the packaged embedder, BM25, and their equal-weight RRF: retrieval before issue 21
-    weighted              hybrid with the workspace's fusion weight (chosen by `ragtune tune-retriever`)
+    dense, bm25, hybrid   the packaged embedder, BM25, and their plain (equal-weight) RRF: retrieval before issue 21
+    adaptive              the same two lists by adaptive score fusion (the default fusion since issue 21)
+    weighted              hybrid with the workspace's RRF weight, when settings.json gives one other than 0.5
     tuned dense, tuned hybrid   the newest tuned embedder (in memory unless the index is built with it)
-    reranked              weighted hybrid, its top-N reordered by the newest trained reranker
+    reranked              hybrid with the workspace's fusion, its top-N reordered by the newest trained reranker
     default               what `ragtune search` / `ask` run now (Searcher.describe says which)
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from evals import metrics as M
 from generate.prompts import content_words
+from retrieve.fusion import ADAPTIVE
 
 RECALL_KS = (1, 3, 5)
 
@@ -29,7 +31,7 @@ class Setting:
     name: str
     view: str  # which searcher: base (packaged embedder), tuned (newest tuned embedder), live (what search uses)
     mode: str
-    dense_weight: float | None = None  # None: the workspace's fusion weight
+    dense_weight: float | str | None = None  # None: the workspace's fusion; "adaptive" or an RRF weight: that one
     rerank: bool | None = False  # None: the searcher's own choice (the workspace's reranker unless --no-rerank)
 
 
@@ -67,8 +69,8 @@ def _views(searcher, progress: bool) -> tuple[dict, list[Setting]]:
         base = searcher.with_embedder(Embedder(), progress=progress)
     views = {"base": base.with_reranker(None), "live": searcher}
     settings = [Setting("dense", "base", "dense"), Setting("bm25", "base", "bm25"),
-                Setting("hybrid", "base", "hybrid", 0.5)]
-    if learned.dense_weight != 0.5:
+                Setting("hybrid", "base", "hybrid", 0.5), Setting("adaptive", "base", "hybrid", ADAPTIVE)]
+    if learned.dense_weight not in (None, 0.5):
         settings.append(Setting("weighted", "live", "hybrid"))
     if newest["embedder"]:
         tuned = searcher if index_tuned else searcher.with_embedder(

@@ -1,6 +1,7 @@
 """Adaptive score fusion, hybrid search's default since issue 21: the fusion function on hand-made lists, the
 settings file with and without a dense weight, search on the sample index (adaptive by default, weighted RRF when
-a weight is set), and `ragtune tune-retriever --fusion-weight` parsing and the fusion it chooses."""
+a weight is set), `ragtune tune-retriever --fusion-weight` parsing and the fusion it chooses, and the eval table's
+adaptive and plain-RRF rows side by side."""
 
 from __future__ import annotations
 
@@ -142,3 +143,20 @@ def test_tune_retriever_fusion_flag_and_choice():
                                                          level) == ADAPTIVE
     level[ADAPTIVE] = {"recall@3": 0.7, "mrr": 0.6, "n": 300}
     assert choose_weight(level) == 0.5
+
+
+def test_eval_table_shows_adaptive_and_plain_rrf_side_by_side(index_copy, embedder):
+    from evals.questions import DEFAULT_QUESTIONS, load_jsonl
+    from evals.retrieval import score_chunk_retrieval
+
+    _, ws = index_copy
+    questions = [q for q in load_jsonl(DEFAULT_QUESTIONS) if q.answers][:3]
+    rows, described = score_chunk_retrieval(Searcher(ws, embedder), questions, progress=False)
+    assert list(described) == ["dense", "bm25", "hybrid", "adaptive", "default"]
+    assert described["hybrid"] == "hybrid (dense 0.50 all-minilm-l6-v2 + BM25 0.50)"
+    assert described["adaptive"] == described["default"] == ADAPTIVE_LABEL
+    assert all(set(r) == set(described) for r in rows) and any(r["adaptive"] is not None for r in rows)
+    write_settings(ws, RetrieverSettings(dense_weight=0.3))
+    _, described = score_chunk_retrieval(Searcher(ws, embedder), questions[:1], progress=False)
+    assert list(described) == ["dense", "bm25", "hybrid", "adaptive", "weighted", "default"]
+    assert described["weighted"] == described["default"] == "hybrid (dense 0.30 all-minilm-l6-v2 + BM25 0.70)"
