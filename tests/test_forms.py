@@ -77,11 +77,6 @@ def test_yes_no_items_say_yes_no_and_the_sentence():
     assert [(i.question, i.answer) for i in items] == [
         ("Does the TV turn off after 4 hours?", "Yes. The TV turns off after 4 hours."),
         ("Does the TV turn off after 2 hours?", "No. The TV turns off after 4 hours.")]
-    then = "You can change the time in Settings."
-    items = yes_no_items("The TV turns off after 4 hours.", set(), ["2 hours"], random.Random(0).choice, then)
-    assert [(i.answer, i.evidence) for i in items] == [
-        ("Yes. The TV turns off after 4 hours. " + then, "The TV turns off after 4 hours. " + then),
-        ("No. The TV turns off after 4 hours. " + then, "The TV turns off after 4 hours. " + then)]
     [neg] = yes_no_items("These buttons are not available in Canada.", set(), [], random.choice)
     assert (neg.question, neg.answer) == ("Are these buttons available in Canada?",
                                           "No. These buttons are not available in Canada.")

@@ -10,7 +10,6 @@ lemminflect's dictionary). The answer's length and form follow the question:
     definition  "X is a device that ..."           What is X? / Who is X?     -> A device that ...
     apposition  "X, a retired sailor, ..."         Who is X?                  -> A retired sailor.
     yes / no    "The groups did not differ."       Did the groups differ?     -> No. The groups did not differ.
-                                                   (+ the next sentence of the chunk when it is short)
                 a sentence with one fact swapped for another fact of the chunk: the answer says No and gives the
                 true sentence
     task        "To reset the TV, select Reset."   How do I reset the TV?     -> Select Reset.
@@ -163,11 +162,10 @@ def definition_items(sentence: str, known) -> list[FormItem]:
     return out
 
 
-def yes_no_items(sentence: str, known, others: list[str], pick, then: str = "") -> list[FormItem]:
-    """A statement asked as a yes/no question: 'Yes.' or, for a negated one, 'No.', then the sentence and `then`,
-    the chunk's next sentence when it is short (so the answer says more than the question did: a reader that only
-    said the question back would learn nothing). With `others` (spans of the same kind from the chunk), a second
-    question with one fact swapped: 'No.' + the true sentence. `pick(seq)` chooses (seeded by the caller)."""
+def yes_no_items(sentence: str, known, others: list[str], pick) -> list[FormItem]:
+    """A statement asked as a yes/no question: 'Yes.' or, for a negated one, 'No.', then the sentence. With
+    `others` (spans of the same kind from the chunk), a second question with one fact swapped: 'No.' + the
+    sentence. `pick(seq)` chooses (seeded by the caller)."""
     words = sentence.split()
     if not 5 <= len(words) <= 30 or sentence.rstrip().endswith("?") or re.search(r"[;:—–()]| - ", sentence) or \
             sentence.count(",") > 1 or re.search(r"\bbut\b|, and\b|\band \w+(?:s|ed)\b", sentence):
@@ -176,11 +174,8 @@ def yes_no_items(sentence: str, known, others: list[str], pick, then: str = "") 
     question = invert(sentence, "", known, drop_negation=negated)
     if not question:
         return []
-    if then and (then.rstrip().endswith("?") or len(then.split()) > 30 or len(f"{sentence} {then}".split()) > 45):
-        then = ""
-    said = f"{_sentence_case(sentence)} {then}".strip()
-    evidence = f"{sentence} {then}".strip()
-    out = [FormItem(question, f"{'No' if negated else 'Yes'}. {said}", evidence, "no" if negated else "yes")]
+    out = [FormItem(question, f"{'No' if negated else 'Yes'}. {_sentence_case(sentence)}", sentence,
+                    "no" if negated else "yes")]
     if not negated:
         spans = [s for s in find_spans(sentence, known) if s.kind in ("amount", "percent", "date", "duration",
                                                                       "count", "person", "name", "time")]
@@ -190,7 +185,7 @@ def yes_no_items(sentence: str, known, others: list[str], pick, then: str = "") 
                 wrong = sentence[:sp.start] + pick(swaps) + sentence[sp.end:]
                 q = invert(wrong, "", known)
                 if q:
-                    out.append(FormItem(q, f"No. {said}", evidence, "no"))
+                    out.append(FormItem(q, f"No. {_sentence_case(sentence)}", sentence, "no"))
                 break
     return out
 
@@ -276,12 +271,12 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     sentences = split_sentences(chunk.text)
     facts = [sp.text for s in sentences for sp in find_spans(s, known)]
     found: list[FormItem] = list(section_items(chunk, sentences))
-    for i, s in enumerate(sentences):
+    for s in sentences:
         if len(s.split()) > MAX_EVIDENCE_WORDS:
             continue
         for make in (reason_items, purpose_items, time_items, definition_items, task_items):
             found.extend(make(s, known))
-        found.extend(yes_no_items(s, known, facts, pick, sentences[i + 1] if i + 1 < len(sentences) else ""))
+        found.extend(yes_no_items(s, known, facts, pick))
     by_form: dict[str, list[FormItem]] = {}
     for item in found:
         by_form.setdefault(item.form, []).append(item)
