@@ -73,9 +73,9 @@ class LocalGenerator:
 
     `ragtune serve` shares it among concurrent requests through generate/batching.py (continuous batching over
     `forward_rows`); `stream` here is the lone path. Why not `model.generate`: we need text pieces as soon as they
-    are stable, exact timing, adapter selection per request and a CUDA-graph path. A bare loop (KV cache + argmax, nothing else per step) costs the same
-    per token as `generate` on CPU (measured: equal CPU ms per token; the model forward dominates), and gives
-    the same greedy tokens (tested).
+    are stable, exact timing, adapter selection per request and a CUDA-graph path. A bare loop (KV cache + argmax,
+    nothing else per step) costs the same per token as `generate` on CPU (measured: equal CPU ms per token; the
+    model forward dominates), and gives the same greedy tokens (tested).
 
     On CUDA the decode step is compiled with torch.compile(mode="reduce-overhead") (CUDA graphs) on a static
     KV cache when no adapter is loaded; any failure there falls back to the plain loop for good. On CPU the

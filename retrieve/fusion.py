@@ -1,11 +1,13 @@
 """How hybrid search merges the dense and BM25 lists, and how the reranker's order is blended with the fused one.
 
 Two fusions:
-- `adaptive_fuse` (hybrid search's default): each list's scores z-normalised and summed with a weight taken from
-  how confident each list is for this query. Parameter-free; on the five evaluation sets it never ranked below the
-  better of its two inputs (docs/RESULTS.md, issue 21), where plain RRF fell 0.04 below BM25 on narrativeqa.
-- `fuse`: weighted reciprocal-rank fusion of two ranked id lists, for an explicit dense weight (settings.json, `ragtune
-  tune-retriever --fusion-weight W`) and for blending the reranker's order with the fused one.
+- `fuse`: weighted reciprocal-rank fusion of two ranked id lists: hybrid search's default (plain RRF, weight 0.5),
+  an explicit dense weight (settings.json, `ragtune tune-retriever --fusion-weight W`), and the blend of the
+  reranker's order with the fused one.
+- `adaptive_fuse` (opt-in: settings.json null, `--fusion-weight adaptive`): each list's scores z-normalised and
+  summed with a weight taken from how confident each list is for this query. Parameter-free; on the five
+  evaluation sets it never ranked below the better of its two inputs (docs/RESULTS.md, issue 21), where plain RRF
+  fell 0.04 below BM25 on narrativeqa; not the default because answer quality with it is not measured yet.
 """
 
 from __future__ import annotations

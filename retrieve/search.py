@@ -1,6 +1,6 @@
-"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (adaptive score fusion by default, or weighted
-reciprocal-rank fusion when the workspace sets a dense weight: retrieve/fusion.py; then the workspace's reranker when
-it has one), always access-filtered.
+"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (plain reciprocal-rank fusion by default, weighted
+RRF or adaptive score fusion when the workspace's settings say so: retrieve/fusion.py; then the workspace's reranker
+when it has one), always access-filtered.
 
 A `Searcher` holds one loaded generation at a time in an immutable `_Loaded`; before each search it checks the
 CURRENT pointer and, when a re-index has published a new generation, loads it and swaps the reference. A search in
@@ -201,12 +201,6 @@ class Searcher:
             return self._embedder_label
         return _embedder_label(self._current().generation.manifest.settings.get("embed_model", ""))
 
-    def fusion(self, dense_weight: float | str | None = None) -> float | str:
-        """How hybrid search fuses: ADAPTIVE ("adaptive") or a dense weight of reciprocal-rank fusion. `dense_weight`
-        overrides the workspace's setting: None keeps it, "adaptive" forces adaptive score fusion, a number from 0
-        to 1 is weighted RRF with that dense weight (0.5: plain RRF)."""
-        return fusion_of(self.learned().settings.dense_weight, dense_weight)
-
     def describe(self, mode: str = "hybrid", rerank: bool | None = None,
                  dense_weight: float | str | None = None) -> str:
         """Which retriever a search with these arguments runs, e.g. 'hybrid (dense all-minilm-l6-v2 + BM25, adaptive
@@ -233,8 +227,9 @@ class Searcher:
     def search(self, query: str, k: int = 5, mode: str = "hybrid",
                groups: frozenset[str] | set[str] | tuple = frozenset(), candidates: int | None = None,
                rerank: bool | None = None, dense_weight: float | str | None = None) -> list[Hit]:
-        """The top k readable chunks. Hybrid fuses dense and BM25 as the workspace says (adaptive score fusion
-        unless settings.json gives a dense weight) or as `dense_weight` says (see `fusion`) and, when the
+        """The top k readable chunks. Hybrid fuses dense and BM25 as the workspace says (plain RRF unless
+        settings.json gives another weight, or null for adaptive score fusion) or as `dense_weight` says (None: the
+        workspace's; "adaptive"; a number from 0 to 1: weighted RRF, retrieve.fusion.fusion_of) and, when the
         workspace has a reranker, lets it reorder the fused top-N (`rerank=False` or a Searcher made with
         rerank=False skips it)."""
         if mode not in MODES:

@@ -2,7 +2,7 @@
 
 Each distinct (question, source chunk) of WS/datasets/NAME/train.jsonl becomes a training question, of val.jsonl
 (documents held out by synth) a validation question. A cloze item is searched by its sentence start, as synth's
-round trip does. Hard negatives are the top hybrid hits (the default adaptive fusion, no reranker) that are neither
+round trip does. Hard negatives are the top hybrid hits (adaptive score fusion, no reranker) that are neither
 the source chunk nor hold the answer: what the retriever confuses today, like the RAFT distractors. Restricted chunks never take
 part, as positives or negatives, unless their groups are named (`include_groups`).
 
@@ -121,8 +121,9 @@ def relevant(q: RetrievalQuestion, chunk: Chunk) -> bool:
 
 def mine_negatives(searcher, questions: list[RetrievalQuestion], n: int, groups: frozenset[str] = frozenset(),
                    progress: bool = False) -> None:
-    """Fill each question's `negatives` with up to n hard negatives from hybrid search with the default fusion
-    (adaptive, whatever settings.json says; no reranker)."""
+    """Fill each question's `negatives` with up to n hard negatives from hybrid search by adaptive score fusion
+    (whatever settings.json says: the fusion that ranks the answer's chunk highest on real questions, so its
+    wrong hits are the hardest; no reranker)."""
     from tqdm import tqdm
 
     for q in tqdm(questions, desc="hard negatives", unit="q", disable=not progress):
