@@ -38,7 +38,7 @@ from typing import Any
 
 from generate.base import BackendError, GenerationStream, make_stats
 from generate.batch_cache import Batch, rows_layer_class
-from generate.local import KEEP_ADAPTER, LocalGenerator
+from generate.local import KEEP_ADAPTER, LocalGenerator, pick_tokens
 
 log = logging.getLogger(__name__)
 _END = object()  # put in a row's queue after its last token
@@ -68,14 +68,8 @@ class _Row:
 # ---- the scheduler --------------------------------------------------------------------------------------------
 
 def _pick(logits: Any, temperatures: list[float]) -> list[int]:
-    """One token per row: the argmax, or a sample at the row's temperature."""
-    import torch
-
-    tokens = logits.argmax(dim=-1)
-    for i, t in enumerate(temperatures):
-        if t and t > 0:
-            tokens[i] = torch.multinomial(torch.softmax(logits[i].float() / t, dim=-1), 1)[0]
-    return tokens.tolist()  # the one host sync per step
+    """One token per row (`pick_tokens`), brought to the host: the one sync per step."""
+    return pick_tokens(logits, temperatures).tolist()
 
 
 class BatchScheduler:

@@ -352,11 +352,7 @@ class LocalGenerator:
                     logits = self._forward(ids, positions[:n_prompt].unsqueeze(0), cache)
                     step = self._step_fn()
                     while True:
-                        if temperature and temperature > 0:
-                            probs = torch.softmax(logits.float() / temperature, dim=-1)
-                            next_id = torch.multinomial(probs, 1)
-                        else:
-                            next_id = logits.argmax(dim=-1, keepdim=True)
+                        next_id = pick_tokens(logits, [temperature]).view(1, 1)
                         token = int(next_id)  # the only host sync per step
                         n_new += 1
                         if t_first is None:
@@ -384,6 +380,18 @@ class LocalGenerator:
                     yield tail
             finally:
                 out.stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
+
+
+def pick_tokens(logits: Any, temperatures: list[float]) -> Any:
+    """The next token of each row, on the logits' device (no host sync): the argmax, or a sample at the row's
+    temperature where it is > 0. The lone decode loop and the batch scheduler both pick with it."""
+    import torch
+
+    tokens = logits.argmax(dim=-1)
+    for i, t in enumerate(temperatures):
+        if t and t > 0:
+            tokens[i] = torch.multinomial(torch.softmax(logits[i].float() / t, dim=-1), 1)[0]
+    return tokens
 
 
 def local_generator(workspace: Path, model: str | None = None) -> LocalGenerator:

@@ -149,19 +149,31 @@ def strip_markers(text: str) -> str:
 _YES_NO = re.compile(r"(?:the (?:short )?answer(?: to (?:this|the|your) question)? is:?\s*)?[\"']?(?:yes|no)\b", re.I)
 
 
+QUESTION_WORDS = 12  # a first sentence ending in '?' asks instead of answering when it is at most this long ...
+QUESTION_OPENERS = frozenset(  # ... or opens like a question, however long
+    "what who whom whose why how when where which is are was were do does did can could would should will shall "
+    "may might have has had am isn't aren't don't doesn't didn't".split())
+
+
+def may_ask(sentence: str) -> bool:
+    """Whether a first sentence, ended by '?', would make the draft a question (`degenerate`): it is short or
+    opens like one. The draft gate (serve/drafts.py) streams a running first sentence only once this is False."""
+    words = sentence.split()
+    return len(words) <= QUESTION_WORDS or (bool(words) and words[0].lower().strip("\"'(") in QUESTION_OPENERS)
+
+
 def degenerate(answer: str, question: str) -> str | None:
     """Why a draft must not reach the reader, or None: 'empty' (nothing left once [n] markers and punctuation are
-    removed), 'question' (it asks instead of answering: its first sentence ends with a question mark, "the
-    castle?") or 'echo' (no word of its own, `own_words`: the question said back, or 'the document contains the
-    answer to the question ...'). A refusal is
-    not degenerate."""
+    removed), 'question' (it asks instead of answering: its first sentence ends with a question mark and is short
+    or opens like a question, `may_ask`: "the castle?") or 'echo' (no word of its own, `own_words`: the question
+    said back, or 'the document contains the answer to the question ...'). A refusal is not degenerate."""
     text = strip_markers(answer).strip()
     if not any(ch.isalnum() for ch in text):
         return "empty"
     if is_refusal(text) or _YES_NO.match(text):
         return None
     first = re.split(r"(?<=[.!?])\s+|\n", text, maxsplit=1)[0]
-    if first.rstrip(" \"'”’)").endswith("?"):
+    if first.rstrip(" \"'”’)").endswith("?") and may_ask(first):
         return "question"
     if not own_words(text, question):
         return "echo"

@@ -42,15 +42,20 @@ class RetrieverSettings:
     # two orders; 1 = the reranker's order alone)
 
     def check(self, where: str = "retriever settings") -> "RetrieverSettings":
-        for key in ("dense_weight", "rerank_weight"):
+        def fraction(key: str, allow_null: bool) -> None:
             value = getattr(self, key)
-            if value is None and key == "dense_weight":
-                continue  # adaptive score fusion
+            if value is None and allow_null:
+                return
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{where}: {key} must be between 0 and 1" + (" or null (adaptive fusion)" if key ==
-                                 "dense_weight" else "") + f", not {value!r}")
-        if int(self.rerank_top) < 1 or int(self.rerank_tokens) < 16:
-            raise ValueError(f"{where}: rerank_top must be >= 1 and rerank_tokens >= 16")
+                also = " or null (adaptive fusion)" if allow_null else ""
+                raise ValueError(f"{where}: {key} must be a number between 0 and 1{also}, not {value!r}")
+
+        fraction("dense_weight", allow_null=True)
+        fraction("rerank_weight", allow_null=False)
+        for key, least in (("rerank_top", 1), ("rerank_tokens", 16)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{where}: {key} must be a whole number >= {least}, not {value!r}")
         for part in (self.reranker, self.embedder):
             if part is not None and (not isinstance(part, str) or "/" in part or part.startswith(".")):
                 raise ValueError(f"{where}: {part!r} is not a folder name under retrievers/")

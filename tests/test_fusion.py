@@ -90,7 +90,11 @@ def test_settings_round_trip_with_adaptive_and_with_a_weight(tmp_path):
     assert read_settings(tmp_path).dense_weight == 0.5
     for bad in ("adaptive!", 1.5, True):
         path.write_text(json.dumps({"dense_weight": bad}))
-        with pytest.raises(ValueError, match="dense_weight must be between 0 and 1 or null"):
+        with pytest.raises(ValueError, match="dense_weight must be a number between 0 and 1 or null"):
+            read_settings(tmp_path)
+    for key, bad in (("rerank_top", 0), ("rerank_top", "20"), ("rerank_tokens", 8), ("rerank_weight", None)):
+        path.write_text(json.dumps({key: bad}))
+        with pytest.raises(ValueError, match=f"{key} must be a .* not {bad!r}"):
             read_settings(tmp_path)
 
 
