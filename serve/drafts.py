@@ -3,10 +3,11 @@
 A draft that another try may replace (the focused passages' answer, before the second look) is held back whole
 until it is judged. The last try is held only until it has shown it is an answer, then streams: it must say a
 word of its own (generate.prompts.own_words: a content word not in the question and not about the task, so it is
-neither empty, nor the question said back, nor 'the document contains the answer to ...')
-and either finish its first sentence without a question mark, or run on for a few words without starting like
-a question. A draft that never shows that is judged whole at the end. So a degenerate draft ("[2]", "the
-castle?", the question said back; generate.prompts.degenerate) never reaches the reader in any mode.
+neither empty, nor the question said back, nor 'the document contains the answer to ...') and finish its first
+sentence without a question mark, or run on past the length where a question mark would still make it a
+question (generate.prompts.may_ask: 12 words, not opening like a question). A draft that never shows that is
+judged whole at the end. So a degenerate draft ("[2]", "the castle by the river?", the question said back;
+generate.prompts.degenerate) never reaches the reader in any mode, and the gate and the judge cannot disagree.
 
     gate = DraftGate(question, hold_all=False)
     for piece in pieces: out = gate.feed(piece)   # text that may be shown now ('' while held)
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import re
 
-from generate.prompts import degenerate, own_words, strip_markers
+from generate.prompts import degenerate, may_ask, own_words, strip_markers
 
-_OPENERS = frozenset("what who whom whose why how when where which is are was were do does did can could would "
-                     "should will shall may might have has had am isn't aren't don't doesn't didn't".split())
 _OPEN_MARKER = re.compile(r"\[[\d,\s]*$")
 _WORD_ENDS = frozenset(" \t\n.,;:!?)]\"'")
 
@@ -31,7 +30,6 @@ def _last_space(text: str) -> int:
 
 
 _FIRST_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
-MIN_WORDS = 4  # an unfinished first sentence streams once it has this many words and does not open like a question
 
 
 class DraftGate:
@@ -59,9 +57,8 @@ class DraftGate:
             return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
         end = _FIRST_SENTENCE_END.search(plain)
         if end:
-            return plain[end.start()] != "?"
-        words = plain.split()
-        return len(words) > MIN_WORDS and words[0].lower().strip("\"'(") not in _OPENERS
+            return plain[end.start()] != "?" or not may_ask(plain[:end.start()])
+        return not may_ask(plain)  # still running: past where a '?' could make it a question
 
     def finish(self) -> tuple[str, str | None]:
         """(the whole draft, why it is degenerate or None). A draft that already streamed is not degenerate."""

@@ -108,7 +108,7 @@ def test_task_and_section_items_answer_with_steps():
     ("treatment and management vary in efficacy [1]", "echo"),
     ("14 days [1]", None), ("Yes. The TV turns off. [1]", None), ("The documents do not contain the answer.", None),
     ('The document you provided contains the answer to the question "Why do treatment and management vary?"',
-     "question"),
+     "echo"), ("Do they vary in the trials that the authors of the first study ran last year?", "question"),
     ("The passage provided contains the answer to this question: treatment and management vary", "echo"),
     ("The answer to this question is: No, treatment and management do not vary in efficacy", None),
     ("The answer to this question is:", "echo"),
@@ -123,7 +123,7 @@ def test_draft_gate_holds_a_draft_that_only_talks_about_the_documents():
     draft = ['The document', ' you provided', ' contains the answer', ' to the question', ' "How many cases',
              ' were confirmed', ' on the ship?"']
     assert [gate.feed(p) for p in draft] == [""] * len(draft)  # never shown: no word of its own
-    assert gate.finish()[1] == "question"
+    assert gate.finish()[1] == "echo"
 
 
 def test_draft_gate_does_not_take_a_marker_being_written_for_a_word():
@@ -141,9 +141,17 @@ def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
     shown = [gate.feed(p) for p in ["Open Settings", ". Select", " Reset", "."]]
     assert shown == ["", "Open Settings. Select", " Reset", "."]  # held until its first sentence ended, then streams
     assert gate.finish() == ("Open Settings. Select Reset.", None) and gate.rest() == ""
-    gate = DraftGate("Who approves travel?", hold_all=False)  # an unfinished sentence streams after a few words
-    assert [gate.feed(p) for p in ["The", " head", " of", " finance", " approves", " it", " now"]] == [
-        "", "", "", "", "", "The head of finance approves it", " now"]  # whole words: 'approves' once ' it' came
+    gate = DraftGate("Who approves travel?", hold_all=False)  # a short running first sentence may still end in '?'
+    pieces = ["The", " head", " of", " finance", " approves", " it", " now", ". It", " takes"]
+    assert [gate.feed(p) for p in pieces] == [""] * 7 + ["The head of finance approves it now. It", " takes"]
+    gate = DraftGate("Where is the castle?", hold_all=False)
+    assert [gate.feed(p) for p in ["The", " castle", " by", " the", " old", " river", "?"]] == [""] * 7
+    assert gate.finish() == ("The castle by the old river?", "question")
+    gate = DraftGate("Who approves travel?", hold_all=False)  # past 12 words a '?' no longer makes it a question
+    words = "The head of the finance team approves every trip abroad before anyone books a flight".split()
+    shown = [gate.feed(" " + w if i else w) for i, w in enumerate(words)]
+    assert "".join(shown[:13]) == "" and "".join(shown) == " ".join(words)
+    assert degenerate(" ".join(words) + "?", "Who approves travel?") is None
     gate = DraftGate("What is the castle called?", hold_all=False)
     assert "".join(gate.feed(p) for p in ["the ", "castle", "?"]) == ""
     assert gate.finish() == ("the castle?", "question")
