@@ -82,6 +82,21 @@ def test_yes_no_items_say_yes_no_and_the_sentence():
                                           "No. These buttons are not available in Canada.")
 
 
+@pytest.mark.parametrize("heading, questions", [
+    ("Changing the clock", ["How do I change the clock?"]),
+    ("Request a Laptop in Stockroom", ["How do I request a Laptop in Stockroom?"]),
+    ("Installing and running an app", ["How do I install and run an app?"]),
+    ("Configure advanced sound settings", ["How do I configure advanced sound settings?"]),
+    ("Disk Encryption", ["What is Disk Encryption?"]),  # a verb that is also a noun, before a noun: a name
+    ("Support and Returns", []), ("Level C2: Confidential", []), ("Step 1: Identify the Gateway", []),
+    ("Report sickness", []), ("Training", []), ("What you do", []), ("Sick pay", []),
+])
+def test_a_section_question_comes_only_from_a_clear_task_or_name_heading(heading, questions):
+    text = "Open Settings and select Picture. Choose the mode that suits the room. Dynamic is the brightest."
+    chunk = Chunk("c1", "doc.md", "Doc", f"Doc > {heading}", None, 0, text, "h", ())
+    assert [i.question for i in section_items(chunk, split_sentences(text))][:1] == questions
+
+
 def test_task_and_section_items_answer_with_steps():
     [item] = task_items("To reset the TV, select Reset in the Support menu.", set())
     assert (item.question, item.answer) == ("How do I reset the TV?", "Select Reset in the Support menu.")

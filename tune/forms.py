@@ -204,21 +204,43 @@ def task_items(sentence: str, known) -> list[FormItem]:
     return []
 
 
+# after a verb that is also a noun ('Request', 'Support'), these words show the heading is a task ('Request a
+# laptop', 'Switch between devices'), where a noun ('Support Contracts', 'Report sickness') leaves it unclear
+_TASK_LINKS = frozenset("a an the your my our this that these those up down to between whether where about "
+                        "if".split())
+
+
+def _ing_verb(word: str) -> bool:
+    lemma = verb_lemma(word.lower())
+    return word.lower().endswith("ing") and bool(lemma) and lemma != word.lower()
+
+
 def _heading_task(heading: str) -> tuple[str, str] | None:
     """('task', 'change the clock') for a task heading ('Changing the clock', 'Change the clock'), ('name',
-    'Remote Support') for a short name heading, None for a generic or long one."""
-    words = heading.strip().rstrip(".:?").split()
-    if not words or len(words) > 8 or heading.lower().strip() in _GENERIC_HEADINGS or not words[0][:1].isupper():
+    'Remote Support') for a short name heading in title case, None for a generic, long or unclear one. A label
+    ('Level C2: Confidential', 'Step 1: ...'), a noun pair ('Support and Returns') or a verb that may be a noun
+    before a noun ('Release Cadence', 'Report sickness') is not taken for a task: a wrong guess teaches the reader
+    'How do I release cadence?' with a section for its answer."""
+    words = heading.strip().rstrip(".?").split()
+    if not words or len(words) > 8 or heading.lower().strip() in _GENERIC_HEADINGS or not words[0][:1].isupper() \
+            or ":" in heading:
         return None
     first = words[0].lower()
-    if first.endswith("ing") and verb_lemma(first) and verb_lemma(first) != first:
+    second = words[1].lower() if len(words) > 1 else ""
+    if _ing_verb(first):
+        words = [verb_lemma(first), *words[1:]]
+        if second in ("and", "or") and len(words) > 3 and _ing_verb(words[2]):
+            words[2] = verb_lemma(words[2].lower())  # 'Creating and managing your account'
+        elif not second or second in ("and", "or", "&"):
+            return None  # 'Training', 'Housing and Relocation'
         rest = [w if (w[:1].isupper() and w.lower() not in DETS | PREPS and i > 0 and not w.istitle()) or w.isupper()
                 else w.lower() if w.istitle() and i == 0 else w for i, w in enumerate(words[1:])]
-        return "task", f"{verb_lemma(first)} {' '.join(rest)}".replace("  ", " ").strip()
-    if first in IMPERATIVE_LEADS or verb_lemma(first) == first and first not in DETS and len(words) >= 2 and \
-            first not in ("read",):
+        return "task", f"{words[0]} {' '.join(rest)}".replace("  ", " ").strip()
+    if first in IMPERATIVE_LEADS or verb_lemma(first) == first and first not in DETS | {"read"} and second and \
+            second not in ("and", "or", "&") and ("NOUN" not in lemmas(first) or second in _TASK_LINKS):
         return "task", f"{first} {' '.join(words[1:])}"
-    if len(words) <= 5 and not any(w.lower() in CLAUSE for w in words) and not re.search(r"\d", heading):
+    if len(words) <= 5 and all(w[:1].isupper() or w.lower() in DETS | PREPS | {"and", "or", "&"} for w in words) \
+            and not any(w.lower() in CLAUSE for w in words) and not re.search(r"\d", heading):
         return "name", heading.strip()
     return None
 
