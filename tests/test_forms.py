@@ -97,6 +97,15 @@ def test_a_section_question_comes_only_from_a_clear_task_or_name_heading(heading
     assert [i.question for i in section_items(chunk, split_sentences(text))][:1] == questions
 
 
+def test_no_yes_no_item_from_an_instruction_or_a_condition():
+    assert yes_no_items("Keep your manager updated on day three if you are still unwell.", set(), [],
+                        random.choice) == []  # was 'Did keep your manager update on day three ...?'
+    assert yes_no_items("If all concurrent VPN licences are in use, wait five minutes.", set(), [],
+                        random.choice) == []  # was 'Are all concurrent VPN licences in use?' 'Yes.'
+    [item] = yes_no_items("Managers approve requests within two days.", set(), [], random.choice)
+    assert item.question == "Do managers approve requests within two days?"
+
+
 def test_task_and_section_items_answer_with_steps():
     [item] = task_items("To reset the TV, select Reset in the Support menu.", set())
     assert (item.question, item.answer) == ("How do I reset the TV?", "Select Reset in the Support menu.")
