@@ -73,11 +73,12 @@ def test_reason_purpose_and_manner_answers_follow_the_question():
 
 
 def test_yes_no_items_say_yes_no_and_the_sentence():
-    items = yes_no_items("The TV turns off after 4 hours.", set(), ["2 hours"], random.Random(0).choice)
+    items = yes_no_items("The TV turns off after 4 hours.", set(), {"duration": ["2 hours"], "person": ["Ann"]},
+                         random.Random(0).choice)
     assert [(i.question, i.answer) for i in items] == [
         ("Does the TV turn off after 4 hours?", "Yes. The TV turns off after 4 hours."),
         ("Does the TV turn off after 2 hours?", "No. The TV turns off after 4 hours.")]
-    [neg] = yes_no_items("These buttons are not available in Canada.", set(), [], random.choice)
+    [neg] = yes_no_items("These buttons are not available in Canada.", set(), {}, random.choice)
     assert (neg.question, neg.answer) == ("Are these buttons available in Canada?",
                                           "No. These buttons are not available in Canada.")
 
@@ -98,11 +99,11 @@ def test_a_section_question_comes_only_from_a_clear_task_or_name_heading(heading
 
 
 def test_no_yes_no_item_from_an_instruction_or_a_condition():
-    assert yes_no_items("Keep your manager updated on day three if you are still unwell.", set(), [],
+    assert yes_no_items("Keep your manager updated on day three if you are still unwell.", set(), {},
                         random.choice) == []  # was 'Did keep your manager update on day three ...?'
-    assert yes_no_items("If all concurrent VPN licences are in use, wait five minutes.", set(), [],
+    assert yes_no_items("If all concurrent VPN licences are in use, wait five minutes.", set(), {},
                         random.choice) == []  # was 'Are all concurrent VPN licences in use?' 'Yes.'
-    [item] = yes_no_items("Managers approve requests within two days.", set(), [], random.choice)
+    [item] = yes_no_items("Managers approve requests within two days.", set(), {}, random.choice)
     assert item.question == "Do managers approve requests within two days?"
 
 

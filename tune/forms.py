@@ -166,10 +166,10 @@ _SUBORDINATORS = frozenset("if when unless once after before while although thou
                            "where wherever whether".split())
 
 
-def yes_no_items(sentence: str, known, others: list[str], pick) -> list[FormItem]:
+def yes_no_items(sentence: str, known, others: dict[str, list[str]], pick) -> list[FormItem]:
     """A statement asked as a yes/no question: 'Yes.' or, for a negated one, 'No.', then the sentence. With
-    `others` (spans of the same kind from the chunk), a second question with one fact swapped: 'No.' + the
-    sentence. `pick(seq)` chooses (seeded by the caller)."""
+    `others` (the chunk's spans by kind: {'duration': ['2 hours']}), a second question with one fact swapped for
+    another of its kind: 'No.' + the sentence. `pick(seq)` chooses (seeded by the caller)."""
     words = sentence.split()
     if not 5 <= len(words) <= 30 or sentence.rstrip().endswith("?") or re.search(r"[;:—–()]| - ", sentence) or \
             sentence.count(",") > 1 or re.search(r"\bbut\b|, and\b|\band \w+(?:s|ed)\b", sentence):
@@ -187,7 +187,8 @@ def yes_no_items(sentence: str, known, others: list[str], pick) -> list[FormItem
         spans = [s for s in find_spans(sentence, known) if s.kind in ("amount", "percent", "date", "duration",
                                                                       "count", "person", "name", "time")]
         for sp in spans:
-            swaps = [o for o in others if o.lower() != sp.text.lower() and o.lower() not in sentence.lower()]
+            swaps = [o for o in others.get(sp.kind, ()) if o.lower() != sp.text.lower() and o.lower() not in
+                     sentence.lower()]  # a duration for a duration: 'up to Office Manager' is no question
             if swaps:
                 wrong = sentence[:sp.start] + pick(swaps) + sentence[sp.end:]
                 q = invert(wrong, "", known)
@@ -298,7 +299,9 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     forms (one of each before a second of any)."""
     known = known_names_of(chunk)
     sentences = split_sentences(chunk.text)
-    facts = [sp.text for s in sentences for sp in find_spans(s, known)]
+    facts: dict[str, list[str]] = {}
+    for sp in (sp for s in sentences for sp in find_spans(s, known)):
+        facts.setdefault(sp.kind, []).append(sp.text)
     found: list[FormItem] = list(section_items(chunk, sentences))
     for s in sentences:
         if len(s.split()) > MAX_EVIDENCE_WORDS:
