@@ -3,7 +3,7 @@
     python -m evals.bench_load --workspace WS                       # starts single-user servers here (loopback)
     python -m evals.bench_load --url http://host:7860 --key KEY     # against a running server
     options: --users 1,4,16  --turns 2  --max-tokens 32  --model ragtune-rag  --adapters none,demo
-             --gates serial,batched  --max-batch 16  --max-waiting 64  --local-model PATH
+             --gates serial,batched,batched-bf16  --max-batch 16  --max-waiting 64  --local-model PATH  --dtype auto
 
 Each simulated user starts at the same moment (a barrier) and asks `--turns` questions one after another (answerable
 questions of data/eval/questions.jsonl that need no group), streaming each answer. `--adapters none,demo` mixes the
@@ -12,7 +12,9 @@ hybrid users share the batch.
 
 `--gates serial,batched` (servers started here only) runs every level against two servers over the same model,
 side by side: `serial` answers one request at a time (`--max-batch 1`, the lone decode loop behind the FIFO gate),
-`batched` decodes up to `--max-batch` answers at once (continuous batching, generate/batching.py).
+`batched` decodes up to `--max-batch` answers at once (continuous batching, generate/batching.py), and
+`batched-bf16` does the same with the model's weights in bfloat16 (`ragtune serve --dtype bfloat16`; a model of
+its own, so it costs a second copy in memory).
 
 Per gate and level it prints p50/p99 latency to the first token and to the full answer, generated tokens and the
 aggregate tokens/s (all users' completion tokens over the level's wall time), answers per minute, and then the
@@ -35,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GATES = {"serial": 1, "batched": None}  # max_batch of each kind of server (None: --max-batch)
+# each kind of server: (max_batch (None: --max-batch), the local model's dtype (None: --dtype))
+GATES = {"serial": (1, None), "batched": (None, None), "batched-bf16": (None, "bfloat16")}
 
 
 @dataclass
@@ -150,7 +153,7 @@ def tokens_per_s(lv: Level) -> float:
 
 
 def report(levels: list[Level], turns: int) -> str:
-    head = (f"{'gate':>8} {'users':>5} {'requests':>8} {'ok':>4} {'429s':>4} {'errors':>6} {'lost':>4} "
+    head = (f"{'gate':>12} {'users':>5} {'requests':>8} {'ok':>4} {'429s':>4} {'errors':>6} {'lost':>4} "
             f"{'TTFT p50':>9} {'TTFT p99':>9} {'full p50':>9} {'full p99':>9} {'tokens':>6} {'tok/s':>6} "
             f"{'answers/min':>11} {'wall s':>7}")
     lines = [head, "-" * len(head)]
@@ -165,7 +168,7 @@ def report(levels: list[Level], turns: int) -> str:
         def sec(values: list[float], q: float) -> str:
             return f"{pct(values, q):>8.2f}s" if values else f"{'-':>9}"
 
-        lines.append(f"{lv.gate or '-':>8} {lv.users:>5} {lv.users * turns:>8} {len(ok):>4} {refused:>4} {errors:>6} "
+        lines.append(f"{lv.gate or '-':>12} {lv.users:>5} {lv.users * turns:>8} {len(ok):>4} {refused:>4} {errors:>6} "
                      f"{lost:>4} {sec(ttft, 50)} {sec(ttft, 99)} {sec(full, 50)} {sec(full, 99)} "
                      f"{sum(r.tokens for r in ok):>6} {tokens_per_s(lv):>6.1f} "
                      f"{60 * len(ok) / lv.wall_s if lv.wall_s else 0:>11.1f} {lv.wall_s:>7.1f}")
@@ -177,18 +180,22 @@ def report(levels: list[Level], turns: int) -> str:
 
 
 def ratios(levels: list[Level]) -> list[str]:
-    """'16 users: batched/serial aggregate tokens/s 4.2x, TTFT p50 44.0 s -> 9.1 s' for each level run both ways."""
+    """'16 users: batched/serial aggregate tokens/s 4.2x, TTFT p50 44.0 s -> 9.1 s' for each level and each gate
+    run beside the serial one."""
     out = []
     by_users: dict[int, dict[str, Level]] = {}
     for lv in levels:
         by_users.setdefault(lv.users, {})[lv.gate] = lv
     for users, gates in by_users.items():
-        serial, batched = gates.get("serial"), gates.get("batched")
-        if serial is None or batched is None or not tokens_per_s(serial):
+        serial = gates.get("serial")
+        if serial is None or not tokens_per_s(serial):
             continue
-        p50 = [pct([r.ttft_s for r in lv.results if r.error is None and not r.refused], 50) for lv in (serial, batched)]
-        out.append(f"{users} users: batched/serial aggregate tokens/s {tokens_per_s(batched) / tokens_per_s(serial):.2f}x"
-                   f", TTFT p50 {p50[0]:.2f} s -> {p50[1]:.2f} s")
+        for name, other in gates.items():
+            if name == "serial":
+                continue
+            p50 = [pct([r.ttft_s for r in lv.results if r.error is None and not r.refused], 50) for lv in (serial, other)]
+            out.append(f"{users} users: {name}/serial aggregate tokens/s "
+                       f"{tokens_per_s(other) / tokens_per_s(serial):.2f}x, TTFT p50 {p50[0]:.2f} s -> {p50[1]:.2f} s")
     return out
 
 
@@ -205,7 +212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--adapters", default="", help="Mix users over these, in turn: 'none' is --model, NAME is "
                                                    "ragtune-hybrid:NAME (e.g. none,demo: half rag, half hybrid)")
     ap.add_argument("--gates", default="batched", help="Servers started here, each level run against each: serial "
-                                                       "(--max-batch 1), batched (--max-batch N); e.g. serial,batched")
+                                                       "(--max-batch 1), batched (--max-batch N), batched-bf16 (the "
+                                                       "same with bfloat16 weights); e.g. serial,batched")
+    ap.add_argument("--dtype", default="auto", help="The local model's weights in servers started here "
+                                                    "(`ragtune serve --dtype`): auto (float32 on a CPU), bfloat16, ...")
     ap.add_argument("--max-batch", type=int, default=16, help="Rows the batched server decodes at once")
     ap.add_argument("--local-model", help="Servers started here answer with this model folder or hub id "
                                           "(`ragtune serve --model`); default: the packaged SmolLM2")
@@ -228,15 +238,18 @@ def start_servers(args) -> tuple[dict[str, str], list, list]:
     from serve.web import build
 
     urls, stops, services = {}, [], []
-    generator = embedder = None
+    generators: dict[str, object] = {}  # servers of one dtype share the loaded model
+    embedder = None
     for gate in args.gates:
         sys.stderr.write(f"starting a single-user {gate} server on workspace {args.workspace} ...\n")
+        max_batch, dtype = GATES[gate]
+        dtype = dtype or args.dtype
         config = ServeConfig(workspace=args.workspace, max_new_tokens=args.max_tokens, max_waiting=args.max_waiting,
-                             max_batch=GATES[gate] or args.max_batch, model=args.local_model)
-        service, app = build(config, generator=generator, embedder=embedder)
+                             max_batch=max_batch or args.max_batch, model=args.local_model, dtype=dtype)
+        service, app = build(config, generator=generators.get(dtype), embedder=embedder)
         if not service.docs.has_index():
             sys.exit(f"no index in {args.workspace}: run `ragtune index data/corpus --workspace {args.workspace}`")
-        generator = getattr(service.generator, "local", service.generator)  # the next server shares the model
+        generators[dtype] = getattr(service.generator, "local", service.generator)
         embedder = service.embedders.get().base
         urls[gate], stop = serve_in_thread(app)
         stops.append(stop)

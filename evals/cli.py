@@ -35,6 +35,7 @@ def eval_command(
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Longest answer in tokens."),
     focus_window: Optional[int] = answer_options.FOCUS_WINDOW,
     model: Optional[str] = answer_options.MODEL,
+    dtype: str = answer_options.DTYPE,
     backend_url: Optional[str] = answer_options.BACKEND_URL,
     api_key: Optional[str] = answer_options.API_KEY,
     no_rerank: bool = answer_options.NO_RERANK,
@@ -48,7 +49,7 @@ def eval_command(
         raise ValueError("--limit must be a positive number of questions")
     config = EvalConfig(workspace=workspace, questions=questions, fictional_knowledge=fictional_knowledge,
                         modes=modes, adapter=adapter, limit=limit, seed=seed, k=k, max_new_tokens=max_new_tokens,
-                        focus_window=focus_window, model=model, backend_url=backend_url, api_key=api_key,
+                        focus_window=focus_window, model=model, dtype=dtype, backend_url=backend_url, api_key=api_key,
                         rerank=not no_rerank, command=" ".join(["ragtune"] + [shlex.quote(a) for a in sys.argv[1:]]))
     if as_json:
         with contextlib.redirect_stdout(sys.stderr):  # nothing but the one JSON object reaches stdout

@@ -46,6 +46,7 @@ class EvalConfig:
     # -1 = whole chunks; None = the engine's per-mode default (hybrid 0, rag -1)
     out: Path | None = None  # folder that receives <timestamp>-<set>/ and latest.json; default WS/evals
     model: str | None = None
+    dtype: str = "auto"  # --dtype: the local model's weights
     backend_url: str | None = None
     api_key: str | None = None
     retrieval_k: int = 10  # hits fetched for the retrieval metrics
@@ -250,7 +251,7 @@ def _engine_for(config: EvalConfig):
 
     return create_engine(Path(config.workspace), config.model, config.backend_url, config.api_key,
                          AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens,
-                                      focus_window=config.focus_window))
+                                      focus_window=config.focus_window), config.dtype)
 
 
 def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
@@ -320,7 +321,7 @@ def run_eval(config: EvalConfig, engine=None, progress: bool = True) -> dict:
         "modes": plan.modes, "skipped": plan.skipped,
         "adapter": format_adapters(plan.adapters) or None, "adapters": plan.adapters,
         "model": getattr(getattr(engine, "generator", None), "name", None) or config.model or "default",
-        "backend_url": config.backend_url, "embed_model": embed_model,
+        "backend_url": config.backend_url, "dtype": config.dtype, "embed_model": embed_model,
         "seed": config.seed, "limit": config.limit, "k": config.k, "max_new_tokens": config.max_new_tokens,
         "focus_window": config.focus_window,
         "command": config.command or f"run_eval({_config_repr(config)})",

@@ -394,7 +394,7 @@ def pick_tokens(logits: Any, temperatures: list[float]) -> Any:
     return tokens
 
 
-def local_generator(workspace: Path, model: str | None = None) -> LocalGenerator:
+def local_generator(workspace: Path, model: str | None = None, dtype: str = "auto") -> LocalGenerator:
     """The local model of a workspace: `model` (a folder or hub id) or the packaged SmolLM2, dequantized once into
     WS/models. The one place the app, `ragtune ask` / `eval` and the local synth teacher build it.
 
@@ -402,7 +402,7 @@ def local_generator(workspace: Path, model: str | None = None) -> LocalGenerator
     """
     from generate.models import ModelConfig, load_model
 
-    cfg = ModelConfig(cache_dir=Workspace(workspace).models)
+    cfg = ModelConfig(cache_dir=Workspace(workspace).models, dtype=dtype)
     if model:
         cfg.model = model
     return LocalGenerator(load_model(cfg))

@@ -159,6 +159,9 @@ def _build_default_cache(target: Path) -> Path:
     return target
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # ModelConfig.dtype, and --dtype of ask, eval and serve
+
+
 def pick_device_dtype(cfg: ModelConfig) -> tuple[Any, Any]:
     import torch
 
@@ -172,9 +175,9 @@ def pick_device_dtype(cfg: ModelConfig) -> tuple[Any, Any]:
         else:
             dtype = torch.float32
     else:
-        dtype = getattr(torch, cfg.dtype, None)
+        dtype = getattr(torch, cfg.dtype, None) if cfg.dtype in DTYPES else None
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"Unknown dtype {cfg.dtype!r}; use auto, float32, bfloat16 or float16.")
+            raise ValueError(f"Unknown dtype {cfg.dtype!r}; use {', '.join(DTYPES)}.")
     return device, dtype
 
 

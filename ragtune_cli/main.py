@@ -110,6 +110,7 @@ def ask(
     groups: Optional[str] = typer.Option(None, help="Comma-separated groups of the asker."),
     k: int = typer.Option(3, "-k", help="Retrieved chunks put in the prompt."),
     model: Optional[str] = answer_options.MODEL,
+    dtype: str = answer_options.DTYPE,
     backend_url: Optional[str] = answer_options.BACKEND_URL,
     api_key: Optional[str] = answer_options.API_KEY,
     max_new_tokens: int = typer.Option(128, help="Longest answer in tokens."),
@@ -123,7 +124,7 @@ def ask(
 
     adapter = parse_adapter_choice(adapter).for_mode(mode)  # a bad --adapter fails before the model loads
     config = AnswerConfig(k=k, max_new_tokens=max_new_tokens, focus_window=focus_window)
-    engine = create_engine(workspace, model, backend_url, api_key, config)
+    engine = create_engine(workspace, model, backend_url, api_key, config, dtype)
     if no_rerank:
         engine.searcher.use_reranker = False
     stream = engine.start(question, mode=mode, adapter=adapter, groups=_groups(groups))

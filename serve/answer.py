@@ -104,20 +104,25 @@ class AnswerStream:
 
 
 def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None,
-                  api_key: str | None = None, config: AnswerConfig | None = None) -> "AnswerEngine":
+                  api_key: str | None = None, config: AnswerConfig | None = None,
+                  dtype: str = "auto") -> "AnswerEngine":
     """An engine on the generator `open_generator` gives for these options (`ragtune ask` and `eval`)."""
-    return AnswerEngine(Path(workspace), open_generator(workspace, model, backend_url, api_key), config=config)
+    return AnswerEngine(Path(workspace), open_generator(workspace, model, backend_url, api_key, dtype),
+                        config=config)
 
 
 def open_generator(workspace: Path, model: str | None = None, backend_url: str | None = None,
-                   api_key: str | None = None):
+                   api_key: str | None = None, dtype: str = "auto"):
     """The generator of `--model`, `--backend-url` and `--api-key` (`ask`, `eval` and `serve` mean the same by
     them): the local model (default: the packaged SmolLM2, cached under WS/models; else a folder or hub id) or,
     with `backend_url`, any OpenAI-compatible chat-completions server, `model` then being the served model name
     (tuned and hybrid answers ask for the adapter's name instead: generate/remote.py). Options that cannot work
     raise ValueError naming the option: a server that cannot be reached or refuses the key, a model that does
-    not load."""
-    from generate.models import ModelLoadError
+    not load, a `dtype` (--dtype, the local model's weights) that is not one."""
+    from generate.models import DTYPES, ModelLoadError
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
 
     if backend_url:
         from generate.remote import OpenAIGenerator
@@ -133,7 +138,7 @@ def open_generator(workspace: Path, model: str | None = None, backend_url: str |
     from generate.local import local_generator
 
     try:
-        return local_generator(workspace, model)
+        return local_generator(workspace, model, dtype)
     except ModelLoadError as exc:
         raise ValueError(f"--model: {exc}" if model else str(exc)) from None
 

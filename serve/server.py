@@ -53,6 +53,7 @@ class ServeConfig:
     queue_size: int = 64  # Gradio's own queue bound
     max_upload_mb: int = 20
     model: str | None = None  # --model: a local folder or hub id, or with backend_url the served model name
+    dtype: str = "auto"  # --dtype: the local model's weights (generate.models.DTYPES)
     backend_url: str | None = None  # --backend-url: an OpenAI-compatible server (vLLM) answers, not the local model
     api_key: str | None = field(default=None, repr=False)  # --api-key for backend_url
     backend_parallel: int = 16  # answers streamed from backend_url at once
@@ -79,7 +80,8 @@ class Ragtune:
         self.workspace = Path(config.workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
         if generator is None:  # the one place ask, eval and serve turn --model / --backend-url into a generator
-            generator = open_generator(self.workspace, config.model, config.backend_url, config.api_key)
+            generator = open_generator(self.workspace, config.model, config.backend_url, config.api_key,
+                                       config.dtype)
         self.generator = generator = serving_generator(generator, config.max_batch)
         self.embedders = _EmbedderSlot(self.workspace, embedder, lock=getattr(generator, "compute_lock", None))
         docs_dir = config.docs_dir or indexed_docs_dir(self.workspace) or Workspace(self.workspace).docs

@@ -38,6 +38,7 @@ def serve_command(
                                   "batching: a question asked meanwhile joins the running batch); 1 answers one "
                                   "at a time. Requests beyond it wait in line."),
     model: Optional[str] = answer_options.MODEL,
+    dtype: str = answer_options.DTYPE,
     backend_url: Optional[str] = answer_options.BACKEND_URL,
     api_key: Optional[str] = answer_options.API_KEY,
 ) -> None:
@@ -54,7 +55,7 @@ def serve_command(
         raise ValueError(f"--max-batch must be at least 1, not {max_batch}")
     config = ServeConfig(workspace=workspace, docs_dir=docs, users_file=users, host=host, port=port,
                          max_new_tokens=max_new_tokens, model=model, backend_url=backend_url, api_key=api_key,
-                         max_batch=max_batch)
+                         max_batch=max_batch, dtype=dtype)
     sys.stderr.write("ragtune serve: loading the model and the app ...\n")
     sys.stderr.flush()
 

@@ -271,6 +271,31 @@ def test_max_batch_1_keeps_the_lone_loop(tiny, tmp_path) -> None:
     assert out.returncode == 2 and "--max-batch must be at least 1" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_serve_dtype_loads_the_local_model_in_it_and_a_bad_one_is_named(tiny, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from serve.server import Ragtune
+
+    service = Ragtune(ServeConfig(workspace=tmp_path / "ws", model=str(tiny.base), dtype="bfloat16", max_batch=1))
+    assert service.generator.loaded.dtype == torch.bfloat16
+    out = subprocess.run([sys.executable, "-m", "ragtune_cli", "serve", "--workspace", tmp_path / "ws",
+                          "--model", str(tiny.base), "--dtype", "float64"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--dtype must be one of auto, float32, bfloat16, float16, not 'float64'" in \
+        out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_load_benchmark_compares_every_gate_with_the_serial_one() -> None:
+    from evals.bench_load import Level, Result, ratios
+
+    def level(gate: str, ttft: float, tokens: int) -> Level:
+        return Level(16, gate, [Result(0, "q", ttft_s=ttft, tokens=tokens)], wall_s=10.0)
+
+    lines = ratios([level("serial", 30.0, 50), level("batched", 20.0, 100), level("batched-bf16", 12.0, 150)])
+    assert lines == ["16 users: batched/serial aggregate tokens/s 2.00x, TTFT p50 30.00 s -> 20.00 s",
+                     "16 users: batched-bf16/serial aggregate tokens/s 3.00x, TTFT p50 30.00 s -> 12.00 s"]
+
+
 def test_searches_run_between_decode_steps(tiny, tmp_path) -> None:
     """On a CPU the batched server's embedder takes the model lock that each forward pass holds, so a search and a
     decode step never compete for the cores."""
