@@ -1,6 +1,6 @@
 """The `Generator` protocol every text backend implements, so the engine streams answers from the local model
 (generate/local.py) or any OpenAI-compatible server (generate/remote.py: vLLM, llama.cpp server, Ollama, ...)
-without caring which; plus the stats and errors they share.
+without caring which; plus the stats and errors they share, and `pick_tokens`, how both local decode loops pick.
 
 torch / transformers / peft / openai are imported lazily by the backends: importing this module stays instant.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BackendError(RuntimeError):
@@ -88,3 +88,15 @@ def check_messages(messages: list[dict]) -> list[dict]:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ValueError(f"each message needs a string 'role' and string 'content', got {m!r}")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def pick_tokens(logits: Any, temperatures: list[float]) -> Any:
+    """The next token of each row, on the logits' device (no host sync): the argmax, or a sample at the row's
+    temperature where it is > 0. The lone decode loop and the batch scheduler both pick with it."""
+    import torch
+
+    tokens = logits.argmax(dim=-1)
+    for i, t in enumerate(temperatures):
+        if t and t > 0:
+            tokens[i] = torch.multinomial(torch.softmax(logits[i].float() / t, dim=-1), 1)[0]
+    return tokens

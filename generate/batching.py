@@ -36,9 +36,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from generate.base import BackendError, GenerationStream, make_stats
+from generate.base import BackendError, GenerationStream, make_stats, pick_tokens
 from generate.batch_cache import Batch, rows_layer_class
-from generate.local import KEEP_ADAPTER, LocalGenerator, pick_tokens
+from generate.local import KEEP_ADAPTER, LocalGenerator
 
 log = logging.getLogger(__name__)
 _END = object()  # put in a row's queue after its last token

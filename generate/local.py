@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generate.base import BackendError, GenerationStream, check_messages, make_stats
+from generate.base import BackendError, GenerationStream, check_messages, make_stats, pick_tokens
 from ingest.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -380,18 +380,6 @@ class LocalGenerator:
                     yield tail
             finally:
                 out.stats = make_stats(t0, t_first, time.perf_counter(), n_new, n_prompt, finish)
-
-
-def pick_tokens(logits: Any, temperatures: list[float]) -> Any:
-    """The next token of each row, on the logits' device (no host sync): the argmax, or a sample at the row's
-    temperature where it is > 0. The lone decode loop and the batch scheduler both pick with it."""
-    import torch
-
-    tokens = logits.argmax(dim=-1)
-    for i, t in enumerate(temperatures):
-        if t and t > 0:
-            tokens[i] = torch.multinomial(torch.softmax(logits[i].float() / t, dim=-1), 1)[0]
-    return tokens
 
 
 def local_generator(workspace: Path, model: str | None = None, dtype: str = "auto") -> LocalGenerator:
