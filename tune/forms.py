@@ -174,12 +174,12 @@ def yes_no_items(sentence: str, known, others: dict[str, list[str]], pick) -> li
     if not 5 <= len(words) <= 30 or sentence.rstrip().endswith("?") or re.search(r"[;:—–()]| - ", sentence) or \
             sentence.count(",") > 1 or re.search(r"\bbut\b|, and\b|\band \w+(?:s|ed)\b", sentence):
         return []  # a short, plain statement: a long one makes a question nobody would ask
-    if bare(words[0]) in _SUBORDINATORS:
+    lead = bare(words[0])
+    if lead in _SUBORDINATORS:
         return []  # 'If all licences are in use, ...' asserts nothing: 'Are all licences in use?' 'Yes.' is false
     negated = bool(NEGATION.search(sentence))
     question = invert(sentence, "", known, drop_negation=negated)
-    lead = bare(words[0])
-    if not question or lead == verb_lemma(lead) and bare(question.split()[1]) == lead:
+    if not question or lead == verb_lemma(lead) and bare((question.split() + [""])[1]) == lead:
         return []  # an instruction has no subject to ask about: 'Keep your manager updated' -> 'Did keep ...?'
     out = [FormItem(question, f"{'No' if negated else 'Yes'}. {_sentence_case(sentence)}", sentence,
                     "no" if negated else "yes")]
