@@ -193,7 +193,8 @@ def ratios(levels: list[Level]) -> list[str]:
         for name, other in gates.items():
             if name == "serial":
                 continue
-            p50 = [pct([r.ttft_s for r in lv.results if r.error is None and not r.refused], 50) for lv in (serial, other)]
+            p50 = [pct([r.ttft_s for r in lv.results if r.error is None and not r.refused], 50)
+                   for lv in (serial, other)]
             out.append(f"{users} users: {name}/serial aggregate tokens/s "
                        f"{tokens_per_s(other) / tokens_per_s(serial):.2f}x, TTFT p50 {p50[0]:.2f} s -> {p50[1]:.2f} s")
     return out

@@ -155,6 +155,9 @@ QUESTION_OPENERS = frozenset(  # ... or opens like a question, however long
     "may might have has had am isn't aren't don't doesn't didn't".split())
 
 
+FIRST_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")  # where a draft's first sentence ends (its judge and the gate)
+
+
 def may_ask(sentence: str) -> bool:
     """Whether a first sentence, ended by '?', would make the draft a question (`degenerate`): it is short or
     opens like one. The draft gate (serve/drafts.py) streams a running first sentence only once this is False."""
@@ -172,7 +175,8 @@ def degenerate(answer: str, question: str) -> str | None:
         return "empty"
     if is_refusal(text) or _YES_NO.match(text):
         return None
-    first = re.split(r"(?<=[.!?])\s+|\n", text, maxsplit=1)[0]
+    end = FIRST_SENTENCE_END.search(text)
+    first = text[:end.end()].rstrip("\n") if end else text
     if first.rstrip(" \"'”’)").endswith("?") and may_ask(first):
         return "question"
     if not own_words(text, question):

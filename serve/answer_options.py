@@ -1,7 +1,7 @@
 """The options `ragtune ask` (ragtune_cli/main.py) and `ragtune eval` (evals/cli.py) share: both answer questions
 with the engine (serve/answer.py), so the generator, adapter, focus and reranker are chosen the same way;
-`ragtune serve` (serve/web_cli.py) takes the generator's four (--model, --dtype, --backend-url, --api-key) from here too,
-and all three turn them into a generator with serve.answer.open_generator. Only typer is imported here.
+`ragtune serve` (serve/web_cli.py) takes the generator's four (--model, --dtype, --backend-url, --api-key) from here
+too, and all three turn them into a generator with serve.answer.open_generator. Only typer is imported here.
 
     def ask(..., adapter: Optional[str] = ADAPTER, model: Optional[str] = MODEL, ...)
 """

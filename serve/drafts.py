@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from generate.prompts import degenerate, may_ask, own_words, strip_markers
+from generate.prompts import FIRST_SENTENCE_END, degenerate, may_ask, own_words, strip_markers
 
 _OPEN_MARKER = re.compile(r"\[[\d,\s]*$")
 _WORD_ENDS = frozenset(" \t\n.,;:!?)]\"'")
@@ -27,9 +27,6 @@ _WORD_ENDS = frozenset(" \t\n.,;:!?)]\"'")
 
 def _last_space(text: str) -> int:
     return max(text.rfind(" "), text.rfind("\n"), 0)
-
-
-_FIRST_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
 
 class DraftGate:
@@ -55,7 +52,7 @@ class DraftGate:
         plain = strip_markers(_OPEN_MARKER.sub("", text if text[-1:] in _WORD_ENDS else text[:_last_space(text)]))
         if not own_words(plain, self.question):
             return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
-        end = _FIRST_SENTENCE_END.search(plain)
+        end = FIRST_SENTENCE_END.search(plain)
         if end:
             return plain[end.start()] != "?" or not may_ask(plain[:end.start()])
         return not may_ask(plain)  # still running: past where a '?' could make it a question
