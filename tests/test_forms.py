@@ -103,6 +103,8 @@ def test_no_yes_no_item_from_an_instruction_or_a_condition():
                         random.choice) == []  # was 'Did keep your manager update on day three ...?'
     assert yes_no_items("If all concurrent VPN licences are in use, wait five minutes.", set(), {},
                         random.choice) == []  # was 'Are all concurrent VPN licences in use?' 'Yes.'
+    assert yes_no_items("Ten rejected MFA push notifications within one hour trigger an alert.", set(), {},
+                        random.choice) == []  # was 'Did Ten reject MFA push notifications ...?'
     [item] = yes_no_items("Managers approve requests within two days.", set(), {}, random.choice)
     assert item.question == "Do managers approve requests within two days?"
 
@@ -196,6 +198,20 @@ def test_time_items_and_plural_subjects():
     [item] = time_items("After the castle burned, Edward fled to France.", {"Edward"})
     assert (item.question, item.answer, item.form) == ("When did Edward flee to France?", "After the castle burned.",
                                                        "time")
+    # misreadings that make nothing: the connective inside the subject, a time phrase, an embedded question, a
+    # verb past the connective, a main clause that already has its date, a question too long to be asked
+    for wrong in ["Quotes issued before 1 February 2026 are honoured at the old prices.",
+                  "A study was conducted with nurses 8 months after the new rota began.",
+                  "Pitt increased British resources in the colonies at a time when France was unwilling to act.",
+                  "The app can predict when a field will drop below its refill point.",
+                  "The prevalence of retinal haemorrhages after convulsions is not well established.",
+                  "The oil crisis began in October 1973 when the members of the group declared an embargo.",
+                  "He meets Mildred once more towards the end of the novel.",
+                  "This document describes how reviews work and what happens after ratings are agreed."]:
+        assert time_items(wrong, set()) == [], wrong
+    [item] = time_items("The privileged account locks after 5 failed attempts and is never unlocked automatically.",
+                        set())
+    assert item.answer == "After 5 failed attempts."  # the clause ends where the next verb phrase starts
     [item] = reason_items("The rats agree to help Mrs. Frisby because her late husband helped them.", {"Frisby"})
     assert item.question == "Why do the rats agree to help Mrs. Frisby?"
     [item] = purpose_items("Roy Glenister and Dextry travel to Nome to work their gold claim.", {"Dextry", "Nome"})

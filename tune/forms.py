@@ -86,6 +86,38 @@ def reason_items(sentence: str, known) -> list[FormItem]:
 
 
 _TEMPORAL = re.compile(r",?\s+\b(after|before|when|once)\s+", re.I)
+_TIME_WORDS = frozenset("time times moment day days week weeks month months year years hour hours minute minutes "
+                        "second seconds period point era age night morning shortly soon immediately just long directly "
+                        "right even only and or but".split())
+_PRONOUN_WORDS = frozenset("i you he she it we they these those this that".split())
+_WH_VERBS = frozenset("predict know decide determine tell ask show see check find choose specify indicate say explain "
+                      "remember learn understand wonder notice describe list".split())
+
+
+def _time_misread(main: str, connective: str, clause: str, known) -> bool:
+    """The cuts of a 'when' item that read a sentence wrongly: 'Quotes issued before 1 May are honoured' (the
+    connective inside the subject), '8 months after X' and 'at a time when X' (a time phrase, not a clause),
+    'predict when X' (an embedded question), 'once more', a main clause that already holds a date, or one too long
+    or too nested to be asked."""
+    words = main.split()
+    last = bare(words[-1]) if words else ""
+    clause_words = [bare(w) for w in clause.split()]
+    if len(words) > 16 or re.search(r"[(),;:]", main) or clause.count("(") != clause.count(")"):
+        return True
+    if last in _TIME_WORDS or (verb_lemma(last) or last) in _WH_VERBS or re.search(r"\d", words[-1]) or \
+            clause_words[-1] in PREPS | DETS | {"to", "and", "or"}:
+        return True
+    if connective.lower() == "once" and clause_words[0] in ("more", "again", "or", "and", "upon", "a"):
+        return True
+    if any(bare(w) in ("how", "what", "whether", "if", "which", "who", "why", "where") for w in words):
+        return True
+    if not any(bare(w) in AUX for w in words) and last.endswith("ed") and \
+            any(w in AUX or w.endswith("ed") for w in clause_words[1:]):
+        return True  # 'Quotes issued before X are honoured': 'issued' is a participle, the verb comes after
+    if any(w in AUX for w in clause_words[1:3]) and (clause_words[0][:1].isdigit() or clause.split()[0].islower()
+                                                     and clause_words[0] not in _PRONOUN_WORDS):
+        return True  # 'haemorrhages after convulsions is not well established': the verb is past the connective
+    return any(s.kind in ("date", "time", "duration") for s in find_spans(main, known))
 
 
 def time_items(sentence: str, known) -> list[FormItem]:
@@ -99,11 +131,17 @@ def time_items(sentence: str, known) -> list[FormItem]:
         if not m:
             return []
         main, connective = sentence[:m.start()], m.group(1)
-        clause = re.split(r"[;,]\s", sentence[m.end():].rstrip("."))[0]
-    question = invert(main, "when", known)
-    if not question or len(clause.split()) < 3 or connective.lower() == "when" and lead is None and \
-            not re.match(r"[A-Z]|the |his |her |their |a |an ", clause):
+        clause = re.split(r"[;,]\s|\s+and\s+(?=(?:then\s+)?(?:is|are|was|were|must|will|can|the|\w+ed)\b)",
+                          sentence[m.end():].rstrip("."))[0]
+    if len(clause.split()) < 3 or _time_misread(main, connective, clause, known):
         return []
+    question = invert(main, "when", known)
+    first = bare(main.split()[0])
+    if not question or connective.lower() == "when" and lead is None and \
+            not re.match(r"[A-Z]|the |his |her |their |a |an ", clause) or \
+            first == verb_lemma(first) and bare(question.split()[2]) == first or \
+            bare(question.split()[1]) in ("do", "does", "did") and any(bare(w) in AUX for w in question.split()[2:]):
+        return []  # (the last: an instruction, 'Back up your files before ...' -> 'When does back up ...?')
     evidence = f"{connective} {clause}"
     return [FormItem(question, _sentence_case(evidence), evidence, "time")]
 

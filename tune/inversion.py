@@ -66,6 +66,8 @@ def finite(word: str, prev: str, plural_subject: bool = False) -> tuple[str, str
     return None
 
 
+_NUMBER = re.compile(r"^(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+                     r"forty|fifty|hundred|dozens?|hundreds|thousands)$", re.I)
 ADVERBS = frozenset("afterwards then later meanwhile eventually finally however soon also still now once instead "
                     "thus therefore hence moreover furthermore nevertheless overall here there".split())
 
@@ -143,8 +145,8 @@ def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
             tail = " ".join(verb + rest)
         else:
             found = finite(words[i], words[i - 1], _plural(words[:i]))
-            if found is None or (_ambiguous(w) and _verb_follows(words, i)):
-                continue
+            if found is None or (_ambiguous(w) and (_verb_follows(words, i) or _NUMBER.match(" ".join(words[:i])))):
+                continue  # (a bare number as subject: 'Ten rejected pushes trigger an alert': 'rejected' is no verb)
             lead, lemma = found
             tail = " ".join([lemma] + rest)
         if NEGATION.match(tail):
