@@ -70,6 +70,15 @@ def test_reason_purpose_and_manner_answers_follow_the_question():
     assert (item.question, item.answer, item.form) == ("How can Cestids swim?", "By undulating their bodies.",
                                                        "manner")
     assert purpose_items("They agreed to help the rats.", set()) == []  # a complement, not a purpose
+    for complement in ["Forced periodic change leads people to choose weaker passwords.",  # what the object does
+                       "Watching TV for a long time may cause the panel to generate heat.",
+                       "This debate has proved difficult to resolve because sampling is biased.",  # an adjective's
+                       "The Scottish Parliament has the ability to alter income tax.",  # a noun's
+                       "The runbook explains what to do when gateways stop reporting.",
+                       "It was the first time the theory had been shown to be less correct."]:
+        assert purpose_items(complement, set()) == [], complement
+    assert reason_items("Some HDMI cables and devices may not be compatible due to different specifications.",
+                        set()) == []  # was 'Why does some HDMI cable and devices may not be compatible?'
 
 
 def test_yes_no_items_say_yes_no_and_the_sentence():

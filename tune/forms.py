@@ -65,6 +65,29 @@ class FormItem:
         self.question, self.answer, self.evidence, self.form = question, answer, evidence, form
 
 
+_CLAUSE_END = re.compile(r"[;,]\s|\s+and\s+(?=(?:then\s+)?(?:is|are|was|were|must|will|can|may|the|\w+ed)\b)")
+# 'lead people to choose', 'cause the panel to overheat': the infinitive is what the object does, not a purpose
+_OBJECT_CONTROL = frozenset("allow cause lead help enable encourage require permit urge invite remind teach force "
+                            "persuade convince ask tell want expect get order instruct train show turn find "
+                            "convert".split())
+_TO_NOUNS = frozenset("ability initiative right chance opportunity way time power authority decision attempt effort "
+                      "permission need plan intention option freedom means tendency failure responsibility duty "
+                      "obligation capacity days hours minutes weeks months years free possible necessary ready "
+                      "what how where when whether which".split())
+
+
+def _clause(text: str) -> str:
+    """The subordinate clause up to where the next clause or verb phrase starts: 'after 5 failed attempts and is
+    never unlocked' -> 'after 5 failed attempts'."""
+    return _CLAUSE_END.split(text.rstrip("."))[0]
+
+
+def _askable(main: str, answer: str) -> bool:
+    """A main clause short and plain enough to ask, and an answer with its brackets closed."""
+    return len(main.split()) <= 16 and not re.search(r"[();:]|,\s|\bbut\b", main) and \
+        answer.count("(") == answer.count(")") and answer.count('"') % 2 == 0
+
+
 def reason_items(sentence: str, known) -> list[FormItem]:
     """Because / due to / so that / in order to: 'Why ...?' -> the connective and what follows it."""
     m = _CAUSAL.search(sentence)
@@ -78,8 +101,10 @@ def reason_items(sentence: str, known) -> list[FormItem]:
         main, connective = sentence[:m.start()], m.group(1)
         reason = re.split(r"[;]|,\s+(?:which|but|and|while|although)\s", sentence[m.end():])[0]
         evidence = sentence[m.start():m.end()].strip(" ,") + " " + reason
+    if len(reason.split()) < 2 or not _askable(main, evidence):
+        return []
     question = invert(main, "why", known)
-    if not question or len(reason.split()) < 2:
+    if not question:
         return []
     form = "purpose" if connective.lower() in ("so that", "in order to") else "reason"
     return [FormItem(question, _sentence_case(evidence), evidence, form)]
@@ -97,13 +122,10 @@ _WH_VERBS = frozenset("predict know decide determine tell ask show see check fin
 def _time_misread(main: str, connective: str, clause: str, known) -> bool:
     """The cuts of a 'when' item that read a sentence wrongly: 'Quotes issued before 1 May are honoured' (the
     connective inside the subject), '8 months after X' and 'at a time when X' (a time phrase, not a clause),
-    'predict when X' (an embedded question), 'once more', a main clause that already holds a date, or one too long
-    or too nested to be asked."""
+    'predict when X' (an embedded question), 'once more', a main clause that already holds a date."""
     words = main.split()
     last = bare(words[-1]) if words else ""
     clause_words = [bare(w) for w in clause.split()]
-    if len(words) > 16 or re.search(r"[(),;:]", main) or clause.count("(") != clause.count(")"):
-        return True
     if last in _TIME_WORDS or (verb_lemma(last) or last) in _WH_VERBS or re.search(r"\d", words[-1]) or \
             clause_words[-1] in PREPS | DETS | {"to", "and", "or"}:
         return True
@@ -131,9 +153,8 @@ def time_items(sentence: str, known) -> list[FormItem]:
         if not m:
             return []
         main, connective = sentence[:m.start()], m.group(1)
-        clause = re.split(r"[;,]\s|\s+and\s+(?=(?:then\s+)?(?:is|are|was|were|must|will|can|the|\w+ed)\b)",
-                          sentence[m.end():].rstrip("."))[0]
-    if len(clause.split()) < 3 or _time_misread(main, connective, clause, known):
+        clause = _clause(sentence[m.end():])
+    if len(clause.split()) < 3 or not _askable(main, clause) or _time_misread(main, connective, clause, known):
         return []
     question = invert(main, "when", known)
     first = bare(main.split()[0])
@@ -157,17 +178,20 @@ def purpose_items(sentence: str, known) -> list[FormItem]:
         if before.endswith((",", ";")) or bare(before) in DETS:
             continue
         after = bare(words[i + 2]) if i + 2 < len(words) else ""
-        if w == "to" and verb_lemma(nxt) == nxt and nxt not in PREPS and \
+        if w == "to" and verb_lemma(nxt) == nxt and nxt not in PREPS and nxt != "be" and \
+                not any(verb_lemma(bare(b)) in _OBJECT_CONTROL for b in words[max(0, i - 6):i]) and \
                 ("NOUN" not in lemmas(nxt) or after in DETS) and \
                 not any((verb_lemma(bare(b)) or bare(b)) in _COMPLEMENT_VERBS for b in words[max(0, i - 2):i]) \
-                and not finite(before, words[i - 2]) and not bare(before).endswith(("ed", "ing")):
+                and not finite(before, words[i - 2]) and not bare(before).endswith(("ed", "ing")) and \
+                bare(before) not in _TO_NOUNS and not ("ADJ" in lemmas(bare(before)) and
+                                                       "NOUN" not in lemmas(bare(before))):
             wh, form = "why", "purpose"
         elif w == "by" and nxt.endswith("ing") and verb_lemma(nxt):
             wh, form = "how", "manner"
         else:
             continue
-        tail = re.split(r"[;,]\s", " ".join(words[i:]))[0]
-        question = invert(" ".join(words[:i]), wh, known)
+        tail = _clause(" ".join(words[i:]))
+        question = _askable(" ".join(words[:i]), tail) and invert(" ".join(words[:i]), wh, known)
         if question and len(tail.split()) >= 3:
             out.append(FormItem(question, _sentence_case(tail), tail, form))
         break

@@ -147,6 +147,9 @@ def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
             found = finite(words[i], words[i - 1], _plural(words[:i]))
             if found is None or (_ambiguous(w) and (_verb_follows(words, i) or _NUMBER.match(" ".join(words[:i])))):
                 continue  # (a bare number as subject: 'Ten rejected pushes trigger an alert': 'rejected' is no verb)
+            aux = next((j for j, x in enumerate(rest[:8]) if bare(x) in AUX | CLAUSE - {"and", "or"}), None)
+            if aux is not None and bare(rest[aux]) in AUX:
+                continue  # 'Some HDMI cables and devices may not ...': 'cables' is no verb, the verb comes later
             lead, lemma = found
             tail = " ".join([lemma] + rest)
         if NEGATION.match(tail):
