@@ -27,6 +27,15 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
+def term_cover(query: str, texts: list[str]) -> float:
+    """The largest share of the query's distinct terms that one of `texts` holds (0.0 for a query without terms):
+    'Who is Glenister in love with?' against a passage naming Glenister and love -> 1.0."""
+    terms = set(tokenize(query))
+    if not terms:
+        return 0.0
+    return max((len(terms & set(tokenize(t))) / len(terms) for t in texts), default=0.0)
+
+
 class LexicalIndex:
     def __init__(self, retriever, n_docs: int) -> None:
         self.retriever = retriever

@@ -9,8 +9,8 @@ The CLI, the app, the API and the evaluation all call `AnswerEngine.start(...)` 
 Retrieved chunks are numbered in the prompt; `[n]` markers in the answer become citations (doc, section,
 quoted passage). Each chunk is first cut to the sentences around the one most like the question (retrieve/focus.py);
 when the answer from those focused passages is a refusal or is withheld as unsupported, the model gets a second
-look at the whole chunks. Refusals: when retrieval finds nothing close enough the engine says so without
-generating, and when the model says the documents do not hold the answer the result is marked `refused`.
+look at the whole chunks. Refusals: when retrieval finds nothing close enough (neither by dense cosine nor by the
+share of the question's terms one passage holds) the engine says so without generating, and when the model says the documents do not hold the answer the result is marked `refused`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal,
 from ingest.types import can_read
 from ingest.workspace import Workspace
 from retrieve.focus import focus_passages
+from retrieve.lexical import term_cover
 from serve.adapter_choice import pick_adapter
 from serve.drafts import DraftGate
 from generate.question_kind import coarse_kind
@@ -51,7 +52,8 @@ class AnswerError(ValueError):
 class AnswerConfig:
     k: int = 3  # chunks put in the prompt
     search_mode: str = "hybrid"  # how chunks are found: dense, bm25 or hybrid
-    min_relevance: float = 0.30  # best dense cosine below this: nothing relevant was found, refuse without guessing
+    min_relevance: float = 0.30  # best dense cosine below this and min_term_cover unmet: refuse without generating
+    min_term_cover: float = 0.5  # or a passage holds this share of the query's terms (names the embedder misses)
     context_tokens: int = 900  # token budget for retrieved text (keeps CPU prefill short and the window safe)
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -264,7 +266,8 @@ class AnswerEngine:
         if mode in RETRIEVAL_MODES:
             query, hits, best = self._retrieve(question, history, groups, k or cfg.k)
             timings["retriever"] = getattr(hits[0], "retriever", "") if hits else ""  # Searcher.describe
-            if not hits or best < cfg.min_relevance:
+            if not hits or best < cfg.min_relevance and \
+                    term_cover(query, [h.chunk.text for h in hits]) < cfg.min_term_cover:
                 timings["retrieve_ms"] = timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 stream.result = Answer(question, REFUSAL, mode, adapter, [], True, timings, [], query,
                                        ["no indexed passage is relevant enough to answer from"])

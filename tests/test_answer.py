@@ -85,6 +85,23 @@ def test_off_topic_question_is_refused_without_guessing(engine):
     assert a.refused and a.answer == REFUSAL and a.citations == []
 
 
+def test_the_relevance_gate_also_reads_the_questions_terms(built_index, searcher):
+    from retrieve.lexical import term_cover
+
+    assert term_cover("Who is Alexander McNamara?", ["McNamara arrives.", "Alexander McNamara, a politician"]) == 1.0
+    assert term_cover("the of", ["anything"]) == 0.0  # no terms: nothing to cover
+    strict = AnswerConfig(min_relevance=0.99)  # as if the embedder found every passage far from the question
+    fake = ScriptedGenerator("EUR 0.32 per km [1]")
+    a = AnswerEngine(built_index[1], fake, searcher, strict).answer(MILEAGE, mode="rag")
+    assert len(fake.seen) == 1 and not a.refused  # the passage names the question's terms: the model is asked
+    fake = ScriptedGenerator("Yes [1]")
+    a = AnswerEngine(built_index[1], fake, searcher, strict).answer("Can my parrot sing opera in Lisbon?", mode="rag")
+    assert fake.seen == [] and a.refused and a.warnings == ["no indexed passage is relevant enough to answer from"]
+    fake = ScriptedGenerator("EUR 0.32 per km [1]")
+    off = AnswerConfig(min_relevance=0.99, min_term_cover=1.01)  # the term rule off: the dense gate alone refuses
+    assert AnswerEngine(built_index[1], fake, searcher, off).answer(MILEAGE, mode="rag").refused and fake.seen == []
+
+
 def test_unsupported_guess_is_withheld(engine):
     a = engine.answer("How many weeks of paid sabbatical can employees take after ten years of service?", mode="rag")
     assert a.refused and a.answer == REFUSAL
