@@ -284,6 +284,8 @@ def test_text_rules():
         "What is the mileage rate for private cars on business trips?")
     assert support_score("EUR 0.32 per km", ["paid at EUR 0.32/km"]) > 0.5
     assert support_score("It is 1.25% of fuel", ["paid at EUR 0.32/km"]) == 0.0
+    assert support_score("2500 EUR [1]", ["up to EUR 2,500 per bike"]) == 1.0  # one number, grouped or not
+    assert support_score("EUR 2,600 [1]", ["up to EUR 2,500 per bike"]) == 0.0
 
 
 def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_generator):
