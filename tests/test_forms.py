@@ -13,7 +13,7 @@ from generate.prompts import degenerate
 from ingest.types import Chunk
 from serve.drafts import DraftGate
 from generate.question_kind import coarse_kind, question_kind
-from tune.forms import form_items, purpose_items, reason_items, section_items, task_items, yes_no_items
+from tune.forms import condition_items, form_items, purpose_items, reason_items, section_items, task_items, yes_no_items
 from tune.inversion import invert
 from tune.spans import split_sentences
 
@@ -225,3 +225,23 @@ def test_time_items_and_plural_subjects():
     assert item.question == "Why do the rats agree to help Mrs. Frisby?"
     [item] = purpose_items("Roy Glenister and Dextry travel to Nome to work their gold claim.", {"Dextry", "Nome"})
     assert (item.question, item.answer) == ("Why do Roy Glenister and Dextry travel to Nome?", "To work their gold claim.")
+
+
+@pytest.mark.parametrize("sentence, question, answer", [
+    ("If a receipt is lost, complete the Missing Receipt Declaration in Ledgerly.",
+     "What should I do if a receipt is lost?", "Complete the Missing Receipt Declaration in Ledgerly."),
+    ("If you cannot reach your manager, call the People team on extension 2140.",
+     "What should I do if I cannot reach my manager?", "Call the People team on extension 2140."),
+    ("When you press the button while watching TV, a control bar appears on the screen.",
+     "What happens when I press the button while watching TV?", "A control bar appears on the screen."),
+    ("If the signal reception is weak, screen distortion may be visible.",  # a noun-verb, then 'may': no instruction
+     "What happens if the signal reception is weak?", "Screen distortion may be visible."),
+    ("When the fighting was over, the survivors fled north.", "What happened when the fighting was over?",
+     "The survivors fled north."),
+    ("When considering computational problems, a problem instance is a string.", None, None),  # no subject
+    ("If the assessment identifies a need, such as a special chair, contact the People team.", None, None),
+])
+def test_condition_items_ask_what_happens_or_what_to_do(sentence, question, answer):
+    items = condition_items(sentence, set())
+    assert [(i.question, i.answer, i.form) for i in items] == ([(question, answer, "condition")] if question else [])
+

@@ -7,6 +7,9 @@ lemminflect's dictionary). The answer's length and form follow the question:
     purpose     "X did Y to achieve Z."            Why did X do Y?            -> To achieve Z.
     manner      "X escaped by climbing the wall."  How did X escape?          -> By climbing the wall.
     time        "X fled after the castle burned."  When did X flee?           -> After the castle burned.
+    condition   "If a receipt is lost, complete    What should I do if a      -> Complete form MR2.
+                form MR2." / "When you press X,    receipt is lost? / What
+                a bar appears."                    happens when I press X?    -> A bar appears.
     definition  "X is a device that ..."           What is X? / Who is X?     -> A device that ...
     apposition  "X, a retired sailor, ..."         Who is X?                  -> A retired sailor.
     yes / no    "The groups did not differ."       Did the groups differ?     -> No. The groups did not differ.
@@ -29,10 +32,11 @@ import re
 import zlib
 
 from tune.inversion import (ADVERBS, AUX, CLAUSE, DETS, IMPERATIVE_LEADS, NEGATION, PREPS, bare, finite, invert,
-                            lemmas, verb_lemma)
+                            lemmas, lower_first, verb_lemma)
 from tune.spans import _CAP_STOP, _ROLE_WORDS, find_spans, known_names_of, split_sentences
 
-FORMS = ("reason", "purpose", "manner", "time", "definition", "apposition", "yes", "no", "task", "section")
+FORMS = ("reason", "purpose", "manner", "time", "condition", "definition", "apposition", "yes", "no", "task",
+         "section")
 MAX_EVIDENCE_WORDS = 60
 
 _COMPLEMENT_VERBS = frozenset("agree want try decide need plan refuse begin start continue seem appear hope fail "
@@ -274,6 +278,46 @@ def task_items(sentence: str, known) -> list[FormItem]:
     return []
 
 
+_SECOND_PERSON = {"you": "I", "your": "my", "yours": "mine", "yourself": "myself", "you're": "I'm", "you’re": "I’m"}
+_CONTINUATIONS = frozenset("or and but nor such for including especially which who these this".split())
+
+
+def _imperative(words: list[str]) -> bool:
+    """'Call the desk on 2200' is an instruction; 'Screen distortion may be visible' and 'Free oxygen began to
+    outgas' are not: a base-form verb first, and no auxiliary or finite verb of its own before the next clause."""
+    head = bare(words[0])
+    if head != verb_lemma(head) and head not in IMPERATIVE_LEADS or words[0].endswith(","):
+        return False
+    for prev, w in zip(words, words[1:]):
+        if bare(w) in CLAUSE or prev.endswith(","):
+            break
+        if bare(w) in AUX or finite(w, prev) and "NOUN" not in lemmas(bare(w)):  # ('vaults' may be a noun)
+            return False
+    return True
+
+
+def condition_items(sentence: str, known) -> list[FormItem]:
+    """'If a receipt is lost, complete form FIN-MR2.' -> 'What should I do if a receipt is lost?' -> 'Complete form
+    FIN-MR2.'; 'When you press the button, a control bar appears.' -> 'What happens when I press the button?' -> 'A
+    control bar appears.' The condition needs a subject of its own ('When considering X, ...' makes nothing)."""
+    m = re.match(r"^(If|When)\s+([^,;:()]{8,100}),\s+(?:then\s+)?([^;:]{15,})$", sentence.rstrip(".!"))
+    if not m:
+        return []
+    connective, condition, outcome = m.group(1).lower(), m.group(2), m.group(3)
+    words, out_words = condition.split(), outcome.split()
+    first, head = bare(words[0]), bare(out_words[0])
+    if not 3 <= len(words) <= 16 or first in PREPS or first.endswith(("ing", "ed")) or len(out_words) < 4 or \
+            head in _CONTINUATIONS or out_words[0].endswith(",") or not any(bare(w) in AUX or verb_lemma(bare(w)) for w in words[1:]):
+        return []  # (the outcome opening 'or ...', 'such as ...': the condition went on past its comma)
+    asked = " ".join(_SECOND_PERSON.get(w.lower(), w) for w in lower_first(words, set(known)))
+    asked = re.sub(r"\bI are\b", "I am", re.sub(r"\bI were\b", "I was", asked))
+    past = any(bare(w) in ("was", "were", "had", "did") for w in words)  # ('-ed' is as often a participle)
+    instruction = not past and _imperative(out_words)
+    question = f"What should I do {connective} {asked}?" if instruction else \
+        f"What {'happened' if past else 'happens'} {connective} {asked}?"
+    return [FormItem(question, _sentence_case(outcome), outcome, "condition")]
+
+
 # after a verb that is also a noun ('Request', 'Support'), these words show the heading is a task ('Request a
 # laptop', 'Switch between devices'), where a noun ('Support Contracts', 'Report sickness') leaves it unclear
 _TASK_LINKS = frozenset("a an the your my our this that these those up down to between whether where about "
@@ -368,7 +412,7 @@ def form_items(chunk, pick, max_items: int = 4) -> list[FormItem]:
     for s in sentences:
         if len(s.split()) > MAX_EVIDENCE_WORDS:
             continue
-        for make in (reason_items, purpose_items, time_items, definition_items, task_items):
+        for make in (reason_items, purpose_items, time_items, condition_items, definition_items, task_items):
             found.extend(make(s, known))
         found.extend(yes_no_items(s, known, facts, pick))
     by_form: dict[str, list[FormItem]] = {}

@@ -107,7 +107,7 @@ def _subject_ok(words: list[str]) -> bool:
         and not any(bare(w) in ("you", "we", "they", "he", "she", "it", "to") for w in words[1:])
 
 
-def _lower_first(words: list[str], known: set[str]) -> list[str]:
+def lower_first(words: list[str], known: set[str]) -> list[str]:
     first = words[0]
     core = first.strip("\"'“”‘’()")
     if bare(first) in _PRONOUN_SUBJ:
@@ -134,7 +134,7 @@ def invert(clause: str, wh: str = "", known: set[str] | frozenset = frozenset(),
             return None
         if w == "cannot":  # "cannot" = "can" + "not"
             w, words = "can", words[:i] + ["can", "not"] + words[i + 1:]
-        subject = _lower_first(words[:i], set(known))
+        subject = lower_first(words[:i], set(known))
         rest = words[i + 1:]
         if w in AUX or w in DO:
             if w in ("has", "have", "had") and not (rest and verb_lemma(bare(rest[0])) and
