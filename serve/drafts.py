@@ -49,10 +49,13 @@ class DraftGate:
 
     def _is_answer(self, text: str) -> bool:
         # judged on whole words: '[3' is a marker still being written and 'manu' may become 'manually'
-        plain = strip_markers(_OPEN_MARKER.sub("", text if text[-1:] in _WORD_ENDS else text[:_last_space(text)]))
+        whole = text[-1:] in _WORD_ENDS
+        plain = strip_markers(_OPEN_MARKER.sub("", text if whole else text[:_last_space(text)]))
         if not own_words(plain, self.question):
             return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
         end = FIRST_SENTENCE_END.search(plain)
+        if end and whole and end.end() == len(plain) and plain[end.start() - 1:end.start()].isdigit():
+            end = None  # a digit's stop where the text so far ends may go on ('Fernhollow 4.' -> '4.2.1 ship?')
         if end:
             return plain[end.start()] != "?" or not may_ask(plain[:end.start()])
         return not may_ask(plain)  # still running: past where a '?' could make it a question

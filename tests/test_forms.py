@@ -197,6 +197,9 @@ def test_draft_gate_streams_an_answer_and_holds_a_degenerate_draft():
     gate = DraftGate("Who leads?", hold_all=True)  # a try the second look may replace: nothing until judged
     assert "".join(gate.feed(p) for p in ["Anna Berg leads. ", "She is new."]) == ""
     assert gate.finish() == ("Anna Berg leads. She is new.", None) and gate.rest() == "Anna Berg leads. She is new."
+    gate = DraftGate("On what date did Fernhollow 4.2 ship?", hold_all=False)  # a version number is no sentence end
+    assert "".join(gate.feed(p) for p in ["Question: On what date did Fernhollow 4.", "2.1 (24 March) ship?"]) == ""
+    assert gate.finish()[1] == "question"
     gate = DraftGate("Is the office open on Sunday?", hold_all=False)
     assert gate.feed("No") == "" and gate.finish() == ("No", None)  # a bare No is an answer
 
