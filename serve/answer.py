@@ -9,8 +9,9 @@ The CLI, the app, the API and the evaluation all call `AnswerEngine.start(...)` 
 Retrieved chunks are numbered in the prompt; `[n]` markers in the answer become citations (doc, section,
 quoted passage). Each chunk is first cut to the sentences around the one most like the question (retrieve/focus.py);
 when the answer from those focused passages is a refusal or is withheld as unsupported, the model gets a second
-look at the whole chunks. Refusals: when retrieval finds nothing close enough (neither by dense cosine nor by the
-share of the question's terms one passage holds) the engine says so without generating, and when the model says the documents do not hold the answer the result is marked `refused`.
+look at the whole chunks. Refusals: when retrieval finds nothing close enough (by dense cosine or by the share of
+the question's terms a passage holds), the engine says so without generating; when the model says the documents
+do not hold the answer, the result is marked `refused`.
 """
 
 from __future__ import annotations
@@ -82,11 +83,9 @@ class Answer:
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "mode": self.mode, "adapter": self.adapter,
-                "model": self.model,
-                "citations": [asdict(c) for c in self.citations], "refused": self.refused,
+                "model": self.model, "citations": [asdict(c) for c in self.citations], "refused": self.refused,
                 "timings": self.timings, "search_query": self.search_query, "warnings": self.warnings,
-                "degenerate": self.degenerate,
-                "sources": [asdict(s) for s in self.sources]}
+                "degenerate": self.degenerate, "sources": [asdict(s) for s in self.sources]}
 
 
 class AnswerStream:
@@ -105,9 +104,8 @@ class AnswerStream:
         self._pieces.close()
 
 
-def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None,
-                  api_key: str | None = None, config: AnswerConfig | None = None,
-                  dtype: str = "auto") -> "AnswerEngine":
+def create_engine(workspace: Path, model: str | None = None, backend_url: str | None = None, api_key: str | None = None,
+                  config: AnswerConfig | None = None, dtype: str = "auto") -> "AnswerEngine":
     """An engine on the generator `open_generator` gives for these options (`ragtune ask` and `eval`)."""
     return AnswerEngine(Path(workspace), open_generator(workspace, model, backend_url, api_key, dtype),
                         config=config)
@@ -125,7 +123,6 @@ def open_generator(workspace: Path, model: str | None = None, backend_url: str |
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-
     if backend_url:
         from generate.remote import OpenAIGenerator
 
@@ -167,9 +164,7 @@ def generator_label(generator) -> str:
 
 def list_adapters(workspace: Path) -> list[str]:
     root = Workspace(workspace).adapters
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file()) if root.is_dir() else []
 
 
 class AnswerEngine:
@@ -240,6 +235,7 @@ class AnswerEngine:
         return adapter
 
     def _retrieve(self, question: str, history: list[dict], groups: frozenset[str], k: int):
+        """(query searched, readable hits, relevant: dense cosine >= min_relevance or term cover >= min_term_cover)."""
         query = question
         previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
         if previous and looks_like_followup(question):
@@ -252,7 +248,10 @@ class AnswerEngine:
             best = dense_best[0].dense_score if dense_best else 0.0
         else:
             best = hits[0].dense_score if hits else 0.0
-        return query, hits, float(best or 0.0)
+        cfg = self.config
+        relevant = bool(hits) and (float(best or 0.0) >= cfg.min_relevance or
+                                   term_cover(query, [h.chunk.text for h in hits]) >= cfg.min_term_cover)
+        return query, hits, relevant
 
     def _run(self, stream: AnswerStream, question: str, mode: str, adapter: str | None,
              groups: frozenset[str], history: list[dict], k: int | None) -> Iterator[str]:
@@ -264,10 +263,9 @@ class AnswerEngine:
         query = question
         attempts: list[list[Citation]] = [[]]  # the passages of each try: focused first, then whole chunks
         if mode in RETRIEVAL_MODES:
-            query, hits, best = self._retrieve(question, history, groups, k or cfg.k)
+            query, hits, relevant = self._retrieve(question, history, groups, k or cfg.k)
             timings["retriever"] = getattr(hits[0], "retriever", "") if hits else ""  # Searcher.describe
-            if not hits or best < cfg.min_relevance and \
-                    term_cover(query, [h.chunk.text for h in hits]) < cfg.min_term_cover:
+            if not relevant:
                 timings["retrieve_ms"] = timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 stream.result = Answer(question, REFUSAL, mode, adapter, [], True, timings, [], query,
                                        ["no indexed passage is relevant enough to answer from"])
