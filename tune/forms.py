@@ -77,6 +77,13 @@ def _askable(main: str, answer: str) -> bool:
         answer.count("(") == answer.count(")") and answer.count('"') % 2 == 0
 
 
+def _instruction(clause: str, question: str, at: int) -> bool:
+    """Whether `question` asks an instruction as if it had a subject: the clause opens with a base-form verb and
+    that verb is the question's word `at` (after its auxiliary): 'Keep your manager updated' -> 'Did keep ...?'."""
+    first = bare(clause.split()[0])
+    return first == verb_lemma(first) and bare((question.split() + ["", ""])[at]) == first
+
+
 def reason_items(sentence: str, known) -> list[FormItem]:
     """Because / due to / so that / in order to: 'Why ...?' -> the connective and what follows it."""
     m = _CAUSAL.search(sentence)
@@ -146,10 +153,8 @@ def time_items(sentence: str, known) -> list[FormItem]:
     if len(clause.split()) < 3 or not _askable(main, clause) or _time_misread(main, connective, clause, known):
         return []
     question = invert(main, "when", known)
-    first = bare(main.split()[0])
     if not question or connective.lower() == "when" and lead is None and \
-            not re.match(r"[A-Z]|the |his |her |their |a |an ", clause) or \
-            first == verb_lemma(first) and bare(question.split()[2]) == first or \
+            not re.match(r"[A-Z]|the |his |her |their |a |an ", clause) or _instruction(main, question, 2) or \
             bare(question.split()[1]) in ("do", "does", "did") and any(bare(w) in AUX for w in question.split()[2:]):
         return []  # (the last: an instruction, 'Back up your files before ...' -> 'When does back up ...?')
     evidence = f"{connective} {clause}"
@@ -230,7 +235,7 @@ def yes_no_items(sentence: str, known, others: dict[str, list[str]], pick) -> li
         return []  # 'If all licences are in use, ...' asserts nothing: 'Are all licences in use?' 'Yes.' is false
     negated = bool(NEGATION.search(sentence))
     question = invert(sentence, "", known, drop_negation=negated)
-    if not question or lead == verb_lemma(lead) and bare((question.split() + [""])[1]) == lead:
+    if not question or _instruction(sentence, question, 1):
         return []  # an instruction has no subject to ask about: 'Keep your manager updated' -> 'Did keep ...?'
     out = [FormItem(question, f"{'No' if negated else 'Yes'}. {sentence_case(sentence)}", sentence,
                     "no" if negated else "yes")]
