@@ -17,7 +17,7 @@ RUN_FILE = "run.json"  # WS/adapters/.runs/NAME/run.json: the fingerprint and th
 
 def run_fingerprint(cfg: TuneConfig, files_sha256: str, model_dir: str) -> dict:
     """What must match for --resume to continue a run."""
-    keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "batch_tokens",
+    keys = ("model", "epochs", "max_steps", "lr", "rank", "alpha", "dropout", "target_modules", "top_layers", "batch_tokens",
             "max_seq_len", "warmup", "scheduler", "weight_decay", "max_grad_norm", "seed", "precision", "batching",
             "qlora", "val_fraction", "max_val_examples", "init_from")
     d = {k: getattr(cfg, k) for k in keys}

@@ -222,11 +222,21 @@ def _with_lora(model, cfg: TuneConfig, init_dir: Path | None):
     set_seed(cfg.seed)
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
                       lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none",
-                      task_type="CAUSAL_LM")
+                      task_type="CAUSAL_LM", layers_to_transform=_top_layers(model, cfg.top_layers))
     model = get_peft_model(model, lora)
     if init_dir is not None:
         load_init_weights(model, init_dir)
     return model
+
+
+def _top_layers(model, top: int | None) -> list[int] | None:
+    """The indices of the last `top` transformer blocks (None: every block gets LoRA)."""
+    if top is None:
+        return None
+    n = model.config.num_hidden_layers
+    if not 1 <= top <= n:
+        raise TuneError(f"top_layers must be between 1 and the model's {n} layers, not {top}")
+    return list(range(n - top, n))
 
 
 def _prepare_run_dir(args, ws: Path, run_dir: Path, cfg: TuneConfig, name: str, run_info: dict, resume_ckpt,

@@ -46,6 +46,9 @@ class TuneConfig:
     """Dropout on the LoRA branch."""
     target_modules: tuple[str, ...] = ALL_LINEAR
     """Layers that get LoRA: all linear projections of attention and MLP by default."""
+    top_layers: int | None = None
+    """LoRA only in the last N transformer blocks; None = all. The backward pass then stops below them, so a step
+    costs less (on the 2-core CPU the top 15 of SmolLM2's 30 blocks train 1.5x faster)."""
     batch_tokens: int | None = None
     """Padded-token budget of one optimizer step per process; None = 8192 on CPU, 16384 on CUDA."""
     micro_batch_tokens: int | None = None
@@ -132,7 +135,7 @@ def adapter_card(cfg: TuneConfig, r: TuneReport, files, model_dir, train_stats, 
                    "too_long_val": val_stats.too_long, "train_tokens": train_stats.tokens,
                    "train_label_tokens": train_stats.label_tokens},
         "hyperparameters": {"lr": cfg.lr, "rank": cfg.rank, "alpha": cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
-                            "dropout": cfg.dropout, "target_modules": list(cfg.target_modules),
+                            "dropout": cfg.dropout, "target_modules": list(cfg.target_modules), "top_layers": cfg.top_layers,
                             "batch_tokens": batch_tokens, "micro_batch_tokens": micro_tokens, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
                             "time_budget_s": cfg.time_budget_s,
                             "scheduler": cfg.scheduler, "warmup": cfg.warmup, "weight_decay": cfg.weight_decay,
