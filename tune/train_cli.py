@@ -1,7 +1,7 @@
 """CLI commands `ragtune tune`, `ragtune adapters` and `ragtune export` (registered on the app in ragtune_cli/main.py).
 
-Plain functions with typer parameter declarations; only typer and the stdlib are imported here, the library
-inside each function, so `ragtune --help` stays instant. With --json exactly one JSON object goes to stdout and
+Plain functions with typer parameter declarations; only typer, the stdlib and the config dataclass (its defaults
+are the options' defaults) are imported here, the library inside each function, so `ragtune --help` stays instant. With --json exactly one JSON object goes to stdout and
 everything else (progress bar, library messages) to stderr.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from tune.tune_config import TuneConfig
 
 WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
                             help="Folder holding the index, datasets, models and adapters (default "
@@ -50,6 +52,9 @@ def tune_command(
                                                 "schedule set for them (validation not counted)."),
     lr: float = typer.Option(4e-4, "--lr", help="Peak learning rate (warmup, then cosine decay)."),
     rank: int = typer.Option(16, "--rank", help="LoRA rank r (alpha = 2r)."),
+    top_layers: Optional[int] = typer.Option(TuneConfig.top_layers, "--top-layers", help="LoRA only in the last N "
+                                             "transformer blocks (faster steps); 0 = every block."),
+    dropout: float = typer.Option(TuneConfig.dropout, "--dropout", help="Dropout on the LoRA branch."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Padded tokens per optimizer step and "
                                                "process (default 8192 on CPU, 16384 on CUDA)."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model: the packaged default, a local "
@@ -73,6 +78,7 @@ def tune_command(
 
     cfg = TuneConfig(workspace=workspace, dataset=dataset, name=name, model=model, epochs=epochs,
                      max_steps=max_steps, time_budget_s=time_budget, lr=lr, rank=rank, batch_tokens=batch_tokens, resume=resume,
+                     top_layers=top_layers or None, dropout=dropout,
                      init_from=init_from, gradient_checkpointing=gradient_checkpointing, qlora=qlora,
                      precision=precision, seed=seed, max_val_examples=val_examples or None)
     # Libraries sometimes print; with --json nothing but the result may reach stdout.
