@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from tune.spans import NUMBER_WORDS
+
 AUX = frozenset("is are was were will would can could should shall may might must has have had".split())
 DO = frozenset("do does did".split())
 CLAUSE = frozenset("if when whenever while because although though unless that which who whom whose where after "
@@ -66,8 +68,7 @@ def finite(word: str, prev: str, plural_subject: bool = False) -> tuple[str, str
     return None
 
 
-_NUMBER = re.compile(r"^(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
-                     r"forty|fifty|hundred|dozens?|hundreds|thousands)$", re.I)
+_NUMBER = re.compile(rf"^(?:\d[\d,.]*|{'|'.join(NUMBER_WORDS)}|dozens?|hundreds|thousands)$", re.I)
 ADVERBS = frozenset("afterwards then later meanwhile eventually finally however soon also still now once instead "
                     "thus therefore hence moreover furthermore nevertheless overall here there".split())
 

@@ -82,8 +82,9 @@ def _split_unit(unit: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # answer spans
 
-_NUMWORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|" \
-           r"sixty|hundred)"
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "hundred")  # counts written as words
+_NUMWORD = f"(?:{'|'.join(NUMBER_WORDS)})"
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _CUR = r"(?:EUR|USD|GBP|CHF|SEK|NOK|DKK|€|\$|£)"
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|" \
