@@ -2,11 +2,16 @@
 `LocalGenerator`, on the same RAG-style chat prompts (a question plus ~200-400 tokens of context).
 
     python -m evals.bench_generate [--device cpu|cuda] [--random-weights] [--prompts N] [--max-new-tokens M]
+                                   [--adapter] [--concurrent N]
 
 Both run greedy, stop on the same end-of-turn token and are interleaved prompt by prompt, so drifting machine
 load hits both alike. --random-weights builds the default model's architecture with random weights (speed does
 not depend on weights) from its config + tokenizer only (~3.5 MB, kept in --assets), for a GPU machine that
 cannot carry the weights: run once here to create the assets, carry that folder, pass --assets there.
+--adapter loads a LoRA adapter (r16 on all linear layers, random weights) and answers with it, as tuned and hybrid
+do; on CUDA it adds the decode step compiled with the adapter merged (`LocalGenerator(compile_adapters=True)`).
+--concurrent N then answers N prompts at once through the continuous batch (`BatchingGenerator`, as `ragtune
+serve` does) against the same N one after another: aggregate tokens/s side by side.
 """
 
 from __future__ import annotations
@@ -112,11 +117,78 @@ def time_generate(loaded, messages: list[dict], max_new: int) -> tuple[float, fl
     return (times[0] - t0) * 1000.0, rate, text
 
 
-def time_local(gen, messages: list[dict], max_new: int) -> tuple[float, float, str]:
-    stream = gen.stream(messages, max_new_tokens=max_new)
+def time_local(gen, messages: list[dict], max_new: int, **options) -> tuple[float, float, str]:
+    stream = gen.stream(messages, max_new_tokens=max_new, **options)
     text = "".join(stream)
     s = stream.stats
     return s.first_token_ms, s.tokens_per_s, text
+
+
+def random_adapter(config, folder: Path, rank: int = 16) -> Path:
+    """A LoRA adapter for this architecture with random A and B (peft starts B at zero, which changes nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tune.tune_config import ALL_LINEAR
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_config(config),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(ALL_LINEAR)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.01)
+    model.save_pretrained(folder)
+    return folder
+
+
+def time_concurrent(gen, prompts: list[list[dict]], max_new: int, options: dict) -> tuple[float, float, int]:
+    """All prompts at once, one thread each: (aggregate new tokens/s, median time to first token ms, errors)."""
+    import threading
+
+    stats, errors = [], []
+
+    def ask(messages: list[dict]) -> None:
+        try:
+            stream = gen.stream(messages, max_new_tokens=max_new, **options)
+            "".join(stream)
+            stats.append(stream.stats)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, the benchmark goes on
+            errors.append(exc)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ttft = statistics.median(s.first_token_ms for s in stats) if stats else 0.0
+    return sum(s.new_tokens for s in stats) / wall, ttft, len(errors)
+
+
+def print_concurrent(main_gen, n: int, max_new: int, options: dict) -> None:
+    """N prompts one after another through the lone path, then all at once through the continuous batch."""
+    from generate.batching import BatchingGenerator
+
+    prompts = make_prompts(n)
+    serial = []
+    t0 = time.perf_counter()
+    for p in prompts:
+        stream = main_gen.stream(p, max_new_tokens=max_new, **options)
+        "".join(stream)
+        serial.append(stream.stats)
+    serial_wall = time.perf_counter() - t0
+    batched = BatchingGenerator(main_gen, max_batch=n)
+    time_concurrent(batched, prompts[:2], 4, options)  # warm-up
+    rate, ttft, errors = time_concurrent(batched, prompts, max_new, options)
+    base_rate = sum(st.new_tokens for st in serial) / serial_wall
+    print(f"\n{n} prompts at once ({'adapter ' + options['adapter'] if options.get('adapter') else 'base model'}), "
+          f"max {max_new} new tokens:")
+    print(f"{'path':<34}{'tokens/s (all rows)':>21}{'speed-up':>10}{'TTFT p50 ms':>13}{'errors':>8}")
+    print(f"{'one after another (lone path)':<34}{base_rate:>21.1f}{'1.00x':>10}{statistics.median(st.first_token_ms for st in serial):>13.1f}{0:>8}")
+    print(f"{'continuous batch (ragtune serve)':<34}{rate:>21.1f}{rate / base_rate:>9.2f}x{ttft:>13.1f}{errors:>8}")
 
 
 def _sync(device) -> None:
@@ -137,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="config + tokenizer for --random-weights")
     ap.add_argument("--variants", action="store_true", help="also time LocalGenerator with the other cache kind")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--adapter", action="store_true", help="answer with a LoRA adapter loaded (tuned / hybrid)")
+    ap.add_argument("--concurrent", type=int, default=0, help="then N prompts at once, batched vs one by one")
     args = ap.parse_args(argv)
 
     import torch
@@ -151,13 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         loaded = _random_weights_model(args.assets, args.cache_dir, args.device)
     else:
         loaded = load_model(ModelConfig(cache_dir=args.cache_dir, device=args.device))
-    backends = {"model.generate": lambda m, n: time_generate(loaded, m, n)}
     main_gen = LocalGenerator(loaded)
-    backends["ragtune LocalGenerator"] = lambda m, n: time_local(main_gen, m, n)
-    if args.variants:
-        other = LocalGenerator(loaded, static_cache=not main_gen._static)
-        label = "static" if other._static else "dynamic"
-        backends[f"  same, {label} KV cache"] = lambda m, n: time_local(other, m, n)
+    backends, options = _backends(args, loaded, main_gen)
 
     prompts = make_prompts(args.prompts)
     lengths = [main_gen.count_prompt_tokens(p) for p in prompts]
@@ -173,19 +242,53 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {loaded.name} ({loaded.dtype}, {loaded.device.type}: {dev})")
     print(f"{len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens, greedy, "
           f"max {args.max_new_tokens} new tokens")
-    base_ttft = statistics.median(r[0] for r in results["model.generate"])
-    base_rate = statistics.median(r[1] for r in results["model.generate"])
-    ref_texts = [r[2] for r in results["model.generate"]]
-    print(f"{'backend':<26}{'TTFT ms':>10}{'(best)':>9}{'decode tok/s':>14}{'(best)':>8}{'speed-up TTFT/decode':>23}"
+    reference = results[next(iter(results))]  # model.generate's row
+    base_ttft = statistics.median(r[0] for r in reference)
+    base_rate = statistics.median(r[1] for r in reference)
+    ref_texts = [r[2] for r in reference]
+    print(f"{'backend':<34}{'TTFT ms':>10}{'(best)':>9}{'decode tok/s':>14}{'(best)':>8}{'speed-up TTFT/decode':>23}"
           f"{'same text':>11}")
     for name, rows in results.items():
         ttft = statistics.median(r[0] for r in rows)
         rate = statistics.median(r[1] for r in rows)
         same = sum(r[2] == ref for r, ref in zip(rows, ref_texts, strict=True))
         speed = f"{base_ttft / ttft:.2f}x / {rate / base_rate:.2f}x"
-        print(f"{name:<26}{ttft:>10.1f}{min(r[0] for r in rows):>9.1f}{rate:>14.1f}{max(r[1] for r in rows):>8.1f}"
+        print(f"{name:<34}{ttft:>10.1f}{min(r[0] for r in rows):>9.1f}{rate:>14.1f}{max(r[1] for r in rows):>8.1f}"
               f"{speed:>23}{f'{same}/{len(rows)}':>11}")
     print("TTFT and decode columns are medians over prompts (best in brackets); speed-up compares medians.")
+    if args.concurrent:
+        print_concurrent(main_gen, args.concurrent, args.max_new_tokens, options)
+
+
+def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
+    """The rows of the table ({label: fn(messages, max_new)}) and the options every ragtune call passes. With
+    --adapter every row answers with it: model.generate sees the adapter merged, as LocalGenerator leaves it."""
+    import tempfile
+
+    options: dict = {}
+    if args.adapter:
+        folder = random_adapter(loaded.model.config, Path(tempfile.mkdtemp(prefix="bench-lora-")))
+        main_gen.load_adapter("bench", str(folder))
+        main_gen.use_adapter("bench")
+        options = {"adapter": "bench"}
+    label = " (adapter merged)" if args.adapter else ""
+    backends = {f"model.generate{label}": lambda m, n: time_generate(loaded, m, n),
+                "ragtune LocalGenerator": lambda m, n: time_local(main_gen, m, n, **options)}
+    if args.adapter and loaded.device.type == "cuda":
+        def graphed(m, n):
+            main_gen._compile_adapters = True  # the same generator, its decode step compiled with the adapter
+            try:
+                return time_local(main_gen, m, n, **options)
+            finally:
+                main_gen._compile_adapters = False
+        backends["  same, CUDA graphs + adapter"] = graphed
+    if args.variants and not args.adapter:  # a second generator would wrap the shared model in peft again
+        from generate.local import LocalGenerator
+
+        other = LocalGenerator(loaded, static_cache=not main_gen._static)
+        label = "static" if other._static else "dynamic"
+        backends[f"  same, {label} KV cache"] = lambda m, n: time_local(other, m, n)
+    return backends, options
 
 if __name__ == "__main__":
     main()

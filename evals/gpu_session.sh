@@ -1,8 +1,9 @@
 #!/bin/bash
 # On a lent GPU (device tool), from the repo root with .gpu-kit carried (evals/gpu_prepare.sh writes it):
-# the training benchmark side by side with the plain loop, a larger token budget, and a profile of ragtune's step.
+# the training benchmark side by side with the plain loop, a larger token budget, a profile of ragtune's step, then
+# generation with a LoRA adapter (batch 1 eager and CUDA-graphed, and 32 requests batched against one by one).
 # Every part has its own time limit so the whole call fits one 540 s run; results are also copied to $OUT.
-# Smoke test here (no GPU): DEVICE=cpu STEPS=1 bash evals/gpu_session.sh
+# Smoke test here (no GPU): DEVICE=cpu STEPS=1 CONCURRENT=2 NEW_TOKENS=8 bash evals/gpu_session.sh
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -17,8 +18,14 @@ bench() {  # name seconds args...
     --dataset $KIT/benchdata --json "$@" ${STEPS:+--steps $STEPS} > "$OUT/$name.txt" 2> >(tr '\r' '\n' | grep -v '/step' > "$OUT/$name.err")
   echo "rc=$?"; grep -v '^{' "$OUT/$name.txt" | tail -5; tail -3 "$OUT/$name.err"
 }
-bench side_by_side 170 --steps 20
-bench batch65k 110 --steps 10 --skip-plain --batch-tokens 65536
-bench profile 110 --profile 5
+bench side_by_side 150 --steps 20
+bench batch65k 90 --steps 10 --skip-plain --batch-tokens 65536
+bench profile 90 --profile 5
 grep -A40 'Name' "$OUT/profile.err" | head -30
+# tuned/hybrid decode at batch 1 (eager with the adapter merged, and the step compiled into CUDA graphs with it),
+# then 32 hybrid requests at once through the continuous batch against the same one after another
+echo "=== generate with an adapter"
+timeout 180 ${PYTHON:-python3} -m evals.bench_generate --device ${DEVICE:-cuda} --random-weights --assets $KIT/assets \
+  --adapter --concurrent ${CONCURRENT:-32} --max-new-tokens ${NEW_TOKENS:-128} > "$OUT/generate_adapter.txt" 2> "$OUT/generate_adapter.err"
+echo "rc=$?"; cat "$OUT/generate_adapter.txt"; tail -3 "$OUT/generate_adapter.err"
 echo "elapsed ${SECONDS}s"

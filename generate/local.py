@@ -78,17 +78,20 @@ class LocalGenerator:
     model forward dominates), and gives the same greedy tokens (tested).
 
     On CUDA the decode step is compiled with torch.compile(mode="reduce-overhead") (CUDA graphs) on a static
-    KV cache when no adapter is loaded; any failure there falls back to the plain loop for good. On CPU the
-    plain loop with a dynamic cache is used: compiling took 50-65 s on the 2-core dev box and saved only 7-15%
-    per token, and a static cache was no faster there (see evals/bench_generate.py --variants).
+    KV cache when no adapter is loaded (with `compile_adapters`, also while the active one is merged); any failure
+    there falls back to the plain loop for good. On CPU the plain loop with a dynamic cache is used: compiling
+    took 50-65 s on the 2-core dev box and saved 7-15% per token, and a static cache was no faster there.
     """
 
     supports_adapters = True
 
     def __init__(self, loaded: LoadedModel, *, static_cache: bool | None = None,
-                 compile_decode: bool | None = None, merge_adapters: bool = True) -> None:
+                 compile_decode: bool | None = None, merge_adapters: bool = True,
+                 compile_adapters: bool = False) -> None:
         """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc).
-        `merge_adapters`: merge the active LoRA adapter into the base weights (faster decoding; see _apply_active)."""
+        `merge_adapters`: merge the active LoRA adapter into the base weights (faster decoding; see _apply_active).
+        `compile_adapters`: the compiled step also while the active adapter is merged (a merge rewrites weights in
+        place, which a captured graph reads); off until a GPU measures it (evals/gpu_session.sh)."""
         self.name: str = loaded.name
         self._loaded = loaded
         self._base = loaded.model
@@ -114,6 +117,7 @@ class LocalGenerator:
         self._mixed = False  # a batch of rows with different adapters: all unmerged, chosen per row (forward_rows)
         self._merged: str | None = None  # the adapter whose weights are merged into the base right now
         self._merge = merge_adapters
+        self._compile_adapters = compile_adapters
 
     # ---- budgeting helpers -------------------------------------------------------------------------------
     @property
@@ -288,7 +292,8 @@ class LocalGenerator:
 
     def _step_fn(self) -> Any:
         """The decode-step callable: compiled (CUDA graphs) when enabled and possible, else plain eager."""
-        if not (self._compile and self._static and self._peft is None):
+        merged_only = self._compile_adapters and self._merge and not self._mixed and self._merged == self._active
+        if not (self._compile and self._static and (self._peft is None or merged_only)):
             return self._forward
         import torch
 
@@ -384,10 +389,8 @@ class LocalGenerator:
 
 def local_generator(workspace: Path, model: str | None = None, dtype: str = "auto") -> LocalGenerator:
     """The local model of a workspace: `model` (a folder or hub id) or the packaged SmolLM2, dequantized once into
-    WS/models. The one place the app, `ragtune ask` / `eval` and the local synth teacher build it.
-
-        generator = local_generator(Path("ws"))
-    """
+    WS/models. The one place the app, `ragtune ask` / `eval` and the local synth teacher build it:
+    `generator = local_generator(Path("ws"))`."""
     from generate.models import ModelConfig, load_model
 
     cfg = ModelConfig(cache_dir=Workspace(workspace).models, dtype=dtype)

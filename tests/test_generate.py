@@ -307,6 +307,31 @@ def test_merged_adapter_decodes_like_unmerged(tiny_dir: Path, tmp_path: Path) ->
     assert texts[True] == texts[False]
 
 
+def test_compiled_step_runs_with_a_merged_adapter_only_when_asked(tiny_dir: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """`compile_adapters`: the decode step goes through torch.compile (recorded here; the real graphs are measured
+    on a GPU by evals.bench_generate --adapter) while the active adapter is merged, with the same tokens."""
+    lora = str(_make_lora(tiny_dir, tmp_path / "lora", seed=4))
+    calls: list[int] = []
+
+    def recording_compile(fn, **kwargs):
+        return lambda *args: calls.append(1) or fn(*args)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    texts = {}
+    for flag, merge in ((False, True), (True, True), (True, False)):
+        g = LocalGenerator(load_model(ModelConfig(model=str(tiny_dir))), static_cache=True, compile_decode=True,
+                           compile_adapters=flag, merge_adapters=merge)
+        g.load_adapter("a", lora)
+        calls.clear()
+        texts[flag, merge] = "".join(g.stream(CAPITAL, max_new_tokens=16, adapter="a"))
+        assert bool(calls) == (flag and merge)  # an unmerged adapter's LoRA branches never run compiled
+        calls.clear()
+        "".join(g.stream(CAPITAL, max_new_tokens=4, adapter=None))
+        assert bool(calls) == (flag and merge)  # the base with adapters loaded: only when asked, as before
+    assert texts[True, True] == texts[False, True] == texts[True, False]
+
+
 def test_client_disconnect_stops_generation(tiny_dir: Path) -> None:
     """A client that goes away mid-stream must not keep the model busy (and locked) until max_tokens."""
     g = LocalGenerator(load_model(ModelConfig(model=str(tiny_dir))))
