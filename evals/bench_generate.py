@@ -187,7 +187,8 @@ def print_concurrent(main_gen, n: int, max_new: int, options: dict) -> None:
     print(f"\n{n} prompts at once ({'adapter ' + options['adapter'] if options.get('adapter') else 'base model'}), "
           f"max {max_new} new tokens:")
     print(f"{'path':<34}{'tokens/s (all rows)':>21}{'speed-up':>10}{'TTFT p50 ms':>13}{'errors':>8}")
-    print(f"{'one after another (lone path)':<34}{base_rate:>21.1f}{'1.00x':>10}{statistics.median(st.first_token_ms for st in serial):>13.1f}{0:>8}")
+    serial_ttft = statistics.median(st.first_token_ms for st in serial)
+    print(f"{'one after another (lone path)':<34}{base_rate:>21.1f}{'1.00x':>10}{serial_ttft:>13.1f}{0:>8}")
     print(f"{'continuous batch (ragtune serve)':<34}{rate:>21.1f}{rate / base_rate:>9.2f}x{ttft:>13.1f}{errors:>8}")
 
 

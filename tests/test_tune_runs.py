@@ -117,6 +117,12 @@ def test_top_layers_trains_lora_only_in_the_last_blocks(tiny_dir: Path, tmp_path
     assert conf["layers_to_transform"] == [1] and conf["lora_dropout"] == 0.0
     card = json.loads((Path(top.path) / "card.json").read_text())
     assert card["hyperparameters"]["top_layers"] == 1 and top.val_loss_after < top.val_loss_before
+    res = _cli("tune", "--model", str(tiny_dir), "--max-steps", "1", "--batch-tokens", "256", "--name", "cli-top",
+               "--top-layers", "1", "--dropout", "0.1", "--precision", "fp32", "--json",
+               env={"RAGTUNE_WORKSPACE": str(ws)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    conf = json.loads((ws / "adapters" / "cli-top" / "adapter_config.json").read_text())
+    assert conf["layers_to_transform"] == [1] and conf["lora_dropout"] == 0.1
     with pytest.raises(TuneError, match="top_layers must be between 1 and the model's 2 layers, not 3"):
         train_adapter(TuneConfig(**cfg, name="x", top_layers=3), progress=False)
     with pytest.raises(TuneError, match=r"LoRA in blocks \[1\], this run all"):
