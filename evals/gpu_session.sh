@@ -3,7 +3,7 @@
 # the training benchmark side by side with the plain loop, a larger token budget, a profile of ragtune's step, then
 # generation with a LoRA adapter (batch 1 eager and CUDA-graphed, and 32 requests batched against one by one).
 # Every part has its own time limit so the whole call fits one 540 s run; results are also copied to $OUT.
-# Smoke test here (no GPU): DEVICE=cpu STEPS=1 CONCURRENT=2 NEW_TOKENS=8 bash evals/gpu_session.sh
+# Smoke test here (no GPU): PYTHON=.venv/bin/python DEVICE=cpu STEPS=1 CONCURRENT=2 NEW_TOKENS=8 bash evals/gpu_session.sh
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
