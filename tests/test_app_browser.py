@@ -102,24 +102,41 @@ def shot(page, tmp_path: Path, name: str) -> None:
     shutil.copy(path, SCREENS / path.name)
 
 
+# Records in the page every distinct text of the newest answer bubble, at each DOM change: a state that lasts
+# less than a polling interval (a one-sentence answer shown just before its sources) is still seen.
+WATCH_ANSWER = """(before) => {
+  window.__seen = [];
+  const root = document.querySelector('#chatbot');
+  const note = () => {
+    const bots = root.querySelectorAll('.bot');
+    if (bots.length <= before) return;
+    const text = bots[bots.length - 1].innerText;  // (Gradio's own placeholder is no state of the answer)
+    if (text && text !== 'Loading content' && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+  };
+  if (window.__watch) window.__watch.disconnect();
+  window.__watch = new MutationObserver(note);
+  window.__watch.observe(root, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def ask(page, question: str) -> list[str]:
     """Ask in the Chat tab; return the distinct texts the answer bubble showed while it streamed."""
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-input textarea").fill(question)
     bubbles = page.locator("#chatbot .bot")
     before = bubbles.count()
+    page.evaluate(WATCH_ANSWER, before)
     page.locator("#chat-send").click()
-    seen: list[str] = []
     deadline = time.monotonic() + ANSWER_WAIT / 1000
+    text = ""
     while time.monotonic() < deadline:
         if bubbles.count() > before:
             text = bubbles.last.inner_text()
-            if text and (not seen or seen[-1] != text):
-                seen.append(text)
             if "rag · " in text or "⚠" in text:  # the timing line closes a finished answer
-                return seen
+                seen = page.evaluate("() => window.__seen")
+                return seen if seen and seen[-1] == text else [*seen, text]
         time.sleep(0.1)
-    raise AssertionError(f"no finished answer within {ANSWER_WAIT / 1000:.0f} s; saw {seen[-1:]}")
+    raise AssertionError(f"no finished answer within {ANSWER_WAIT / 1000:.0f} s; saw {text!r}")
 
 
 def search_docs(page, term: str) -> str:
