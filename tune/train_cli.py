@@ -1,8 +1,9 @@
 """CLI commands `ragtune tune`, `ragtune adapters` and `ragtune export` (registered on the app in ragtune_cli/main.py).
 
 Plain functions with typer parameter declarations; only typer, the stdlib and the config dataclass (its defaults
-are the options' defaults) are imported here, the library inside each function, so `ragtune --help` stays instant. With --json exactly one JSON object goes to stdout and
-everything else (progress bar, library messages) to stderr.
+are the options' defaults) are imported here, the library inside each function, so `ragtune --help` stays
+instant. With --json exactly one JSON object goes to stdout and everything else (progress bar, library messages)
+to stderr.
 """
 
 from __future__ import annotations
