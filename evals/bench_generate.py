@@ -8,7 +8,7 @@ Both run greedy, stop on the same end-of-turn token and are interleaved prompt b
 load hits both alike. --random-weights builds the default model's architecture with random weights (speed does
 not depend on weights) from its config + tokenizer only (~3.5 MB, kept in --assets), for a GPU machine that
 cannot carry the weights: run once here to create the assets, carry that folder, pass --assets there.
---adapter loads a LoRA adapter (r16 on all linear layers, random weights) and answers with it, as tuned and hybrid
+--adapter loads a LoRA adapter shaped as `ragtune tune` makes it (random weights) and answers with it, as tuned and hybrid
 do; on CUDA it adds the decode step compiled with the adapter merged (`LocalGenerator(compile_adapters=True)`).
 --concurrent N then answers N prompts at once through the continuous batch (`BatchingGenerator`, as `ragtune
 serve` does) against the same N one after another: aggregate tokens/s side by side.
@@ -122,25 +122,6 @@ def time_local(gen, messages: list[dict], max_new: int, **options) -> tuple[floa
     text = "".join(stream)
     s = stream.stats
     return s.first_token_ms, s.tokens_per_s, text
-
-
-def random_adapter(config, folder: Path, rank: int = 16) -> Path:
-    """A LoRA adapter for this architecture with random A and B (peft starts B at zero, which changes nothing)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from tune.tune_config import ALL_LINEAR
-
-    torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_config(config),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(ALL_LINEAR)))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.01)
-    model.save_pretrained(folder)
-    return folder
 
 
 def time_concurrent(gen, prompts: list[list[dict]], max_new: int, options: dict) -> tuple[float, float, int]:
@@ -268,7 +249,12 @@ def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
 
     options: dict = {}
     if args.adapter:
-        folder = random_adapter(loaded.model.config, Path(tempfile.mkdtemp(prefix="bench-lora-")))
+        from transformers import AutoModelForCausalLM
+
+        from tune.train import random_adapter
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-lora-"))  # on a model of its own: the shared one stays bare
+        random_adapter(AutoModelForCausalLM.from_config(loaded.model.config), folder, std=0.01)
         main_gen.load_adapter("bench", str(folder))
         main_gen.use_adapter("bench")
         options = {"adapter": "bench"}

@@ -36,22 +36,14 @@ PUBLIC_Q = "How long is the probation period for new hires?"
 
 
 def _tune_shaped_adapter(base_dir: Path, out: Path) -> Path:
-    """A LoRA adapter made by `ragtune tune`'s own LoRA setup (tune.train._with_lora with the default TuneConfig:
+    """A LoRA adapter made by `ragtune tune`'s own LoRA setup (tune.train.random_adapter: the default TuneConfig,
     r=16, the seven linear projections) on the tiny model, its B matrices drawn at random so that it changes the
     answers (training starts them at zero)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from tune.train import _with_lora
-    from tune.tune_config import TuneConfig
+    from tune.train import random_adapter
 
-    model = _with_lora(AutoModelForCausalLM.from_pretrained(base_dir), TuneConfig(workspace=out.parent), None)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.2)
-    model.save_pretrained(out)
-    return out
+    return random_adapter(AutoModelForCausalLM.from_pretrained(base_dir), out, std=0.2)
 
 
 @pytest.fixture(scope="module")

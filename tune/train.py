@@ -234,6 +234,21 @@ def _with_lora(model, cfg: TuneConfig, init_dir: Path | None):
     return model
 
 
+def random_adapter(model, folder: Path, std: float) -> Path:
+    """A LoRA adapter shaped as `ragtune tune` makes it (the default TuneConfig's LoRA) on `model`, its B matrices
+    drawn at random (training starts them at zero, which changes nothing), saved to `folder`: for tests and
+    benchmarks that need an adapter without training one."""
+    import torch
+
+    model = _with_lora(model, TuneConfig(), None)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, std)
+    model.save_pretrained(folder)
+    return folder
+
+
 def _top_layers(model, top: int | None) -> list[int] | None:
     """The indices of the last `top` transformer blocks (None: every block gets LoRA)."""
     if top is None:
