@@ -125,9 +125,12 @@ def test_top_layers_trains_lora_only_in_the_last_blocks(tiny_dir: Path, tmp_path
     assert conf["layers_to_transform"] == [1] and conf["lora_dropout"] == 0.1
     with pytest.raises(TuneError, match="top_layers must be between 1 and the model's 2 layers, not 3"):
         train_adapter(TuneConfig(**cfg, name="x", top_layers=3), progress=False)
-    with pytest.raises(TuneError, match=r"LoRA in blocks \[1\], this run all"):
+    with pytest.raises(TuneError, match=r"LoRA in the last 1 blocks, this run all \(top_layers\)"):
         train_adapter(TuneConfig(**cfg, name="x", init_from="top"), progress=False)
-    assert not (ws / "adapters" / "x").exists()
+    res = _cli("tune", "--model", str(tiny_dir), "--max-steps", "1", "--name", "x", "--init-from", "cli-top",
+               "--top-layers", "2", env={"RAGTUNE_WORKSPACE": str(ws)})  # refused before the model loads
+    assert res.returncode != 0 and "LoRA in the last 1 blocks, this run the last 2" in res.stderr
+    assert "Traceback" not in res.stderr and not (ws / "adapters" / "x").exists()
 
 
 def _slow_steps(seconds: float):

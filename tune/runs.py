@@ -68,6 +68,10 @@ def check_init_from(cfg: TuneConfig, ws: Path) -> Path:
         problems.append(f"rank {conf.get('r')}, this run {cfg.rank}")
     if sorted(conf.get("target_modules") or []) != sorted(cfg.target_modules):
         problems.append(f"target layers {sorted(conf.get('target_modules') or [])}")
+    blocks = conf.get("layers_to_transform")  # `ragtune tune` only ever sets the last N blocks of the same base
+    if (len(blocks) if blocks else None) != cfg.top_layers:
+        problems.append(f"LoRA in {f'the last {len(blocks)}' if blocks else 'all'} blocks, this run "
+                        f"{f'the last {cfg.top_layers}' if cfg.top_layers else 'all'} (top_layers)")
     if problems:
         raise TuneError(f"--init-from {cfg.init_from!r} does not fit this run: " + "; ".join(problems))
     return src

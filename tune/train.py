@@ -223,11 +223,6 @@ def _with_lora(model, cfg: TuneConfig, init_dir: Path | None):
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha if cfg.alpha is not None else 2 * cfg.rank,
                       lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none",
                       task_type="CAUSAL_LM", layers_to_transform=_top_layers(model, cfg.top_layers))
-    if init_dir is not None:
-        have = json.loads((init_dir / "adapter_config.json").read_text()).get("layers_to_transform")
-        if have != lora.layers_to_transform:
-            raise TuneError(f"--init-from {init_dir.name!r} does not fit this run: LoRA in blocks {have or 'all'}, "
-                            f"this run {lora.layers_to_transform or 'all'} (top_layers={cfg.top_layers})")
     model = get_peft_model(model, lora)
     if init_dir is not None:
         load_init_weights(model, init_dir)
