@@ -263,11 +263,11 @@ def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
                 "ragtune LocalGenerator": lambda m, n: time_local(main_gen, m, n, **options)}
     if args.adapter and loaded.device.type == "cuda":
         def graphed(m, n):
-            main_gen._compile_adapters = True  # the same generator, its decode step compiled with the adapter
+            main_gen.compile_adapters = True  # the same generator, its decode step compiled with the adapter
             try:
                 return time_local(main_gen, m, n, **options)
             finally:
-                main_gen._compile_adapters = False
+                main_gen.compile_adapters = False
         backends["  same, CUDA graphs + adapter"] = graphed
     if args.variants and not args.adapter:  # a second generator would wrap the shared model in peft again
         from generate.local import LocalGenerator

@@ -91,7 +91,8 @@ class LocalGenerator:
         """`static_cache` / `compile_decode`: None = the measured default for the device (see class doc).
         `merge_adapters`: merge the active LoRA adapter into the base weights (faster decoding; see _apply_active).
         `compile_adapters`: the compiled step also while the active adapter is merged (a merge rewrites weights in
-        place, which a captured graph reads); off until a GPU measures it (evals/gpu_session.sh)."""
+        place, which a captured graph reads); off until a GPU measures it (evals/gpu_session.sh); an attribute that
+        may be switched between calls."""
         self.name: str = loaded.name
         self._loaded = loaded
         self._base = loaded.model
@@ -117,7 +118,7 @@ class LocalGenerator:
         self._mixed = False  # a batch of rows with different adapters: all unmerged, chosen per row (forward_rows)
         self._merged: str | None = None  # the adapter whose weights are merged into the base right now
         self._merge = merge_adapters
-        self._compile_adapters = compile_adapters
+        self.compile_adapters = compile_adapters
 
     # ---- budgeting helpers -------------------------------------------------------------------------------
     @property
@@ -292,7 +293,7 @@ class LocalGenerator:
 
     def _step_fn(self) -> Any:
         """The decode-step callable: compiled (CUDA graphs) when enabled and possible, else plain eager."""
-        merged_only = self._compile_adapters and self._merge and not self._mixed and self._merged == self._active
+        merged_only = self.compile_adapters and self._merge and not self._mixed and self._merged == self._active
         if not (self._compile and self._static and (self._peft is None or merged_only)):
             return self._forward
         import torch

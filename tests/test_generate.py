@@ -329,6 +329,10 @@ def test_compiled_step_runs_with_a_merged_adapter_only_when_asked(tiny_dir: Path
         calls.clear()
         "".join(g.stream(CAPITAL, max_new_tokens=4, adapter=None))
         assert bool(calls) == (flag and merge)  # the base with adapters loaded: only when asked, as before
+        if not flag:  # an attribute that may be switched between calls (evals.bench_generate does)
+            g.compile_adapters = True
+            calls.clear()
+            assert "".join(g.stream(CAPITAL, max_new_tokens=16, adapter="a")) == texts[flag, merge] and calls
     assert texts[True, True] == texts[False, True] == texts[True, False]
 
 
