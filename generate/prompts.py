@@ -106,17 +106,22 @@ def own_words(text: str, question: str) -> set[str]:
     return content_words(text) - content_words(question) - _META
 
 
-_GROUPED = re.compile(r"(?<=\d)[,\u202f\u00a0](?=\d{3}(?!\d))")  # '2,500' and '2500' are one number
+_GROUPED = re.compile(r"(?<=\d)[,\u202f\u00a0](?=\d{3}(?!\d))")
+
+
+def ungroup_digits(text: str) -> str:
+    """Digit groups without their separators: '2,500' and '2500' are one number."""
+    return _GROUPED.sub("", text)
 
 
 def support_score(answer: str, passages: list[str]) -> float:
     """Share of the answer's content words found in the passages (1.0 for an answer with none). A number or code
     (a word with a digit) that no passage contains makes the answer unsupported (0.0): small models invent those.
     Digit groups are read without their separators, so '2500 EUR' is supported by 'EUR 2,500'."""
-    words = content_words(_GROUPED.sub("", answer))
+    words = content_words(ungroup_digits(answer))
     if not words:
         return 1.0
-    raw = _GROUPED.sub("", " ".join(passages).lower())
+    raw = ungroup_digits(" ".join(passages).lower())
     seen = content_words(raw) | set(re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", raw))
     if any(any(ch.isdigit() for ch in w) and w not in raw for w in words):
         return 0.0

@@ -16,7 +16,6 @@ do not hold the answer, the result is marked `refused`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from ingest.workspace import Workspace
 from retrieve.focus import focus_passages
 from retrieve.lexical import term_cover
 from serve.adapter_choice import pick_adapter
+from serve.citing import cite, quote_value
 from serve.drafts import DraftGate
 from generate.question_kind import coarse_kind
 
@@ -309,7 +309,8 @@ class AnswerEngine:
                 timings["support"] = round(support, 3)
             if not refused or last:
                 if not warning:
-                    yield from shown([gate.rest()])
+                    text = self._quoted(text, sources, warnings)
+                    yield from shown([gate.rest() if gate.shown else text])  # nothing shown yet: the final text
                 elif not gate.shown:
                     yield from shown([REFUSAL])  # withheld before any of it showed: the stream says what replaced it
                 break
@@ -330,7 +331,7 @@ class AnswerEngine:
         if warning:  # withheld: the refusal replaces the unsupported answer
             text = REFUSAL
         elif not refused:
-            text, citations = self._citations(text, sources, warnings)
+            text, citations = cite(text, sources, warnings)
         stream.result = Answer(question, text, mode, adapter, citations, refused, timings, sources, query, warnings,
                                degenerate, generator_label(self.generator))
 
@@ -370,24 +371,13 @@ class AnswerEngine:
             return True, f"the model's answer was not supported by the documents and was withheld: {text!r}", support
         return False, "", support
 
-    def _citations(self, text: str, sources: list[Citation], warnings: list[str]) -> tuple[str, list[Citation]]:
-        """(answer, citations): the [n] markers that name a real source. A single marker on a passage lacking the
-        answer's words moves to the passage that has them (the marker in the answer too, flagged `inferred`,
-        with a warning); with no marker, the source sharing the most words with the answer, flagged `inferred`."""
-        if not sources:
-            return text, []
-        by_n = {s.n: s for s in sources}
-        markers = [n for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", text)) if n in by_n]
-        support = {s.n: support_score(text, [s.text]) for s in sources}
-        best = max(sources, key=lambda s: support[s.n])
-        matched = Citation(**{**asdict(best), "inferred": True}) if support[best.n] >= 0.5 else None
-        if len(markers) == 1 and matched and support[markers[0]] < 0.5:
-            warnings.append(f"citation [{markers[0]}] moved to [{best.n}]: the answer's words are in passage "
-                            f"[{best.n}], not [{markers[0]}]")
-            return text.replace(f"[{markers[0]}]", f"[{best.n}]"), [matched]
-        if markers:
-            return text, [by_n[n] for n in markers]
-        return text, [matched] if matched else []
+    @staticmethod
+    def _quoted(text: str, sources: list[Citation], warnings: list[str]) -> str:
+        quoted = quote_value(text, sources) if sources else None
+        if quoted is None:
+            return text
+        warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")
+        return quoted[0]
 
     def _count(self, text: str) -> int:
         n = self.generator.count_tokens(text)

@@ -266,6 +266,15 @@ def test_a_citation_of_a_passage_without_the_answer_moves_to_the_one_with_it(bui
     assert not any("moved" in w for w in b.warnings)
 
 
+def test_a_value_answer_reaches_the_reader_as_the_passage_writes_it(built_index, searcher):
+    eng = AnswerEngine(built_index[1], ScriptedGenerator("0.32 euros"), searcher, AnswerConfig(focus_window=-1))
+    stream = eng.start(MILEAGE, mode="rag")
+    assert "".join(stream).strip() == "EUR 0.32"  # the stream shows the final text, not the draft
+    a = stream.result
+    assert a.answer == "EUR 0.32" and a.citations and "EUR 0.32 per km" in a.citations[0].text
+    assert any("'0.32 euros' is written as passage" in w for w in a.warnings)
+
+
 def test_modes_needing_an_adapter_say_so(built_index, searcher):
     eng = AnswerEngine(built_index[1], FakeGenerator("x"), searcher)
     for mode in ("tuned", "hybrid"):

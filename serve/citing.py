@@ -1,0 +1,83 @@
+"""The last look at an answer the engine judged fine (serve/answer.py), before the reader gets it.
+
+`quote_value(text, sources)`: a short answer that is one value, written as the passage writes it. A small model
+drops or moves a value's unit or currency ('3.4 million [1]' where the passage says 'EUR 3.4 million', '55 euros'
+for 'EUR 55', '10 [1]' for 'up to 10 keep-in-touch days'); the reader should see the document's own words, which
+are also what they will search the source for. Only when exactly one value of the cited passages (tune/spans.py
+finds them, as synth does) has the same numbers and every word of the answer; otherwise the answer stays as is.
+
+`cite(text, sources, warnings)`: the [n] markers that name a real passage, as `Citation`s. A single marker on a
+passage lacking the answer's words moves to the passage that has them (in the answer too, flagged `inferred`,
+with a warning); with no marker, the passage sharing the most words with the answer, flagged `inferred`.
+
+    quote_value("3.4 million [1]", [Citation(1, ..., text="- Capital budget: EUR 3.4 million")])
+    # -> ("EUR 3.4 million [1]", "3.4 million", 1)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+
+from generate.citations import Citation
+from generate.prompts import support_score, ungroup_digits
+from tune.spans import find_spans, split_sentences
+
+MAX_VALUE_WORDS = 6  # an answer longer than this is a sentence, not a value, and is never rewritten
+_VALUE_KINDS = frozenset(("amount", "percent", "time", "date", "duration", "measure", "count", "code"))
+_TAIL = re.compile(r"(?P<body>.*?)[\s.]*(?P<markers>(?:\[\d+\][\s.]*)*)", re.S)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SAME = {"euro": "eur", "euros": "eur", "€": "eur", "dollar": "usd", "dollars": "usd", "$": "usd",
+         "pound": "gbp", "pounds": "gbp", "£": "gbp", "percent": "%"}  # one currency or sign, however written
+
+
+def _numbers(text: str) -> list[str]:
+    return sorted(_NUMBER.findall(ungroup_digits(text)))
+
+
+def _words(text: str) -> set[str]:
+    return {_SAME.get(t, t) for t in re.findall(r"[a-z][a-z-]*|[€$£%]", text.lower())}
+
+
+def quote_value(text: str, sources: list[Citation]) -> tuple[str, str, int] | None:
+    """(the answer with its value as the passage writes it, the value it replaced, the passage's number), or
+    None when the answer is not a single value or the passages do not settle how to write it."""
+    m = _TAIL.fullmatch(text.strip())
+    body, markers = m.group("body").strip(), " ".join(re.findall(r"\[\d+\]", m.group("markers")))
+    numbers = _numbers(body)
+    if not numbers or len(body.split()) > MAX_VALUE_WORDS:
+        return None
+    cited = {int(n) for n in re.findall(r"\d+", markers)}
+    words = _words(body)
+    found: dict[str, int] = {}
+    for source in sources:
+        if cited and source.n not in cited:
+            continue
+        for sentence in split_sentences(source.text):
+            for span in find_spans(sentence):
+                if span.kind in _VALUE_KINDS and _numbers(span.text) == numbers and words <= _words(span.text):
+                    found.setdefault(span.text, source.n)
+    if len(found) != 1:
+        return None
+    (value, n), = found.items()
+    if value.lower() == body.lower():
+        return None
+    return (f"{value} {markers}" if markers else value), body, n
+
+
+def cite(text: str, sources: list[Citation], warnings: list[str]) -> tuple[str, list[Citation]]:
+    """(answer, citations): see the module doc."""
+    if not sources:
+        return text, []
+    by_n = {s.n: s for s in sources}
+    markers = [n for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", text)) if n in by_n]
+    support = {s.n: support_score(text, [s.text]) for s in sources}
+    best = max(sources, key=lambda s: support[s.n])
+    matched = Citation(**{**asdict(best), "inferred": True}) if support[best.n] >= 0.5 else None
+    if len(markers) == 1 and matched and support[markers[0]] < 0.5:
+        warnings.append(f"citation [{markers[0]}] moved to [{best.n}]: the answer's words are in passage "
+                        f"[{best.n}], not [{markers[0]}]")
+        return text.replace(f"[{markers[0]}]", f"[{best.n}]"), [matched]
+    if markers:
+        return text, [by_n[n] for n in markers]
+    return text, [matched] if matched else []

@@ -1,0 +1,47 @@
+"""serve/citing.quote_value: a one-value answer is written as the passage writes it, and nothing else changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from generate.citations import Citation
+from serve.citing import quote_value
+
+
+def _sources(*texts: str) -> list[Citation]:
+    return [Citation(n, f"doc{n}.md", "", None, f"c{n}", t) for n, t in enumerate(texts, start=1)]
+
+
+SOURCES = _sources("- Capital expenditure budget: EUR 3.4 million\n- Operating budget: EUR 20 million",
+                   "The per diem abroad is EUR 55. Hotels in Hallowmere cost up to EUR 135 per night.",
+                   "You may work up to 10 keep-in-touch days. A standard laptop is charged at EUR 1,150.")
+
+
+@pytest.mark.parametrize("answer, quoted", [
+    ("3.4 million [1]", "EUR 3.4 million [1]"),  # the currency the model dropped
+    ("55 euros [2]", "EUR 55 [2]"),  # a currency written another way
+    ("1150 EUR [3].", "EUR 1,150 [3]"),  # digit groups and order as the document has them
+    ("10 [3]", "10 keep-in-touch days [3]"),  # the counted thing
+    ("3.4 million", "EUR 3.4 million"),  # no marker: any passage
+])
+def test_a_value_is_written_as_the_passage_writes_it(answer: str, quoted: str) -> None:
+    out = quote_value(answer, SOURCES)
+    assert out is not None and out[0] == quoted
+
+
+@pytest.mark.parametrize("answer", [
+    "EUR 3.4 million [1]",  # already the passage's words
+    "3.4 million [2]",  # the cited passage has no such value: not looked for elsewhere
+    "10 weeks [3]",  # a word the passage's value lacks: another value, not a spelling of this one
+    "32 EUR [1]",  # a number no passage has
+    "The capital budget is 3.4 million [1].",  # a sentence, not a value
+    "Hallowmere [2]",  # no number
+])
+def test_anything_else_stays_as_it_is(answer: str) -> None:
+    assert quote_value(answer, SOURCES) is None
+
+
+def test_two_ways_of_writing_the_same_number_leave_it_alone() -> None:
+    both = _sources("The fee is EUR 40 per visit.", "A taxi costs up to 40 minutes of waiting.")
+    assert quote_value("40", both) is None
+    assert quote_value("40 euros", both)[0] == "EUR 40"  # the answer's word settles which one it is
