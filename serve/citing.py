@@ -5,6 +5,8 @@ drops or moves a value's unit or currency ('3.4 million [1]' where the passage s
 for 'EUR 55', '10 [1]' for 'up to 10 keep-in-touch days'); the reader should see the document's own words, which
 are also what they will search the source for. Only when exactly one value of the cited passages (tune/spans.py
 finds them, as synth does) has the same numbers and every word of the answer; otherwise the answer stays as is.
+When no cited passage has such a value (or the answer cites none), all passages are searched; `cite` then moves a
+marker that names the wrong passage, as for any answer.
 
 `cite(text, sources, warnings)`: the [n] markers that name a real passage, as `Citation`s. A single marker on a
 passage lacking the answer's words moves to the passage that has them (in the answer too, flagged `inferred`,
@@ -39,6 +41,17 @@ def _words(text: str) -> set[str]:
     return {_SAME.get(t, t) for t in re.findall(r"[a-z][a-z-]*|[€$£%]", text.lower())}
 
 
+def _values(numbers: list[str], words: set[str], sources: list[Citation]) -> dict[str, int]:
+    """{value as written: its passage's number} for the values of `sources` with these numbers and words."""
+    found: dict[str, int] = {}
+    for source in sources:
+        for sentence in split_sentences(source.text):
+            for span in find_spans(sentence):
+                if span.kind in _VALUE_KINDS and _numbers(span.text) == numbers and words <= _words(span.text):
+                    found.setdefault(span.text, source.n)
+    return found
+
+
 def quote_value(text: str, sources: list[Citation]) -> tuple[str, str, int] | None:
     """(the answer with its value as the passage writes it, the value it replaced, the passage's number), or
     None when the answer is not a single value or the passages do not settle how to write it."""
@@ -49,14 +62,7 @@ def quote_value(text: str, sources: list[Citation]) -> tuple[str, str, int] | No
         return None
     cited = {int(n) for n in re.findall(r"\d+", markers)}
     words = _words(body)
-    found: dict[str, int] = {}
-    for source in sources:
-        if cited and source.n not in cited:
-            continue
-        for sentence in split_sentences(source.text):
-            for span in find_spans(sentence):
-                if span.kind in _VALUE_KINDS and _numbers(span.text) == numbers and words <= _words(span.text):
-                    found.setdefault(span.text, source.n)
+    found = _values(numbers, words, [s for s in sources if s.n in cited]) or _values(numbers, words, sources)
     if len(found) != 1:
         return None
     (value, n), = found.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from generate.citations import Citation
-from serve.citing import quote_value
+from serve.citing import cite, quote_value
 
 
 def _sources(*texts: str) -> list[Citation]:
@@ -31,7 +31,6 @@ def test_a_value_is_written_as_the_passage_writes_it(answer: str, quoted: str) -
 
 @pytest.mark.parametrize("answer", [
     "EUR 3.4 million [1]",  # already the passage's words
-    "3.4 million [2]",  # the cited passage has no such value: not looked for elsewhere
     "10 weeks [3]",  # a word the passage's value lacks: another value, not a spelling of this one
     "32 EUR [1]",  # a number no passage has
     "The capital budget is 3.4 million [1].",  # a sentence, not a value
@@ -45,3 +44,12 @@ def test_two_ways_of_writing_the_same_number_leave_it_alone() -> None:
     both = _sources("The fee is EUR 40 per visit.", "A taxi costs up to 40 minutes of waiting.")
     assert quote_value("40", both) is None
     assert quote_value("40 euros", both)[0] == "EUR 40"  # the answer's word settles which one it is
+
+
+def test_a_value_the_cited_passage_lacks_is_looked_for_in_the_others_and_the_marker_moves() -> None:
+    text = quote_value("3.4 million [2]", SOURCES)[0]
+    assert text == "EUR 3.4 million [2]"  # as the reader model cited it
+    warnings: list[str] = []
+    text, citations = cite(text, SOURCES, warnings)
+    assert text == "EUR 3.4 million [1]" and [c.n for c in citations] == [1] and citations[0].inferred
+    assert warnings == ["citation [2] moved to [1]: the answer's words are in passage [1], not [2]"]
