@@ -324,9 +324,8 @@ class AnswerEngine:
             timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
                            new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
                            finish_reason=stats.finish_reason)
-        timings["attempts"] = n_try
-        timings["generate_ms"] = round((time.perf_counter() - t_gen) * 1000, 2)
-        timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        timings.update(attempts=n_try, generate_ms=round((time.perf_counter() - t_gen) * 1000, 2),
+                       total_ms=round((time.perf_counter() - t0) * 1000, 2))
         citations: list[Citation] = []
         if warning:  # withheld: the refusal replaces the unsupported answer
             text = REFUSAL
