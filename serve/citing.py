@@ -56,11 +56,11 @@ def quote_value(text: str, sources: list[Citation]) -> tuple[str, str, int] | No
     """(the answer with its value as the passage writes it, the value it replaced, the passage's number), or
     None when the answer is not a single value or the passages do not settle how to write it."""
     m = _TAIL.fullmatch(text.strip())
-    body, markers = m.group("body").strip(), " ".join(re.findall(r"\[\d+\]", m.group("markers")))
+    body, cited = m.group("body").strip(), [int(n) for n in re.findall(r"\[(\d+)\]", m.group("markers"))]
     numbers = _numbers(body)
     if not numbers or len(body.split()) > MAX_VALUE_WORDS:
         return None
-    cited = {int(n) for n in re.findall(r"\d+", markers)}
+    markers = " ".join(f"[{n}]" for n in cited)
     words = _words(body)
     found = _values(numbers, words, [s for s in sources if s.n in cited]) or _values(numbers, words, sources)
     if len(found) != 1:
