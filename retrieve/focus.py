@@ -4,17 +4,29 @@ A small reader copies the answer more often from a short passage that starts nea
 a whole chunk; the engine answers from focused passages first and looks again at the whole chunks when that
 answer is a refusal or is withheld (serve/answer.py). Measured in README "Does tuning help?".
 
+"Most like the question" is the embedder's cosine plus TERM_WEIGHT times the share of the question's terms
+(BM25's tokens, each weighted by how rare it is among the candidate sentences) that the sentence holds: the
+embedder alone reads 'band BW-4' and 'band BW-6', or 'WFC-512' and 'WFC-720', as the same sentence
+(docs/RESULTS.md, "Sentences chosen by the question's words too").
+
     spans = sentence_spans(text)              # [(start, end), ...] into text, formatting kept
     texts = focus_passages(embedder, query, [chunk texts], window=0)
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 
 import numpy as np
 
 from ingest.sentences import ends_with_abbreviation
+from retrieve.lexical import tokenize
+
+# weight of the question's rare terms against the cosine in picking a chunk's sentence (0 = the embedder alone);
+# chosen on the development suite (0.5 to 2 all help; 0.75 was best or near it on every set)
+TERM_WEIGHT = 0.75
 
 # a sentence ends at . ! ? (closing quotes/brackets kept with it) before whitespace, or at a line break
 _END = re.compile(r"(?<=[.!?])[\"'”’)\]]*[ \t]+|\n+")
@@ -42,10 +54,23 @@ def _add(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:
         spans.append((start, end))
 
 
+def term_scores(query: str, sentences: list[str]) -> np.ndarray:
+    """Per sentence, the share of the query's distinct terms it holds, each term weighted by its rarity among
+    `sentences` (log(1 + n / (df + 0.5))): 1.0 holds them all, 0.0 none (also for a query without terms)."""
+    terms = set(tokenize(query))
+    held = [terms & set(tokenize(s)) for s in sentences]
+    df = Counter(t for h in held for t in h)
+    weight = {t: math.log(1 + len(sentences) / (df[t] + 0.5)) for t in terms}
+    total = sum(weight.values())
+    if not total:
+        return np.zeros(len(sentences), dtype=np.float32)
+    return np.array([sum(weight[t] for t in h) / total for h in held], dtype=np.float32)
+
+
 def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[str]:
-    """Each text cut to `window` sentences either side of its sentence with the highest cosine to `query`
-    (one embedding call for the query and every sentence). Texts with no more than 2 * window + 1 sentences,
-    and all of them when window < 0, come back whole."""
+    """Each text cut to `window` sentences either side of its sentence most like `query` (cosine plus
+    TERM_WEIGHT * term_scores; one embedding call for the query and every sentence). Texts with no more than
+    2 * window + 1 sentences, and all of them when window < 0, come back whole."""
     if window < 0 or not texts:
         return list(texts)
     spans = [sentence_spans(t) for t in texts]
@@ -54,7 +79,7 @@ def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[
         return list(texts)
     sentences = [texts[i][a:b] for i in cut for a, b in spans[i]]
     vectors = np.asarray(embedder.encode([query] + sentences), dtype=np.float32)
-    scores = vectors[1:] @ vectors[0]
+    scores = vectors[1:] @ vectors[0] + TERM_WEIGHT * term_scores(query, sentences)
     out = list(texts)
     offset = 0
     for i in cut:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from generate.prompts import cloze_prefix, cloze_question
 from ingest.sentences import is_abbreviation
-from retrieve.focus import focus_passages, sentence_spans
+import retrieve.focus as focus
+from retrieve.focus import focus_passages, sentence_spans, term_scores
 from tune.spans import split_sentences
 
 HANDBOOK = ("Brindlewick was founded in 1998 in Hallowmere. The canteen opens at 8 am on weekdays. "
@@ -49,3 +50,24 @@ def test_focus_keeps_the_best_sentence_and_its_neighbours(embedder):
     assert cloze == ["The office dog is called Biscuit."]
     assert focus_passages(embedder, "dog", [HANDBOOK], -1) == [HANDBOOK]
     assert focus_passages(embedder, "dog", [], 1) == []
+
+
+PROBES = ("The C3 comes in three lengths. - C3-0410: 40 cm probe with four sensing rings at 10, 20, 30 and 40 cm.\n"
+          "- C3-0610: 60 cm probe with six sensing rings, intended for orchards.\n- C3-0910: 90 cm probe with nine rings.")
+
+
+def test_the_question_s_rare_terms_pick_the_sentence_the_embedder_alone_misses(embedder, monkeypatch):
+    question = "What part number do I order for the 60 cm C3 probe?"
+    assert focus_passages(embedder, question, [PROBES], 0) == [
+        "- C3-0610: 60 cm probe with six sensing rings, intended for orchards."]
+    monkeypatch.setattr(focus, "TERM_WEIGHT", 0.0)  # the embedder alone reads every probe line as the same
+    assert focus_passages(embedder, question, [PROBES], 0) == [
+        "- C3-0410: 40 cm probe with four sensing rings at 10, 20, 30 and 40 cm."]
+
+
+def test_term_scores_weigh_rare_terms_over_common_ones():
+    scores = term_scores("band BW-4 top", ["Band BW-3 starts here.", "Band BW-4 tops out at 70,000.", "Nothing."])
+    assert scores[1] > scores[0] > scores[2] == 0.0 and scores[1] <= 1.0
+    # 'bw-4' is held by one sentence, 'band' by two: the rare term counts for more
+    assert term_scores("BW-4", ["BW-4 here", "BW-4 again"]).tolist() == [1.0, 1.0]
+    assert term_scores("the of and", ["the end"]).tolist() == [0.0]  # no terms: nothing to weigh
