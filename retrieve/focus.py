@@ -4,9 +4,11 @@ A small reader copies the answer more often from a short passage that starts nea
 a whole chunk; the engine answers from focused passages first and looks again at the whole chunks when that
 answer is a refusal or is withheld (serve/answer.py). Measured in README "Does tuning help?".
 
-"Most like the question" is the embedder's cosine plus TERM_WEIGHT times the share of the question's terms
-(BM25's tokens, each weighted by how rare it is among the candidate sentences) that the sentence holds: the
-embedder alone reads 'band BW-4' and 'band BW-6', or 'WFC-512' and 'WFC-720', as the same sentence
+"Most like the question" is read two ways, and a chunk keeps the sentence each picks (mostly the same one): the
+embedder's cosine, and the cosine plus TERM_WEIGHT times the share of the question's terms (BM25's tokens, each
+weighted by how rare it is among the candidate sentences) that the sentence holds. The embedder alone reads
+'C3-0410' and 'C3-0610', or 'WFC-720' and 'WFC-512', as the same line; the terms alone follow a question's setting
+('the first half of fiscal year 2026') to the sentence that introduces it rather than the one with the revenue
 (docs/RESULTS.md, "Sentences chosen by the question's words too").
 
     spans = sentence_spans(text)              # [(start, end), ...] into text, formatting kept
@@ -68,9 +70,10 @@ def term_scores(query: str, sentences: list[str]) -> np.ndarray:
 
 
 def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[str]:
-    """Each text cut to `window` sentences either side of its sentence most like `query` (cosine plus
-    TERM_WEIGHT * term_scores; one embedding call for the query and every sentence). Texts with no more than
-    2 * window + 1 sentences, and all of them when window < 0, come back whole."""
+    """Each text cut to `window` sentences either side of its sentence most like `query` by cosine and of its
+    sentence most like it by cosine plus TERM_WEIGHT * term_scores (one sentence when both agree, as they mostly
+    do; two runs are joined by ' … '). One embedding call for the query and every sentence. Texts with no more
+    than 2 * window + 1 sentences, and all of them when window < 0, come back whole."""
     if window < 0 or not texts:
         return list(texts)
     spans = [sentence_spans(t) for t in texts]
@@ -79,13 +82,25 @@ def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[
         return list(texts)
     sentences = [texts[i][a:b] for i in cut for a, b in spans[i]]
     vectors = np.asarray(embedder.encode([query] + sentences), dtype=np.float32)
-    scores = vectors[1:] @ vectors[0] + TERM_WEIGHT * term_scores(query, sentences)
+    cosine = vectors[1:] @ vectors[0]
+    with_terms = cosine + TERM_WEIGHT * term_scores(query, sentences)
     out = list(texts)
     offset = 0
     for i in cut:
         n = len(spans[i])
-        best = int(np.argmax(scores[offset:offset + n]))
+        picks = {int(np.argmax(s[offset:offset + n])) for s in (cosine, with_terms)}
         offset += n
-        first, last = max(0, best - window), min(n - 1, best + window)
-        out[i] = texts[i][spans[i][first][0]:spans[i][last][1]]
+        keep = sorted({j for b in picks for j in range(max(0, b - window), min(n - 1, b + window) + 1)})
+        out[i] = " … ".join(texts[i][spans[i][run[0]][0]:spans[i][run[-1]][1]] for run in _runs(keep))
     return out
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Sorted indices split into runs of consecutive ones: [1, 2, 5] -> [[1, 2], [5]]."""
+    runs: list[list[int]] = []
+    for j in indices:
+        if runs and j == runs[-1][-1] + 1:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs

@@ -58,11 +58,13 @@ PROBES = ("The C3 comes in three lengths. - C3-0410: 40 cm probe with four sensi
 
 def test_the_question_s_rare_terms_pick_the_sentence_the_embedder_alone_misses(embedder, monkeypatch):
     question = "What part number do I order for the 60 cm C3 probe?"
-    assert focus_passages(embedder, question, [PROBES], 0) == [
-        "- C3-0610: 60 cm probe with six sensing rings, intended for orchards."]
+    dense_pick = "- C3-0410: 40 cm probe with four sensing rings at 10, 20, 30 and 40 cm."
+    term_pick = "- C3-0610: 60 cm probe with six sensing rings, intended for orchards."
+    assert focus_passages(embedder, question, [PROBES], 0) == [f"{dense_pick}\n{term_pick}"]  # adjacent: one run
+    far = PROBES.replace("\n- C3-0610", "\nEach probe ships with a cap.\n- C3-0610")
+    assert focus_passages(embedder, question, [far], 0) == [f"{dense_pick} … {term_pick}"]
     monkeypatch.setattr(focus, "TERM_WEIGHT", 0.0)  # the embedder alone reads every probe line as the same
-    assert focus_passages(embedder, question, [PROBES], 0) == [
-        "- C3-0410: 40 cm probe with four sensing rings at 10, 20, 30 and 40 cm."]
+    assert focus_passages(embedder, question, [PROBES], 0) == [dense_pick]
 
 
 def test_term_scores_weigh_rare_terms_over_common_ones():
