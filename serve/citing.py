@@ -23,14 +23,14 @@ from dataclasses import asdict
 
 from generate.citations import Citation
 from generate.prompts import support_score, ungroup_digits
-from tune.spans import find_spans, split_sentences
+from tune.spans import CURRENCY_NAMES, find_spans, split_sentences
 
 MAX_VALUE_WORDS = 6  # an answer longer than this is a sentence, not a value, and is never rewritten
 _VALUE_KINDS = frozenset(("amount", "percent", "time", "date", "duration", "measure", "count", "code"))
 _TAIL = re.compile(r"(?P<body>.*?)[\s.]*(?P<markers>(?:\[\d+\][\s.]*)*)", re.S)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_SAME = {"euro": "eur", "euros": "eur", "€": "eur", "dollar": "usd", "dollars": "usd", "$": "usd",
-         "pound": "gbp", "pounds": "gbp", "£": "gbp", "percent": "%"}  # one currency or sign, however written
+# one currency or sign, however written (tune/spans.CURRENCY_NAMES: 'euros', '€' -> 'eur')
+_SAME = {name: code.lower() for code, names in CURRENCY_NAMES.items() for name in names} | {"percent": "%"}
 
 
 def _numbers(text: str) -> list[str]:

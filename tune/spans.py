@@ -86,7 +86,12 @@ NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", 
                 "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "hundred")  # counts written as words
 _NUMWORD = f"(?:{'|'.join(NUMBER_WORDS)})"
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-_CUR = r"(?:EUR|USD|GBP|CHF|SEK|NOK|DKK|€|\$|£)"
+# each currency's code and the words and signs that also write it (serve/citing reads a value's currency by them)
+CURRENCY_NAMES = {"EUR": ("euro", "euros", "€"), "USD": ("dollar", "dollars", "$"), "GBP": ("pound", "pounds", "£")}
+_SIGNS = [re.escape(n) for names in CURRENCY_NAMES.values() for n in names if not n.isalpha()]
+_CUR = f"(?:{'|'.join(['EUR', 'USD', 'GBP', 'CHF', 'SEK', 'NOK', 'DKK', *_SIGNS])})"  # before the number
+_WORDS = [n for names in CURRENCY_NAMES.values() for n in names if n.isalpha()]
+_CUR_AFTER = f"(?:{'|'.join([*_WORDS, *CURRENCY_NAMES])})"  # after the number
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|" \
          r"Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
 _WEEKDAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
@@ -105,8 +110,7 @@ _ROLE_ACRONYM = r"(?:CEO|CFO|CTO|COO|CIO|CISO|CPO|CRO|CMO|DPO|CHRO|VP)"
 
 _SPAN_PATTERNS: list[tuple[str, re.Pattern]] = [
     ("amount", re.compile(rf"(?<![\w.]){_CUR}\s?{_NUM}(?:\s?(?:million|billion|thousand|bn|m|k)\b)?")),
-    ("amount", re.compile(rf"(?<![\w.]){_NUM}\s?(?:million |billion |thousand )?(?:euros?|dollars?|pounds?|EUR|"
-                          rf"USD|GBP)\b")),
+    ("amount", re.compile(rf"(?<![\w.]){_NUM}\s?(?:million |billion |thousand )?{_CUR_AFTER}\b")),
     ("percent", re.compile(rf"(?<![\w.]){_NUM}\s?(?:%|percent\b|per cent\b)")),
     ("time", re.compile(r"(?<![\w.:])(?:[01]?\d|2[0-3]):[0-5]\d(?!\d)(?:\s?(?:am|pm|a\.m\.|p\.m\.))?"
                         r"(?:\s?(?:CET|CEST|UTC|GMT))?|(?<![\w.])(?:1[0-2]|[1-9])\s?(?:am|pm|a\.m\.|p\.m\.)")),
