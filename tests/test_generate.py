@@ -225,18 +225,11 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smol) -> Path:
 
 
 def _make_lora(base_dir: Path, out: Path, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]))
-    with torch.no_grad():  # peft starts B at zero (a no-op adapter); make it matter
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 1.0)
-    model.save_pretrained(out)
-    return out
+    from tune.train import random_adapter
+
+    return random_adapter(AutoModelForCausalLM.from_pretrained(base_dir), out, std=0.3, seed=seed)
 
 
 def _greedy(g: LocalGenerator, n: int = 12) -> str:

@@ -229,13 +229,13 @@ def _with_lora(model, cfg: TuneConfig, init_dir: Path | None):
     return model
 
 
-def random_adapter(model, folder: Path, std: float) -> Path:
+def random_adapter(model, folder: Path, std: float, seed: int = 0) -> Path:
     """A LoRA adapter shaped as `ragtune tune` makes it (the default TuneConfig's LoRA) on `model`, its B matrices
-    drawn at random (training starts them at zero, which changes nothing), saved to `folder`: for tests and
-    benchmarks that need an adapter without training one."""
+    drawn at random (training starts them at zero, which changes nothing) from `seed`, saved to `folder`: for
+    tests and benchmarks that need an adapter without training one."""
     import torch
 
-    model = _with_lora(model, TuneConfig(), None)
+    model = _with_lora(model, TuneConfig(seed=seed), None)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
