@@ -69,11 +69,12 @@ def term_scores(query: str, sentences: list[str]) -> np.ndarray:
     return np.array([sum(weight[t] for t in h) / total for h in held], dtype=np.float32)
 
 
-def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[str]:
+def focus_passages(embedder, query: str, texts: list[str], window: int, term_weight: float | None = None) -> list[str]:
     """Each text cut to `window` sentences either side of its sentence most like `query` by cosine and of its
-    sentence most like it by cosine plus TERM_WEIGHT * term_scores (one sentence when both agree, as they mostly
-    do; two runs are joined by ' … '). One embedding call for the query and every sentence. Texts with no more
-    than 2 * window + 1 sentences, and all of them when window < 0, come back whole."""
+    sentence most like it by cosine plus `term_weight` (default TERM_WEIGHT) * term_scores (one sentence when both
+    agree, as they mostly do; two runs are joined by ' … '; 0 = the cosine alone). One embedding call for the
+    query and every sentence. Texts with no more than 2 * window + 1 sentences, and all of them when window < 0,
+    come back whole."""
     if window < 0 or not texts:
         return list(texts)
     spans = [sentence_spans(t) for t in texts]
@@ -83,7 +84,7 @@ def focus_passages(embedder, query: str, texts: list[str], window: int) -> list[
     sentences = [texts[i][a:b] for i in cut for a, b in spans[i]]
     vectors = np.asarray(embedder.encode([query] + sentences), dtype=np.float32)
     cosine = vectors[1:] @ vectors[0]
-    with_terms = cosine + TERM_WEIGHT * term_scores(query, sentences)
+    with_terms = cosine + (TERM_WEIGHT if term_weight is None else term_weight) * term_scores(query, sentences)
     out = list(texts)
     offset = 0
     for i in cut:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from generate.prompts import cloze_prefix, cloze_question
 from ingest.sentences import is_abbreviation
 import retrieve.focus as focus
@@ -73,3 +75,18 @@ def test_term_scores_weigh_rare_terms_over_common_ones():
     # 'bw-4' is held by one sentence, 'band' by two: the rare term counts for more
     assert term_scores("BW-4", ["BW-4 here", "BW-4 again"]).tolist() == [1.0, 1.0]
     assert term_scores("the of and", ["the end"]).tolist() == [0.0]  # no terms: nothing to weigh
+
+
+def test_focus_recall_compares_whole_chunks_one_sentence_and_the_default_focus(built_index, capsys):
+    from evals.focus_recall import focus_recall, main
+    from evals.questions import DEFAULT_QUESTIONS, load_jsonl
+
+    questions = load_jsonl(DEFAULT_QUESTIONS)[:12]
+    result = focus_recall(built_index[1], questions)
+    (whole, whole_n), (one, one_n), (default, default_n) = result.values()
+    assert 0.0 < one <= default <= whole <= 1.0  # the default keeps the embedder's sentence, and maybe one more
+    assert one_n == 1.0 and 1.0 <= default_n <= 2.0 < whole_n
+    main(["--workspace", str(built_index[1]), "--limit", "3"])
+    assert "| default focus |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: question file .*missing.jsonl does not exist"):
+        main(["--workspace", str(built_index[1]), "--questions", str(built_index[1] / "missing.jsonl")])
