@@ -102,10 +102,18 @@ def test_the_relevance_gate_also_reads_the_questions_terms(built_index, searcher
     assert AnswerEngine(built_index[1], fake, searcher, off).answer(MILEAGE, mode="rag").refused and fake.seen == []
 
 
-def test_unsupported_guess_is_withheld(engine):
-    a = engine.answer("How many weeks of paid sabbatical can employees take after ten years of service?", mode="rag")
+SABBATICAL = "How many weeks of paid sabbatical can employees take after ten years of service?"
+
+
+def test_unsupported_guess_is_withheld(built_index, searcher):
+    # a scripted guess, not the real model's: its greedy guess here differs between CPUs (one says '8 weeks', which
+    # the parental-leave passage holds), and the rule under test is the engine's, not the model's
+    guess = "Quillmoor grants a twelve-week sabbatical [1]"
+    a = AnswerEngine(built_index[1], ScriptedGenerator(guess), searcher).answer(SABBATICAL, mode="rag")
+    assert support_score(guess, [s.text for s in a.sources]) < AnswerConfig().min_support  # the words are not there
     assert a.refused and a.answer == REFUSAL
     assert a.citations == []
+    assert any("not supported by the documents" in w and "Quillmoor" in w for w in a.warnings)
 
 
 def test_restricted_documents_are_never_given_or_cited_outside_their_groups(engine):
@@ -196,7 +204,8 @@ def test_answer_comes_from_focused_passages_first(built_index, searcher):
     a = AnswerEngine(built_index[1], fake, searcher, FOCUSED).answer(MILEAGE, mode="rag")
     whole = {h.chunk.id: h.chunk.text for h in searcher.search(MILEAGE, k=3)}
     assert len(fake.seen) == 1 and a.timings["attempts"] == 1 and not a.refused
-    assert all(s.text in whole[s.chunk_id] for s in a.sources)  # each passage is a piece of its chunk
+    # each passage is one or two pieces of its chunk (the embedder's sentence and the question terms' sentence)
+    assert all(piece in whole[s.chunk_id] for s in a.sources for piece in s.text.split(" … "))
     assert sum(map(len, (s.text for s in a.sources))) < sum(map(len, whole.values()))
     assert "0.32" in a.citations[0].text and a.citations[0].text == a.sources[0].text
     plain = AnswerEngine(built_index[1], ScriptedGenerator("EUR 0.32 per km [1]"), searcher).answer(MILEAGE, mode="rag")
