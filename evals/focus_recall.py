@@ -16,11 +16,13 @@ from pathlib import Path
 
 from evals.metrics import contains_answer
 from evals.questions import DEFAULT_QUESTIONS, load_fictional_knowledge, load_jsonl, sample
+from generate.modes import FOCUS_WINDOW
 from generate.prompts import cloze_prefix, neutralize
 from generate.question_kind import coarse_kind
 from retrieve.focus import focus_passages, sentence_spans
 
-SETTINGS = (("whole chunks", -1, None), ("embedder's sentence", 0, 0.0), ("default focus", 0, None))
+WINDOW = FOCUS_WINDOW["hybrid"]  # the sentences either side that hybrid keeps (0: the picked sentences alone)
+SETTINGS = (("whole chunks", -1, None), ("embedder's sentence", WINDOW, 0.0), ("default focus", WINDOW, None))
 
 
 def focus_recall(workspace: Path, questions, k: int = 3) -> dict[str, tuple[float, float]]:
