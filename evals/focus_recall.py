@@ -34,13 +34,15 @@ def focus_recall(workspace: Path, questions, k: int = 3) -> dict[str, tuple[floa
     held = {name: 0 for name, _, _ in SETTINGS}
     sentences = {name: 0 for name, _, _ in SETTINGS}
     chunks = 0
-    for q in asked:
-        texts = [neutralize(h.chunk.text)[0] for h in searcher.search(q.question, k=k, mode="hybrid")]
-        chunks += len(texts)
-        for name, window, weight in SETTINGS:
-            passages = focus_passages(searcher.embedder, cloze_prefix(q.question), texts, window, weight)
-            held[name] += contains_answer(" ".join(passages), q.answers)
-            sentences[name] += sum(len(sentence_spans(p)) for p in passages)
+    # the questions are embedded in one batch, and every sentence once: the cache keeps what each setting encodes
+    with searcher.queries_embedded([t for q in asked for t in (q.question, cloze_prefix(q.question))]):
+        for q in asked:
+            texts = [neutralize(h.chunk.text)[0] for h in searcher.search(q.question, k=k, mode="hybrid")]
+            chunks += len(texts)
+            for name, window, weight in SETTINGS:
+                passages = focus_passages(searcher.embedder, cloze_prefix(q.question), texts, window, weight)
+                held[name] += contains_answer(" ".join(passages), q.answers)
+                sentences[name] += sum(len(sentence_spans(p)) for p in passages)
     n = max(len(asked), 1)
     return {name: (held[name] / n, sentences[name] / max(chunks, 1)) for name, _, _ in SETTINGS}
 
