@@ -31,7 +31,7 @@ from ingest.workspace import Workspace
 from retrieve.focus import focus_passages
 from retrieve.lexical import term_cover
 from serve.adapter_choice import pick_adapter
-from serve.citing import cite, quote_value
+from serve.citing import better_value, cite, quote_value
 from serve.drafts import DraftGate
 from generate.question_kind import coarse_kind
 
@@ -309,7 +309,7 @@ class AnswerEngine:
                 timings["support"] = round(support, 3)
             if not refused or last:
                 if not warning:
-                    text = self._quoted(text, sources, warnings)
+                    text = self._quoted(question, text, sources, warnings)
                     yield from shown([gate.rest() if gate.shown else text])  # nothing shown yet: the final text
                 elif not gate.shown:
                     yield from shown([REFUSAL])  # withheld before any of it showed: the stream says what replaced it
@@ -371,12 +371,18 @@ class AnswerEngine:
         return False, "", support
 
     @staticmethod
-    def _quoted(text: str, sources: list[Citation], warnings: list[str]) -> str:
+    def _quoted(question: str, text: str, sources: list[Citation], warnings: list[str]) -> str:
+        """serve/citing's last look: the value as its passage writes it, then from the sentence that fits best."""
         quoted = quote_value(text, sources) if sources else None
-        if quoted is None:
-            return text
-        warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")
-        return quoted[0]
+        if quoted is not None:
+            warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")
+            text = quoted[0]
+        better = better_value(question, text, sources) if sources else None
+        if better is not None:
+            warnings.append(f"the answer's {better[1]!r} was replaced by the value of passage [{better[2]}], whose "
+                            "sentence holds more of the question's words")
+            text = better[0]
+        return text
 
     def _count(self, text: str) -> int:
         n = self.generator.count_tokens(text)

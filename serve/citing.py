@@ -8,6 +8,14 @@ finds them, as synth does) has the same numbers and every word of the answer; ot
 When no cited passage has such a value (or the answer cites none), all passages are searched; `cite` then moves a
 marker that names the wrong passage, as for any answer.
 
+`better_value(question, text, sources)`: a one-value answer taken from the wrong sentence. A small reader given a
+few passages full of values of one kind copies a neighbour ('8 hours [2]' where passage [1] says 'Temporary access
+can last up to 90 days' for 'What is the longest period temporary access can be granted for?'). When the answer is
+one value (not a code) found in the passages, and another sentence holds clearly more (VALUE_LEAD) of the
+question's rare words (retrieve/focus.term_scores, as the focus weighs them) than every sentence with the answer's
+value, and that sentence has exactly one value of the same kind that the question does not name itself, that value
+replaces the answer, cited to its passage.
+
 `cite(text, sources, warnings)`: the [n] markers that name a real passage, as `Citation`s. A single marker on a
 passage lacking the answer's words moves to the passage that has them (in the answer too, flagged `inferred`,
 with a warning); with no marker, the passage sharing the most words with the answer, flagged `inferred`.
@@ -23,10 +31,17 @@ from dataclasses import asdict
 
 from generate.citations import Citation
 from generate.prompts import support_score, ungroup_digits
+from retrieve.focus import term_scores
 from tune.spans import CURRENCY_NAMES, find_spans, split_sentences
 
 MAX_VALUE_WORDS = 6  # an answer longer than this is a sentence, not a value, and is never rewritten
 _VALUE_KINDS = frozenset(("amount", "percent", "time", "date", "duration", "measure", "count", "code"))
+# how much more of the question's rare words (0-1, retrieve/focus.term_scores) another sentence must hold than the
+# answer's own before `better_value` takes its value: small leads are one common word, not a better sentence
+VALUE_LEAD = 0.1
+# codes are left alone: a question names a code by what it stands for ('the 60 cm probe'), which the sentence that
+# explains the numbering holds too ('CRV-C3-0410 reads as ... 04 for a 40 cm probe')
+_RIVAL_KINDS = _VALUE_KINDS - {"code"}
 _TAIL = re.compile(r"(?P<body>.*?)[\s.]*(?P<markers>(?:\[\d+\][\s.]*)*)", re.S)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # one currency or sign, however written (tune/spans.CURRENCY_NAMES: 'euros', '€' -> 'eur')
@@ -69,6 +84,36 @@ def quote_value(text: str, sources: list[Citation]) -> tuple[str, str, int] | No
     if value.lower() == body.lower():
         return None
     return (f"{value} {markers}" if markers else value), body, n
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", ungroup_digits(text).lower()))
+
+
+def better_value(question: str, text: str, sources: list[Citation]) -> tuple[str, str, int] | None:
+    """(the answer with the value of the sentence that matches the question best, the value it replaced, that
+    sentence's passage), or None: see the module doc."""
+    m = _TAIL.fullmatch(text.strip())
+    body = m.group("body").strip()
+    if not body or len(body.split()) > MAX_VALUE_WORDS:
+        return None
+    sentences = [(s.n, sentence) for s in sources for sentence in split_sentences(s.text)]
+    if len(sentences) < 2:
+        return None
+    spans = [[sp for sp in find_spans(sentence) if sp.kind in _RIVAL_KINDS] for _, sentence in sentences]
+    own = [(i, sp.kind) for i, found in enumerate(spans) for sp in found if _norm(sp.text) == _norm(body)]
+    if not own:
+        return None
+    kind, asked = own[0][1], _norm(question)
+    scores = term_scores(question, [sentence for _, sentence in sentences])
+    mine = max(scores[i] for i, _ in own)
+    others = {i: [sp for sp in found if sp.kind == kind and _norm(sp.text) not in (_norm(body), "")
+                  and f" {_norm(sp.text)} " not in f" {asked} "] for i, found in enumerate(spans)}
+    rivals = sorted((i for i, found in others.items() if found and scores[i] > mine + VALUE_LEAD), key=lambda i: -scores[i])
+    if not rivals or len(others[rivals[0]]) != 1 or (len(rivals) > 1 and scores[rivals[1]] == scores[rivals[0]]):
+        return None
+    n, value = sentences[rivals[0]][0], others[rivals[0]][0].text
+    return f"{value} [{n}]", body, n
 
 
 def cite(text: str, sources: list[Citation], warnings: list[str]) -> tuple[str, list[Citation]]:

@@ -284,6 +284,18 @@ def test_a_value_answer_reaches_the_reader_as_the_passage_writes_it(built_index,
     assert any("'0.32 euros' is written as passage" in w for w in a.warnings)
 
 
+def test_a_value_copied_from_the_wrong_passage_gives_way_to_the_one_the_question_asks_for(built_index, searcher):
+    question = "What is the longest period temporary access can be granted for?"
+    eng = AnswerEngine(built_index[1], ScriptedGenerator("8 hours [2]"), searcher, FOCUSED)
+    a = eng.answer(question, mode="rag")
+    holder = [s.n for s in a.sources if "up to 90 days" in s.text]
+    assert holder and any("8 hours" in s.text for s in a.sources)  # both values were in the passages
+    assert a.answer == f"90 days [{holder[0]}]" and [c.n for c in a.citations] == holder[:1]
+    assert any("'8 hours' was replaced by the value of passage" in w for w in a.warnings)
+    kept = AnswerEngine(built_index[1], ScriptedGenerator(f"90 days [{holder[0]}]"), searcher, FOCUSED)
+    assert kept.answer(question, mode="rag").answer == f"90 days [{holder[0]}]"
+
+
 def test_modes_needing_an_adapter_say_so(built_index, searcher):
     eng = AnswerEngine(built_index[1], FakeGenerator("x"), searcher)
     for mode in ("tuned", "hybrid"):

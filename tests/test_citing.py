@@ -1,11 +1,12 @@
-"""serve/citing.quote_value: a one-value answer is written as the passage writes it, and nothing else changes."""
+"""serve/citing: a one-value answer is written as the passage writes it (quote_value) and taken from the sentence that
+fits the question (better_value); nothing else changes."""
 
 from __future__ import annotations
 
 import pytest
 
 from generate.citations import Citation
-from serve.citing import cite, quote_value
+from serve.citing import better_value, cite, quote_value
 
 
 def _sources(*texts: str) -> list[Citation]:
@@ -53,3 +54,32 @@ def test_a_value_the_cited_passage_lacks_is_looked_for_in_the_others_and_the_mar
     text, citations = cite(text, SOURCES, warnings)
     assert text == "EUR 3.4 million [1]" and [c.n for c in citations] == [1] and citations[0].inferred
     assert warnings == ["citation [2] moved to [1]: the answer's words are in passage [1], not [2]"]
+
+
+ACCESS = _sources("Temporary access can last up to 90 days and is removed automatically at the end date.",
+                  "The security duty officer can grant time-limited access for up to 8 hours through Gatehouse.",
+                  "Part CRV-C3-0410 is the 40 cm probe. Request access through form IT-7.")
+LONGEST = "What is the longest period temporary access can be granted for?"
+
+
+def test_a_value_from_a_sentence_that_fits_the_question_less_gives_way() -> None:
+    assert better_value(LONGEST, "8 hours [2]", ACCESS) == ("90 days [1]", "8 hours", 1)
+    assert better_value(LONGEST, "8 hours", ACCESS) == ("90 days [1]", "8 hours", 1)  # no marker: cited now
+
+
+@pytest.mark.parametrize("question, answer", [
+    (LONGEST, "90 days [1]"),  # already the best sentence's value
+    ("How long can the security duty officer grant access through Gatehouse?", "8 hours [2]"),  # its own sentence
+    (LONGEST, "The officer grants it for up to 8 hours [2]"),  # a sentence, not a value
+    (LONGEST, "12 weeks [1]"),  # no passage has it: the support check's business, not this one's
+    ("Which part is the probe with temporary access for 90 days?", "CRV-C3-0410 [3]"),  # codes stay
+    ("Is temporary access longer than 90 days?", "8 hours [2]"),  # the only rival is a value the question names
+])
+def test_a_value_stays_when_no_other_sentence_clearly_fits_better(question: str, answer: str) -> None:
+    assert better_value(question, answer, ACCESS) is None
+
+
+def test_two_values_in_the_better_sentence_leave_the_answer_alone() -> None:
+    two = _sources("Temporary access lasts 30 days, or up to 90 days with approval.",
+                   "The duty officer can grant access for up to 8 hours.")
+    assert better_value(LONGEST, "8 hours [2]", two) is None
