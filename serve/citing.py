@@ -100,16 +100,20 @@ def better_value(question: str, text: str, sources: list[Citation]) -> tuple[str
     sentences = [(s.n, sentence) for s in sources for sentence in split_sentences(s.text)]
     if len(sentences) < 2:
         return None
-    spans = [[sp for sp in find_spans(sentence) if sp.kind in _RIVAL_KINDS] for _, sentence in sentences]
-    own = [(i, sp.kind) for i, found in enumerate(spans) for sp in found if _norm(sp.text) == _norm(body)]
+    said, asked = _norm(body), f" {_norm(question)} "
+    # per sentence, its values (each with its normalised text, computed once)
+    spans = [[(sp, _norm(sp.text)) for sp in find_spans(sentence) if sp.kind in _RIVAL_KINDS]
+             for _, sentence in sentences]
+    own = [(i, sp.kind) for i, found in enumerate(spans) for sp, norm in found if norm == said]
     if not own:
         return None
-    kind, asked = own[0][1], _norm(question)
+    kind = own[0][1]
     scores = term_scores(question, [sentence for _, sentence in sentences])
     mine = max(scores[i] for i, _ in own)
-    others = {i: [sp for sp in found if sp.kind == kind and _norm(sp.text) not in (_norm(body), "")
-                  and f" {_norm(sp.text)} " not in f" {asked} "] for i, found in enumerate(spans)}
-    rivals = sorted((i for i, found in others.items() if found and scores[i] > mine + VALUE_LEAD), key=lambda i: -scores[i])
+    others = {i: [sp for sp, norm in found if sp.kind == kind and norm not in (said, "") and f" {norm} " not in asked]
+              for i, found in enumerate(spans)}
+    rivals = sorted((i for i, found in others.items() if found and scores[i] > mine + VALUE_LEAD),
+                    key=lambda i: -scores[i])
     if not rivals or len(others[rivals[0]]) != 1 or (len(rivals) > 1 and scores[rivals[1]] == scores[rivals[0]]):
         return None
     n, value = sentences[rivals[0]][0], others[rivals[0]][0].text
