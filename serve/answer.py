@@ -26,14 +26,15 @@ from generate.citations import Citation
 from generate.modes import ADAPTER_MODES, DEFAULT_MODE, FOCUS_WINDOW, MODES, RETRIEVAL_MODES
 from generate.prompts import (REFUSAL, build_messages, cloze_prefix, is_refusal, looks_like_followup, neutralize,
                               support_score)
+from generate.question_kind import coarse_kind
+from generate.requests import plain_question
 from ingest.types import can_read
 from ingest.workspace import Workspace
-from retrieve.focus import focus_passages
+from retrieve.focus import TERM_WEIGHT, focus_passages
 from retrieve.lexical import term_cover
 from serve.adapter_choice import pick_adapter
-from serve.citing import better_value, cite, quote_value
+from serve.citing import VALUE_LEAD, cite, last_look
 from serve.drafts import DraftGate
-from generate.question_kind import coarse_kind
 
 # a fact question reads the mode's focus window (generate/modes.py), but a why / how / yes-no question's answer spans
 # sentences (the steps of a procedure), so it reads whole chunks
@@ -64,6 +65,8 @@ class AnswerConfig:
     focus_window: int | None = None  # each chunk cut to this many sentences either side of the one most like the
     # question (retrieve/focus.py); -1 = whole chunks; None = focus_window_for(mode, question)
     second_look: bool = True  # a refused or withheld answer from focused passages is asked again with whole chunks
+    term_weight: float = TERM_WEIGHT  # focus: weight of the question's rare words beside the embedder's cosine
+    value_lead: float = VALUE_LEAD  # serve/citing.better_value: lead another sentence needs to give its value
 
 
 @dataclass
@@ -167,6 +170,16 @@ def list_adapters(workspace: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file()) if root.is_dir() else []
 
 
+def _add_stats(timings: dict, stats, attempts: int, t_gen: float, t0: float) -> None:
+    """The generation's own figures (when the backend gave them), the tries and the wall times, into `timings`."""
+    if stats is not None:
+        timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
+                       new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
+                       finish_reason=stats.finish_reason)
+    timings.update(attempts=attempts, generate_ms=round((time.perf_counter() - t_gen) * 1000, 2),
+                   total_ms=round((time.perf_counter() - t0) * 1000, 2))
+
+
 class AnswerEngine:
     """Ties a Searcher and a Generator together. `generator` is any object obeying the Generator protocol: the
     LocalGenerator (loads the adapter files itself) or an OpenAIGenerator (asks its server for the adapter's name,
@@ -260,10 +273,13 @@ class AnswerEngine:
         timings = {"retrieve_ms": 0.0, "first_token_ms": None, "tokens_per_s": 0.0, "total_ms": 0.0,
                    "prompt_tokens": 0, "new_tokens": 0}
         warnings: list[str] = []
-        query = question
+        asked = plain_question(question)  # generate/requests: a request put the way the reader reads questions
+        if asked != question:
+            warnings.append(f"read as {asked!r}")
+        query = asked
         attempts: list[list[Citation]] = [[]]  # the passages of each try: focused first, then whole chunks
         if mode in RETRIEVAL_MODES:
-            query, hits, relevant = self._retrieve(question, history, groups, k or cfg.k)
+            query, hits, relevant = self._retrieve(asked, history, groups, k or cfg.k)
             timings["retriever"] = getattr(hits[0], "retriever", "") if hits else ""  # Searcher.describe
             if not relevant:
                 timings["retrieve_ms"] = timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
@@ -271,7 +287,7 @@ class AnswerEngine:
                                        ["no indexed passage is relevant enough to answer from"])
                 yield REFUSAL
                 return
-            attempts = self._passages(hits, query, question, mode, warnings)
+            attempts = self._passages(hits, query, asked, mode, warnings)
             timings["retrieve_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         turns = history[-cfg.history_turns:] if cfg.history_turns else []
         options = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
@@ -289,8 +305,8 @@ class AnswerEngine:
         degenerate: list[str] = []  # why each rejected draft was rejected
         for n_try, sources in enumerate(attempts, start=1):
             last = n_try == len(attempts)
-            messages = build_messages(question, sources, turns, with_context=mode in RETRIEVAL_MODES)
-            gate = DraftGate(question, hold_all=not last)  # a try that may be replaced is held back whole
+            messages = build_messages(asked, sources, turns, with_context=mode in RETRIEVAL_MODES)
+            gate = DraftGate(asked, hold_all=not last)  # a try that may be replaced is held back whole
             generation = self.generator.stream(messages, **options)
             try:
                 for piece in generation:
@@ -309,7 +325,7 @@ class AnswerEngine:
                 timings["support"] = round(support, 3)
             if not refused or last:
                 if not warning:
-                    text = self._quoted(question, text, sources, warnings)
+                    text = last_look(asked, text, sources, warnings, cfg.value_lead)
                     yield from shown([gate.rest() if gate.shown else text])  # nothing shown yet: the final text
                 elif not gate.shown:
                     yield from shown([REFUSAL])  # withheld before any of it showed: the stream says what replaced it
@@ -319,13 +335,7 @@ class AnswerEngine:
                             "whole passages")
         if warning:
             warnings.append(warning)
-        stats = generation.stats  # the last try's
-        if stats is not None:
-            timings.update(tokens_per_s=stats.tokens_per_s, prompt_tokens=stats.prompt_tokens,
-                           new_tokens=stats.new_tokens, prefill_ms=round(stats.first_token_ms, 2),
-                           finish_reason=stats.finish_reason)
-        timings.update(attempts=n_try, generate_ms=round((time.perf_counter() - t_gen) * 1000, 2),
-                       total_ms=round((time.perf_counter() - t0) * 1000, 2))
+        _add_stats(timings, generation.stats, n_try, t_gen, t0)  # the last try's
         citations: list[Citation] = []
         if warning:  # withheld: the refusal replaces the unsupported answer
             text = REFUSAL
@@ -354,7 +364,8 @@ class AnswerEngine:
         window = focus_window_for(mode, question) if cfg.focus_window is None else cfg.focus_window
         if window < 0:
             return [whole]
-        focused_texts = focus_passages(self.searcher.embedder, cloze_prefix(query), [c.text for c in whole], window)
+        focused_texts = focus_passages(self.searcher.embedder, cloze_prefix(query), [c.text for c in whole], window,
+                                       cfg.term_weight)
         if focused_texts == [c.text for c in whole]:
             return [whole]
         focused = [replace(c, text=t) for c, t in zip(whole, focused_texts)]
@@ -369,20 +380,6 @@ class AnswerEngine:
         if support < self.config.min_support:
             return True, f"the model's answer was not supported by the documents and was withheld: {text!r}", support
         return False, "", support
-
-    @staticmethod
-    def _quoted(question: str, text: str, sources: list[Citation], warnings: list[str]) -> str:
-        """serve/citing's last look: the value as its passage writes it, then from the sentence that fits best."""
-        quoted = quote_value(text, sources) if sources else None
-        if quoted is not None:
-            warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")
-            text = quoted[0]
-        better = better_value(question, text, sources) if sources else None
-        if better is not None:
-            warnings.append(f"the answer's {better[1]!r} was replaced by the value of passage [{better[2]}], whose "
-                            "sentence holds more of the question's words")
-            text = better[0]
-        return text
 
     def _count(self, text: str) -> int:
         n = self.generator.count_tokens(text)

@@ -90,9 +90,10 @@ def _norm(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", ungroup_digits(text).lower()))
 
 
-def better_value(question: str, text: str, sources: list[Citation]) -> tuple[str, str, int] | None:
+def better_value(question: str, text: str, sources: list[Citation],
+                 lead: float = VALUE_LEAD) -> tuple[str, str, int] | None:
     """(the answer with the value of the sentence that matches the question best, the value it replaced, that
-    sentence's passage), or None: see the module doc."""
+    sentence's passage), or None: see the module doc. `lead`: VALUE_LEAD unless AnswerConfig.value_lead says."""
     m = _TAIL.fullmatch(text.strip())
     body = m.group("body").strip()
     if not body or len(body.split()) > MAX_VALUE_WORDS:
@@ -112,12 +113,28 @@ def better_value(question: str, text: str, sources: list[Citation]) -> tuple[str
     mine = max(scores[i] for i, _ in own)
     others = {i: [sp for sp, norm in found if sp.kind == kind and norm not in (said, "") and f" {norm} " not in asked]
               for i, found in enumerate(spans)}
-    rivals = sorted((i for i, found in others.items() if found and scores[i] > mine + VALUE_LEAD),
+    rivals = sorted((i for i, found in others.items() if found and scores[i] > mine + lead),
                     key=lambda i: -scores[i])
     if not rivals or len(others[rivals[0]]) != 1 or (len(rivals) > 1 and scores[rivals[1]] == scores[rivals[0]]):
         return None
     n, value = sentences[rivals[0]][0], others[rivals[0]][0].text
     return f"{value} [{n}]", body, n
+
+
+def last_look(question: str, text: str, sources: list[Citation], warnings: list[str],
+              lead: float = VALUE_LEAD) -> str:
+    """The engine's last look at an answer it judged fine: the value as its passage writes it (`quote_value`), then
+    from the sentence that fits the question best (`better_value`); each change is said in `warnings`."""
+    quoted = quote_value(text, sources) if sources else None
+    if quoted is not None:
+        warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")
+        text = quoted[0]
+    better = better_value(question, text, sources, lead) if sources else None
+    if better is not None:
+        warnings.append(f"the answer's {better[1]!r} was replaced by the value of passage [{better[2]}], whose "
+                        "sentence holds more of the question's words")
+        text = better[0]
+    return text
 
 
 def cite(text: str, sources: list[Citation], warnings: list[str]) -> tuple[str, list[Citation]]:

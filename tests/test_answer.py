@@ -172,6 +172,18 @@ def test_follow_up_is_searched_with_the_conversation(built_index, searcher):
     assert standalone.search_query == "What is the mileage rate for my own car when travelling?"
 
 
+def test_a_request_is_searched_and_asked_as_the_question_it_asks(built_index, searcher):
+    fake = FakeGenerator("EUR 0.32 per km [1]")
+    eng = AnswerEngine(built_index[1], fake, searcher)
+    asked, read = "I want to claim mileage for my own car. How can I do that?", "How do I claim mileage for my own car?"
+    a = eng.answer(asked, mode="rag")
+    assert a.question == asked and a.search_query == read and f"read as {read!r}" in a.warnings
+    assert fake.seen[-1][-1]["content"].rstrip().endswith(f"Question: {read}")
+    plain = eng.answer("What is the mileage rate for my own car?", mode="rag")
+    assert plain.search_query == "What is the mileage rate for my own car?"
+    assert not any("read as" in w for w in plain.warnings)
+
+
 def test_context_budget_limits_retrieved_text(built_index, searcher):
     fake = FakeGenerator("Answer [1]")
     eng = AnswerEngine(built_index[1], fake, searcher, AnswerConfig(k=5, context_tokens=120, min_support=0))
