@@ -54,6 +54,14 @@ def _how_do_i(task: str) -> str:
     return f"How do I {task.strip().rstrip('?.! ')}?"
 
 
+def _what_is(thing: str) -> str:
+    """'What is Ambient Mode?', 'What are the connection notes for computers?' (the head noun before any
+    preposition decides)."""
+    head = re.split(r"\s+(?:for|of|in|on|with|about|from|to|at|by)\s+", thing.strip(), maxsplit=1)[0].split()[-1]
+    plural = head.lower().endswith("s") and not head.lower().endswith(("ss", "us", "is")) and head[:1].islower()
+    return f"What {'are' if plural else 'is'} {thing.strip()}?"
+
+
 def plain_question(question: str) -> str:
     """The question as the reader reads it best: see the module doc. Unchanged when no rule fits exactly."""
     q = " ".join(question.split())
@@ -65,12 +73,12 @@ def plain_question(question: str) -> str:
     if m := _FOR_ING.fullmatch(q):
         return _how_do_i(_base(m.group("verb")) + m.group("rest"))
     if m := _ABOUT.fullmatch(q):
-        return f"What is {m.group('thing').strip()}?"
+        return _what_is(m.group("thing"))
     if (m := _EXPLAIN.fullmatch(q)) and not _WH.match(m.group("thing")):
         thing = m.group("thing").strip()
         first, _, rest = thing.partition(" ")
         if first.lower().endswith("ing") and rest and _base(first) != first.lower():
             return _how_do_i(f"{_base(first)} {rest}")
         if len(thing.split()) <= MAX_TASK_WORDS:
-            return f"What is {thing}?"
+            return _what_is(thing)
     return question

@@ -17,6 +17,8 @@ from generate.requests import plain_question
     ("Explain the procedure for cancelling Scheduled Viewing?", "How do I cancel Scheduled Viewing?"),
     ("Can you explain connecting with a component cable?", "How do I connect with a component cable?"),
     ("Can you explain Ambient Mode?", "What is Ambient Mode?"),
+    ("Can you explain the connection notes for computers?", "What are the connection notes for computers?"),
+    ("Can you describe Smart Hub Settings?", "What is Smart Hub Settings?"),  # a name: its last word decides nothing
     ("I don't know about Ambient Mode. Can you explain briefly?", "What is Ambient Mode?"),
     ("I want to know about the source option in the Smart Hub. What is it?",
      "What is the source option in the Smart Hub?"),
