@@ -38,6 +38,7 @@ from serve.drafts import DraftGate
 
 # a fact question reads the mode's focus window (generate/modes.py), but a why / how / yes-no question's answer spans
 # sentences (the steps of a procedure), so it reads whole chunks
+READ_AS = "read as "  # the warning that says which question a request was read as (generate/requests.py)
 WHOLE_CHUNKS_FOR = ("explain",)  # generate.question_kind.coarse_kind: these read whole chunks in every mode
 
 
@@ -275,7 +276,7 @@ class AnswerEngine:
         warnings: list[str] = []
         asked = plain_question(question)  # generate/requests: a request put the way the reader reads questions
         if asked != question:
-            warnings.append(f"read as {asked!r}")
+            warnings.append(f"{READ_AS}{asked!r}")
         query = asked
         attempts: list[list[Citation]] = [[]]  # the passages of each try: focused first, then whole chunks
         if mode in RETRIEVAL_MODES:

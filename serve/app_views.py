@@ -10,7 +10,7 @@ from pathlib import Path
 
 from generate.modes import ADAPTER_MODES
 from ingest.workspace import Workspace
-from serve.answer import Answer
+from serve.answer import READ_AS, Answer
 from serve.docs_admin import doc_link
 
 PASSAGE_CHARS = 320
@@ -90,6 +90,9 @@ def format_timings(answer: Answer) -> str:
 
 def format_answer(answer: Answer, *, timings: bool = True) -> str:
     text = answer.answer
+    read = [w for w in answer.warnings if w.startswith(READ_AS)]  # generate/requests: a request put as a question
+    if read:
+        text = f"*{read[0][0].upper()}{read[0][1:]}*\n\n{text}"
     notes = [w for w in answer.warnings if "withheld" in w]
     if notes:
         text += "\n\n*The model's draft was not supported by the documents, so it was withheld.*"

@@ -4,6 +4,8 @@ side is in tests/test_answer.py."""
 import pytest
 
 from generate.requests import plain_question
+from serve.answer import Answer
+from serve.app_views import format_answer
 
 
 @pytest.mark.parametrize("asked, read", [
@@ -38,3 +40,11 @@ def test_a_request_is_read_as_the_question_it_asks(asked, read):
 ])
 def test_anything_else_stays_as_asked(asked):
     assert plain_question(asked) == asked
+
+
+def test_the_chat_shows_which_question_a_request_was_read_as():
+    answer = Answer("Can you explain Ambient Mode?", "A screen mode [1]", "rag", None, [], False, {},
+                    warnings=["read as 'What is Ambient Mode?'"])
+    assert format_answer(answer, timings=False).startswith("*Read as 'What is Ambient Mode?'*\n\nA screen mode [1]")
+    plain = Answer("What is Ambient Mode?", "A screen mode [1]", "rag", None, [], False, {})
+    assert format_answer(plain, timings=False).startswith("A screen mode [1]")
