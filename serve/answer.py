@@ -36,9 +36,9 @@ from serve.adapter_choice import pick_adapter
 from serve.citing import VALUE_LEAD, cite, last_look
 from serve.drafts import DraftGate
 
+READ_AS = "read as "  # the warning that says which question a request was read as (generate/requests.py)
 # a fact question reads the mode's focus window (generate/modes.py), but a why / how / yes-no question's answer spans
 # sentences (the steps of a procedure), so it reads whole chunks
-READ_AS = "read as "  # the warning that says which question a request was read as (generate/requests.py)
 WHOLE_CHUNKS_FOR = ("explain",)  # generate.question_kind.coarse_kind: these read whole chunks in every mode
 
 
