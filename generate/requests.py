@@ -77,8 +77,9 @@ def plain_question(question: str) -> str:
     if (m := _EXPLAIN.fullmatch(q)) and not _WH.match(m.group("thing")):
         thing = m.group("thing").strip()
         first, _, rest = thing.partition(" ")
-        if first.lower().endswith("ing") and rest and _base(first) != first.lower():
-            return _how_do_i(f"{_base(first)} {rest}")
+        base = _base(first) if first.lower().endswith("ing") and rest else first.lower()
+        if base != first.lower():
+            return _how_do_i(f"{base} {rest}")
         if len(thing.split()) <= MAX_TASK_WORDS:
             return _what_is(thing)
     return question
