@@ -93,7 +93,11 @@ _STOP = frozenset("a an the and or of to in on for at by with is are was were be
 # words about the task rather than about the documents' content: a draft made of these and the question's own words
 # ('The document you provided contains the answer to the question "How many ...?"') says nothing
 _META = frozenset("document documents doc docs provided given passage passages text context information answer "
-                  "answers question questions contain contains containing mentioned following above".split())
+                  "answers question questions contain contains containing mentioned following above requested "
+                  "request".split())
+# a passage's label as format_context writes it, '(hr/handbook.md — Handbook > Leave)': the base model sometimes
+# copies it ('The document you requested is: [4] (hr/handbook.md — ...)'); it is where the answer is, not one
+PASSAGE_LABEL = re.compile(r"\([^()\n]+ — (?:[^()\n]|\([^()\n]*\))*\)")
 
 
 def content_words(text: str) -> set[str]:
@@ -101,9 +105,9 @@ def content_words(text: str) -> set[str]:
 
 
 def own_words(text: str, question: str) -> set[str]:
-    """The content words of a draft that neither the question nor talk about the task ('the document', 'the
-    answer') supply: an answer has at least one."""
-    return content_words(text) - content_words(question) - _META
+    """The content words of a draft that neither the question, nor talk about the task ('the document', 'the
+    answer'), nor a copied passage label supply: an answer has at least one."""
+    return content_words(PASSAGE_LABEL.sub(" ", text)) - content_words(question) - _META
 
 
 _GROUPED = re.compile(r"(?<=\d)[,\u202f\u00a0](?=\d{3}(?!\d))")
@@ -178,7 +182,8 @@ def degenerate(answer: str, question: str) -> str | None:
     """Why a draft must not reach the reader, or None: 'empty' (nothing left once [n] markers and punctuation are
     removed), 'question' (it asks instead of answering: its first sentence ends with a question mark and is short
     or opens like a question, `may_ask`: "the castle?") or 'echo' (no word of its own, `own_words`: the question
-    said back, or 'the document contains the answer to the question ...'). A refusal is not degenerate."""
+    said back, 'the document contains the answer to the question ...', or a passage's label copied: 'The
+    document you requested is: [4] (hr/handbook.md — Handbook > Leave)'). A refusal is not degenerate."""
     text = strip_markers(answer).strip()
     if not any(ch.isalnum() for ch in text):
         return "empty"

@@ -51,6 +51,8 @@ class DraftGate:
         # judged on whole words: '[3' is a marker still being written and 'manu' may become 'manually'
         whole = text[-1:] in _WORD_ENDS
         plain = strip_markers(_OPEN_MARKER.sub("", text if whole else text[:_last_space(text)]))
+        if plain.count("(") > plain.count(")"):
+            return False  # a parenthesis being written may be a passage's label ('(hr/handbook.md — ...'): wait
         if not own_words(plain, self.question):
             return False  # nothing of its own yet: maybe empty, the question said back, or talk about the task
         end = FIRST_SENTENCE_END.search(plain)

@@ -148,6 +148,9 @@ def test_task_and_section_items_answer_with_steps():
     ("The passage provided contains the answer to this question: treatment and management vary", "echo"),
     ("The answer to this question is: No, treatment and management do not vary in efficacy", None),
     ("The answer to this question is:", "echo"),
+    ("The document you requested is: [4] (trials.md — Trials > Efficacy)\nThe document you requested is", "echo"),
+    ("The document is: [1] (benjamin-button-film.md — Benjamin Button (film))", "echo"),  # the label's own words
+    ("The answer is:\n[1] (trials.md — Trials > Efficacy)\nDoses differ between the trials.", None),
 ])
 def test_degenerate(answer, reason):
     assert degenerate(answer, "Why do treatment and management vary in efficacy?") == reason
@@ -160,6 +163,18 @@ def test_draft_gate_holds_a_draft_that_only_talks_about_the_documents():
              ' were confirmed', ' on the ship?"']
     assert [gate.feed(p) for p in draft] == [""] * len(draft)  # never shown: no word of its own
     assert gate.finish()[1] == "echo"
+
+
+def test_draft_gate_holds_a_copied_passage_label():
+    gate = DraftGate("How many days of paid holiday do I get?", hold_all=False)
+    draft = ["The document", " you requested", " is:", " [4]", " (hr/employee", "-handbook.md", " —", " Employee",
+             " Handbook", " >", " Holidays", " and Annual Leave)", "\nThe document", " you requested"]
+    assert [gate.feed(p) for p in draft] == [""] * len(draft)  # the label's words are not the answer's own
+    assert gate.finish()[1] == "echo"
+    gate = DraftGate("Who approves travel?", hold_all=False)  # past 12 words it would stream, but '(' is open
+    words = "The head of the finance team (see the travel policy of the staff handbook) approves it".split()
+    shown = [gate.feed(" " + w if i else w) for i, w in enumerate(words)]
+    assert "".join(shown[:13]) == "" and shown[13] == " ".join(words[:14]) and "".join(shown) == " ".join(words)
 
 
 def test_draft_gate_does_not_take_a_marker_being_written_for_a_word():
