@@ -96,8 +96,9 @@ _META = frozenset("document documents doc docs provided given passage passages t
                   "answers question questions contain contains containing mentioned following above requested "
                   "request".split())
 # a passage's label as format_context writes it, '(hr/handbook.md — Handbook > Leave)': the base model sometimes
-# copies it ('The document you requested is: [4] (hr/handbook.md — ...)'); it is where the answer is, not one
-PASSAGE_LABEL = re.compile(r"\([^()\n]+ — (?:[^()\n]|\([^()\n]*\))*\)")
+# copies it ('The document you requested is: [4] (hr/handbook.md — ...)'); it is where the answer is, not one. (Or
+# any parenthesis the token limit cut off at the end of a draft: '[1] (hr/employee')
+PASSAGE_LABEL = re.compile(r"\([^()\n]+ — (?:[^()\n]|\([^()\n]*\))*\)|\([^()\n]*$")
 
 
 def content_words(text: str) -> set[str]:

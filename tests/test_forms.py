@@ -150,6 +150,10 @@ def test_task_and_section_items_answer_with_steps():
     ("The answer to this question is:", "echo"),
     ("The document you requested is: [4] (trials.md — Trials > Efficacy)\nThe document you requested is", "echo"),
     ("The document is: [1] (benjamin-button-film.md — Benjamin Button (film))", "echo"),  # the label's own words
+    ("The document you requested is: [1] (trials.md — Trials)\nThe document you requested is: [2] (cohort.md — Co",
+     "echo"),  # the last label cut off where the token limit stopped the draft
+    ("The document you requested is: [4] (hr/handbook.md — Handbook)\nThe document you requested is: [1] (hr/empl",
+     "echo"),
     ("The answer is:\n[1] (trials.md — Trials > Efficacy)\nDoses differ between the trials.", None),
 ])
 def test_degenerate(answer, reason):
