@@ -1,13 +1,13 @@
 """How hybrid search merges the dense and BM25 lists, and how the reranker's order is blended with the fused one.
 
 Two fusions:
-- `fuse`: weighted reciprocal-rank fusion of two ranked id lists: hybrid search's default (plain RRF, weight 0.5),
-  an explicit dense weight (settings.json, `ragtune tune-retriever --fusion-weight W`), and the blend of the
+- `adaptive_fuse` (hybrid search's default; settings.json null): each list's scores z-normalised and summed with a
+  weight taken from how confident each list is for this query. Parameter-free; on the five evaluation sets it
+  never ranked below the better of its two inputs, where plain RRF fell 0.04 below BM25 on narrativeqa, and the
+  rag and hybrid answers with it were as good or better (docs/RESULTS.md, issue 21).
+- `fuse`: weighted reciprocal-rank fusion of two ranked id lists: an explicit dense weight (settings.json,
+  `ragtune tune-retriever --fusion-weight W`; 0.5 is plain RRF, the default before), and the blend of the
   reranker's order with the fused one.
-- `adaptive_fuse` (opt-in: settings.json null, `--fusion-weight adaptive`): each list's scores z-normalised and
-  summed with a weight taken from how confident each list is for this query. Parameter-free; on the five
-  evaluation sets it never ranked below the better of its two inputs (docs/RESULTS.md, issue 21), where plain RRF
-  fell 0.04 below BM25 on narrativeqa; not the default because answer quality with it is not measured yet.
 """
 
 from __future__ import annotations

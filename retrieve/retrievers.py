@@ -7,7 +7,8 @@
     WS/retrievers/embedder-<stamp>/   a SentenceTransformer folder + card.json; the index built with it names it in
                                       its manifest (settings.embed_model), like any other embedder
 
-A workspace without settings.json searches with the defaults: plain RRF, the packaged embedder, no reranker.
+A workspace without settings.json searches with the defaults: adaptive score fusion, the packaged embedder, no
+reranker.
 Each trained part has its own stamped folder, so a new embedder changes the index's embedder fingerprint (the
 indexer re-embeds) and a running server never reads a half-replaced model.
 """
@@ -28,12 +29,11 @@ CARD = "card.json"
 
 @dataclass
 class RetrieverSettings:
-    dense_weight: float | None = 0.5  # hybrid fusion. A number w: weighted reciprocal-rank fusion, w for the dense
-    # ranks and 1 - w for BM25's; 0.5 (the default) is plain RRF, 0 ranks like BM25 alone, 1 like dense alone.
-    # None (JSON null, opt-in: `tune-retriever --fusion-weight adaptive`): adaptive score fusion
-    # (retrieve/fusion.adaptive_fuse: z-scores weighted per query by each list's confidence, no constant); it found
-    # the answer's chunk at least as often on every development set, but the base model's rag answer to the sample
-    # corpus's holiday question broke with its passage order, and answer quality with it is not measured yet
+    dense_weight: float | None = None  # hybrid fusion. None (JSON null, the default): adaptive score fusion
+    # (retrieve/fusion.adaptive_fuse: z-scores weighted per query by each list's confidence, no constant): it found
+    # the answer's chunk at least as often as plain RRF and the better single retriever on every development set,
+    # with rag and hybrid answers as good (docs/RESULTS.md). A number w: weighted reciprocal-rank fusion, w for the
+    # dense ranks and 1 - w for BM25's; 0.5 is plain RRF, 0 ranks like BM25 alone, 1 like dense alone.
     reranker: str | None = None  # folder under WS/retrievers of the cross-encoder that reorders hybrid results
     embedder: str | None = None  # folder under WS/retrievers of the tuned embedder the index is built with
     rerank_top: int = 20  # the reranker reorders this many fused candidates

@@ -1,6 +1,6 @@
-"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (plain reciprocal-rank fusion by default, weighted
-RRF or adaptive score fusion when the workspace's settings say so: retrieve/fusion.py; then the workspace's reranker
-when it has one), always access-filtered.
+"""Search the live index: dense (FAISS), lexical (BM25) or hybrid (adaptive score fusion by default, weighted
+reciprocal-rank fusion when the workspace's settings say so: retrieve/fusion.py; then the workspace's reranker when it
+has one), always access-filtered.
 
 A `Searcher` holds one loaded generation at a time in an immutable `_Loaded`; before each search it checks the
 CURRENT pointer and, when a re-index has published a new generation, loads it and swaps the reference. A search in
@@ -227,8 +227,8 @@ class Searcher:
     def search(self, query: str, k: int = 5, mode: str = "hybrid",
                groups: frozenset[str] | set[str] | tuple = frozenset(), candidates: int | None = None,
                rerank: bool | None = None, dense_weight: float | str | None = None) -> list[Hit]:
-        """The top k readable chunks. Hybrid fuses dense and BM25 as the workspace says (plain RRF unless
-        settings.json gives another weight, or null for adaptive score fusion) or as `dense_weight` says (None: the
+        """The top k readable chunks. Hybrid fuses dense and BM25 as the workspace says (adaptive score fusion
+        unless settings.json gives a weight of reciprocal-rank fusion) or as `dense_weight` says (None: the
         workspace's; "adaptive"; a number from 0 to 1: weighted RRF, retrieve.fusion.fusion_of) and, when the
         workspace has a reranker, lets it reorder the fused top-N (`rerank=False` or a Searcher made with
         rerank=False skips it)."""

@@ -1,7 +1,7 @@
-"""Adaptive score fusion (opt-in; plain RRF stays the default, see retrieve/retrievers.py): the fusion function on hand-made lists, the
-settings file with and without a dense weight, search on the sample index (plain RRF by default, adaptive when
-a weight is set), `ragtune tune-retriever --fusion-weight` parsing and the fusion it chooses, and the eval table's
-adaptive and plain-RRF rows side by side."""
+"""Adaptive score fusion (hybrid search's default, see retrieve/retrievers.py): the fusion function on hand-made
+lists, the settings file with and without a dense weight, search on the sample index (adaptive by default, weighted
+RRF when a weight is set), `ragtune tune-retriever --fusion-weight` parsing and the fusion it chooses, and the eval
+table's adaptive and plain-RRF rows side by side."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_fusion_of_setting_and_override():
 
 
 def test_settings_round_trip_with_adaptive_and_with_a_weight(tmp_path):
-    assert read_settings(tmp_path).dense_weight == 0.5  # no file: plain RRF
+    assert read_settings(tmp_path).dense_weight is None  # no file: adaptive score fusion
     path = write_settings(tmp_path, RetrieverSettings(dense_weight=None))
     assert json.loads(path.read_text())["dense_weight"] is None  # null: adaptive score fusion
     assert read_settings(tmp_path) == RetrieverSettings(dense_weight=None)
@@ -86,8 +86,8 @@ def test_settings_round_trip_with_adaptive_and_with_a_weight(tmp_path):
     assert read_settings(tmp_path) == RetrieverSettings(dense_weight=0.3, reranker="reranker-x")
     path.write_text(json.dumps({"dense_weight": 0.5, "rerank_top": 10}))  # a file from before issue 21
     assert read_settings(tmp_path).dense_weight == 0.5 and read_settings(tmp_path).rerank_top == 10
-    path.write_text(json.dumps({"rerank_top": 10}))  # no dense_weight key: the default
-    assert read_settings(tmp_path).dense_weight == 0.5
+    path.write_text(json.dumps({"rerank_top": 10}))  # no dense_weight key: the default (adaptive)
+    assert read_settings(tmp_path).dense_weight is None
     for bad in ("adaptive!", 1.5, True):
         path.write_text(json.dumps({"dense_weight": bad}))
         with pytest.raises(ValueError, match="dense_weight must be a number between 0 and 1 or null"):
@@ -98,20 +98,21 @@ def test_settings_round_trip_with_adaptive_and_with_a_weight(tmp_path):
             read_settings(tmp_path)
 
 
-def test_search_fuses_by_rrf_by_default_and_adaptively_when_settings_say_null(index_copy, embedder):
+def test_search_fuses_adaptively_by_default_and_by_rrf_when_settings_give_a_weight(index_copy, embedder):
     _, ws = index_copy
     searcher = Searcher(ws, embedder)
     dense = [(h.chunk.id, h.dense_score) for h in searcher.search(QUERY, k=50, mode="dense")]
     lexical = [(h.chunk.id, h.score) for h in searcher.search(QUERY, k=50, mode="bm25")]
     expected = adaptive_fuse(dense, lexical)[:5]
     rrf = [i for i, _ in fuse([i for i, _ in dense], [i for i, _ in lexical], 0.5)][:5]
-    assert [h.chunk.id for h in searcher.search(QUERY, k=5)] == rrf  # no settings: plain RRF
-    write_settings(ws, RetrieverSettings(dense_weight=None))  # null in settings.json: adaptive score fusion
-    hits = searcher.search(QUERY, k=5)  # k=5 fetches 50 of each, as above
+    assert [i for i, _ in expected] != rrf  # the query tells the two fusions apart
+    hits = searcher.search(QUERY, k=5)  # no settings: adaptive score fusion; k=5 fetches 50 of each, as above
     assert [h.chunk.id for h in hits] == [i for i, _ in expected]
     assert [h.score for h in hits] == pytest.approx([s for _, s in expected])  # Hit.score is the fused score
     assert hits[0].retriever == ADAPTIVE_LABEL == searcher.describe()
     assert "travel-policy" in hits[0].chunk.doc
+    write_settings(ws, RetrieverSettings(dense_weight=None))  # null in settings.json: the same
+    assert [h.chunk.id for h in searcher.search(QUERY, k=5)] == [i for i, _ in expected]
     write_settings(ws, RetrieverSettings(dense_weight=0.5))  # a weight in settings.json: weighted RRF
     hits = searcher.search(QUERY, k=5)
     assert [h.chunk.id for h in hits] == rrf and hits[0].retriever.startswith("hybrid (dense 0.50 ")
@@ -133,7 +134,7 @@ def test_tune_retriever_fusion_flag_and_choice():
     assert fusion_label(None) == fusion_label(ADAPTIVE) == "adaptive score fusion"
     assert fusion_label(0.5) == "weighted RRF, dense weight 0.5 (plain RRF)"
     config = RetrieverTuneConfig(workspace=Path("."))
-    assert config.fusion_weight == 0.5 and config.check() is config  # plain RRF unless told
+    assert config.fusion_weight == ADAPTIVE and config.check() is config  # adaptive unless told
     with pytest.raises(ValueError, match="--fusion-weight"):
         RetrieverTuneConfig(workspace=Path("."), fusion_weight="most").check()
     # one question: BM25 is confident about the relevant chunk "r", dense is flat in its top ten and ranks it 4th
@@ -142,7 +143,8 @@ def test_tune_retriever_fusion_flag_and_choice():
     assert x.fused(ADAPTIVE)[0] == "r" and x.fused(0.5)[0] == "d0"
     tables = fusion_tables([x])
     assert list(tables) == list(FUSIONS) and tables[ADAPTIVE]["recall@1"] == 1.0 and tables[0.5]["recall@1"] == 0.0
-    assert _weight(config, tables) == 0.5 and _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=ADAPTIVE), tables) == ADAPTIVE
+    assert _weight(config, tables) == ADAPTIVE
+    assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.5), tables) == 0.5
     assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.33), tables) == 0.3
     # auto: adaptive when it is within one standard error of the best, else the RRF weight nearest 0.5
     level = {f: {"recall@3": 0.9, "mrr": 0.8, "n": 300} for f in FUSIONS}
@@ -161,7 +163,7 @@ def test_eval_table_shows_adaptive_and_plain_rrf_side_by_side(index_copy, embedd
     rows, described = score_chunk_retrieval(Searcher(ws, embedder), questions, progress=False)
     assert list(described) == ["dense", "bm25", "hybrid", "adaptive", "default"]
     assert described["hybrid"] == "hybrid (dense 0.50 all-minilm-l6-v2 + BM25 0.50)"
-    assert described["adaptive"] == ADAPTIVE_LABEL and described["default"] == described["hybrid"]
+    assert described["adaptive"] == ADAPTIVE_LABEL and described["default"] == described["adaptive"]
     assert all(set(r) == set(described) for r in rows) and any(r["adaptive"] is not None for r in rows)
     write_settings(ws, RetrieverSettings(dense_weight=0.3))
     _, described = score_chunk_retrieval(Searcher(ws, embedder), questions[:1], progress=False)

@@ -28,13 +28,13 @@ def test_fusion_weights_span_bm25_alone_to_dense_alone():
     assert [i for i, _ in fuse(dense, lexical, 0.5)][0] in ("a", "c")
 
 
-def test_fusion_is_plain_rrf_unless_adaptive_auto_or_a_weight_is_given():
+def test_fusion_is_adaptive_unless_auto_or_a_weight_is_given():
     from tune.retriever import RetrieverTuneConfig, _weight
 
     tables = {round(0.1 * i, 1): {"recall@3": 1.0 - 0.05 * i, "mrr": 0.5, "n": 100} for i in range(11)}
     tables["adaptive"] = {"recall@3": 0.8, "mrr": 0.5, "n": 100}
-    assert _weight(RetrieverTuneConfig(workspace=Path(".")), tables) == 0.5
-    assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight="adaptive"), tables) == "adaptive"
+    assert _weight(RetrieverTuneConfig(workspace=Path(".")), tables) == "adaptive"
+    assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.5), tables) == 0.5
     assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=None), tables) == 0.0
     assert _weight(RetrieverTuneConfig(workspace=Path("."), fusion_weight=0.72), tables) == 0.7
     with pytest.raises(ValueError, match="--fusion-weight"):
@@ -131,8 +131,8 @@ def test_tune_retriever_writes_cards_and_settings(tuned_ws):
         assert card["active"] == part.active and (ws / "retrievers" / part.name / "README.md").is_file()
     settings = read_settings(ws)
     assert settings.reranker == (report.parts["reranker"].name if report.parts["reranker"].active else None)
-    # plain RRF unless asked (docs/RESULTS.md), the adaptive fusion scored beside every RRF weight
-    assert report.dense_weight == 0.5 and settings.dense_weight == 0.5
+    # adaptive unless asked (docs/RESULTS.md), scored beside every RRF weight; settings.json says null for it
+    assert report.dense_weight == "adaptive" and settings.dense_weight is None
     assert set(report.fusion) == {"adaptive"} | {round(0.1 * i, 1) for i in range(11)}
     assert json.loads(json.dumps(report.to_json()))["fusion"]["adaptive"]["n"] == report.questions["val"]
 
@@ -204,7 +204,7 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0
-    assert json.loads(r.stdout)["retriever"] == "hybrid (dense 0.50 all-minilm-l6-v2 + BM25 0.50)"
+    assert json.loads(r.stdout)["retriever"] == "hybrid (dense all-minilm-l6-v2 + BM25, adaptive score fusion)"
 
 
 def test_synth_files_with_a_bad_line_name_the_file_and_line(tmp_path):

@@ -6,8 +6,8 @@
    from the documents synth held out. Hard negatives from today's hybrid search.
 2. Embedder (optional part): a fine-tuned copy of the index's embedder, scored on validation with its own fusion
    weight against the embedder the index has now.
-3. Fusion: plain RRF by default, adaptive score fusion on request (retrieve/fusion.adaptive_fuse, no constant), a
-   given dense weight of reciprocal-rank fusion, or (`auto`) chosen on validation among adaptive and the RRF weights 0, 0.1, ..., 1 (0
+3. Fusion: adaptive score fusion by default (retrieve/fusion.adaptive_fuse, no constant), a given dense weight of
+   reciprocal-rank fusion, or (`auto`) chosen on validation among adaptive and the RRF weights 0, 0.1, ..., 1 (0
    and 1 are BM25 and dense alone, so fusion never ranks below the better of its inputs on these questions).
 4. Reranker: a cross-encoder from the packaged MiniLM weights, scored on validation reordering the fused top-N.
 Each trained part gets a folder WS/retrievers/<kind>-<stamp> with a card (data hash, steps, validation recall
@@ -45,12 +45,11 @@ class RetrieverTuneConfig:
     parts: tuple[str, ...] = PARTS  # what to train
     # hybrid search's fusion: ADAPTIVE ("adaptive", adaptive score fusion), or a dense weight of reciprocal-rank
     # fusion (0 = BM25 alone, 0.5 = plain RRF, 1 = dense alone), or None to choose among those on the synth
-    # validation questions (choose_weight). Plain RRF by default; adaptive on the development suite's real questions
-    # never fell below the better single retriever (plain RRF fell 0.04 below BM25 on narrativeqa), but its passage
-    # order broke the base model's rag answer on the sample corpus, so it is opt-in until answers are measured; synth
-    # questions copy their chunk's words, so they favour BM25: weights chosen on them fell below plain RRF on
-    # data/eval (0.918 vs 0.941 recall@3) and pubmedqa (0.75 vs 0.83) (docs/RESULTS.md, issue 21).
-    fusion_weight: float | str | None = 0.5
+    # validation questions (choose_weight). Adaptive by default: on the development suite's real questions it never
+    # fell below the better single retriever (plain RRF fell 0.04 below BM25 on narrativeqa) and its rag and hybrid
+    # answers were as good; synth questions copy their chunk's words, so they favour BM25: weights chosen on them
+    # fell below plain RRF on data/eval (0.918 vs 0.941 recall@3) and pubmedqa (0.75 vs 0.83) (docs/RESULTS.md).
+    fusion_weight: float | str | None = ADAPTIVE
     negatives: int = 3  # hard negatives per question for the reranker (the embedder uses the hardest one)
     max_train_questions: int = 2000  # a seeded sample of the training questions
     max_val_questions: int = 300
@@ -327,7 +326,7 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
 
 
 def reset_retriever(workspace: Path, progress: bool = False) -> dict:
-    """Back to the default search: plain RRF, the packaged embedder (re-embedding if needed), no
+    """Back to the default search: adaptive score fusion, the packaged embedder (re-embedding if needed), no
     reranker."""
     from retrieve import Searcher
 

@@ -20,10 +20,10 @@ def tune_retriever_command(
                                            "default WS/datasets/default."),
     parts: str = typer.Option("embedder,reranker", "--parts", help="What to train, comma-separated: embedder, "
                               "reranker."),
-    fusion_weight: str = typer.Option("0.5", "--fusion-weight", help="How hybrid search fuses dense and BM25: "
-                                      "'adaptive' (score fusion weighted per query, no constant), a dense weight of "
-                                      "reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense alone; 0.5 is plain "
-                                      "RRF), or 'auto' to choose among those on the synth validation questions "
+    fusion_weight: str = typer.Option("adaptive", "--fusion-weight", help="How hybrid search fuses dense and BM25: "
+                                      "'adaptive' (the default: score fusion weighted per query, no constant), "
+                                      "a dense weight of reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense "
+                                      "alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth validation questions "
                                       "(they favour BM25: see docs/RESULTS.md)."),
     negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
                                   "neither the source chunk nor hold the answer)."),
@@ -37,12 +37,12 @@ def tune_retriever_command(
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples and of training."),
-    reset: bool = typer.Option(False, "--reset", help="Go back to the default search (plain RRF, the packaged "
+    reset: bool = typer.Option(False, "--reset", help="Go back to the default search (adaptive fusion, the packaged "
                                "embedder, no reranker) instead of training."),
     list_parts: bool = typer.Option(False, "--list", help="List the trained parts and their cards, then stop."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
 ) -> None:
-    """Train a reranker and a tuned embedder on a synth dataset and set the fusion (plain RRF unless told); search
+    """Train a reranker and a tuned embedder on a synth dataset and set the fusion (adaptive unless told); search
     uses each part only where it beat search without it on held-out synth questions."""
     from tune.train_cli import quiet_libraries
 
