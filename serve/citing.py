@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from functools import lru_cache
 
 from generate.citations import Citation
 from generate.prompts import support_score, ungroup_digits
@@ -48,6 +49,12 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SAME = {name: code.lower() for code, names in CURRENCY_NAMES.items() for name in names} | {"percent": "%"}
 
 
+@lru_cache(maxsize=64)
+def _sentences(passage: str) -> tuple[str, ...]:
+    """A passage's sentences, split once for both looks of `last_look` (quote_value, then better_value)."""
+    return tuple(split_sentences(passage))
+
+
 def _numbers(text: str) -> list[str]:
     return sorted(_NUMBER.findall(ungroup_digits(text)))
 
@@ -60,7 +67,7 @@ def _values(numbers: list[str], words: set[str], sources: list[Citation]) -> dic
     """{value as written: its passage's number} for the values of `sources` with these numbers and words."""
     found: dict[str, int] = {}
     for source in sources:
-        for sentence in split_sentences(source.text):
+        for sentence in _sentences(source.text):
             for span in find_spans(sentence):
                 if span.kind in _VALUE_KINDS and _numbers(span.text) == numbers and words <= _words(span.text):
                     found.setdefault(span.text, source.n)
@@ -98,7 +105,7 @@ def better_value(question: str, text: str, sources: list[Citation],
     body = m.group("body").strip()
     if not body or len(body.split()) > MAX_VALUE_WORDS:
         return None
-    sentences = [(s.n, sentence) for s in sources for sentence in split_sentences(s.text)]
+    sentences = [(s.n, sentence) for s in sources for sentence in _sentences(s.text)]
     if len(sentences) < 2:
         return None
     said, asked = _norm(body), f" {_norm(question)} "
