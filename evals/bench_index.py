@@ -156,16 +156,18 @@ def bench_search(sizes: list[int], embedder, queries: list[str], vocabulary: lis
         with tempfile.TemporaryDirectory() as tmp:
             write_synthetic_index(Path(tmp), n, embedder.dim, np.random.default_rng(n), vocabulary)
             searcher = Searcher(Path(tmp), embedder)
-            for mode in ("dense", "bm25", "hybrid"):
+            # hybrid: the default (adaptive score fusion); "hybrid rrf": plain reciprocal-rank fusion beside it
+            for label, mode, weight in (("dense", "dense", None), ("bm25", "bm25", None), ("hybrid", "hybrid", None),
+                                        ("hybrid rrf", "hybrid", 0.5)):
                 for groups in (frozenset(), frozenset({"hr"})):
-                    searcher.search(queries[0], k=10, mode=mode, groups=groups)
+                    searcher.search(queries[0], k=10, mode=mode, groups=groups, dense_weight=weight)
                     lat = []
                     for q in queries:
                         t = time.perf_counter()
-                        searcher.search(q, k=10, mode=mode, groups=groups)
+                        searcher.search(q, k=10, mode=mode, groups=groups, dense_weight=weight)
                         lat.append((time.perf_counter() - t) * 1000)
                     lat.sort()
-                    rows.append({"chunks": n, "mode": mode, "groups": ",".join(groups) or "-",
+                    rows.append({"chunks": n, "mode": label, "groups": ",".join(groups) or "-",
                                  "p50_ms": statistics.median(lat), "p99_ms": lat[int(0.99 * (len(lat) - 1))]})
     return rows
 
