@@ -23,8 +23,8 @@ def tune_retriever_command(
     fusion_weight: str = typer.Option("adaptive", "--fusion-weight", help="How hybrid search fuses dense and BM25: "
                                       "'adaptive' (the default: score fusion weighted per query, no constant), "
                                       "a dense weight of reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense "
-                                      "alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth validation questions "
-                                      "(they favour BM25: see docs/RESULTS.md)."),
+                                      "alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth "
+                                      "validation questions (they favour BM25: see docs/RESULTS.md)."),
     negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
                                   "neither the source chunk nor hold the answer)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per part (default: one "
