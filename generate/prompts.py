@@ -119,16 +119,28 @@ def ungroup_digits(text: str) -> str:
     return _GROUPED.sub("", text)
 
 
+_LIST_NUMBER = re.compile(r"(?m)^\s*\d{1,2}[.)]\s+")  # '1. ' opening a line numbers a list item, not a fact
+
+
+def number_in(word: str, raw: str) -> bool:
+    """Whether a word with a digit occurs in `raw` as the same number: not inside a longer one ('25' is not in
+    '250', '2025', '1.25' or '25th'), though letters may touch it ('2' in 't2dm'); a dotted number may be the
+    start of a longer code ('5.1' of version '5.1.3')."""
+    after = r"(?![0-9]|,[0-9]|(?:st|nd|rd|th)\b)" + ("" if "." in word else r"(?!\.[0-9])")
+    return re.search(r"(?<![0-9])(?<![0-9][.,])" + re.escape(word) + after, raw) is not None
+
+
 def support_score(answer: str, passages: list[str]) -> float:
     """Share of the answer's content words found in the passages (1.0 for an answer with none). A number or code
-    (a word with a digit) that no passage contains makes the answer unsupported (0.0): small models invent those.
-    Digit groups are read without their separators, so '2500 EUR' is supported by 'EUR 2,500'."""
-    words = content_words(ungroup_digits(answer))
+    (a word with a digit) that no passage holds as that number (`number_in`) makes the answer unsupported (0.0):
+    small models invent those. Digit groups are read without their separators, so '2500 EUR' is supported by
+    'EUR 2,500'; a list item's '1.' is not a number of the answer."""
+    words = content_words(_LIST_NUMBER.sub(" ", ungroup_digits(answer)))
     if not words:
         return 1.0
     raw = ungroup_digits(" ".join(passages).lower())
     seen = content_words(raw) | set(re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", raw))
-    if any(any(ch.isdigit() for ch in w) and w not in raw for w in words):
+    if any(any(ch.isdigit() for ch in w) and not number_in(w, raw) for w in words):
         return 0.0
     return len(words & seen) / len(words)
 

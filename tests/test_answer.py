@@ -335,6 +335,18 @@ def test_text_rules():
     assert support_score("EUR 2,600 [1]", ["up to EUR 2,500 per bike"]) == 0.0
 
 
+@pytest.mark.parametrize("answer, passage, supported", [
+    ("25 days [1]", "Salaries are paid monthly on the 25th.", False),  # a date's day is not a count of days
+    ("25 days [1]", "Every employee receives 250 days, from 2025 on, at 1.25%.", False),  # inside longer numbers
+    ("27 days [1]", "Every employee receives 27 days of paid annual leave.", True),
+    ("LG-OS 5.1 [1]", "Fixed in LG-OS 5.1.3, released in May.", True),  # the start of a version
+    ("Type 2 diabetes", "diabetes type (T2DM)", True),  # letters may touch a number
+    ("1. Unplug the TV.\n2. Wait a minute.", "Unplug the TV and wait a minute.", True),  # list numbers
+])
+def test_support_reads_a_number_whole(answer, passage, supported):
+    assert (support_score(answer, [passage]) > 0.5) is supported
+
+
 def test_ask_cli_json_contract(tmp_path, built_index, model_cache_dir, local_generator):
     ws = tmp_path / "ws"
     shutil.copytree(built_index[1], ws)
