@@ -134,16 +134,17 @@ def support_score(answer: str, passages: list[str]) -> float:
     """Share of the answer's content words found in the passages (1.0 for an answer with none). A number or code
     (a word with a digit) that no passage holds as that number (`number_in`) makes the answer unsupported (0.0):
     small models invent those. Digit groups are read without their separators, so '2500 EUR' is supported by
-    'EUR 2,500'. A list item's '1.' is no number of the answer, but it still counts as a word to find, so a long list
-    of steps the passages do not hold stays unsupported."""
-    answer = ungroup_digits(answer)
+    'EUR 2,500'. A list item's '1.' needs its digit anywhere in the passages: a list longer than any count they hold
+    is mostly invented steps (the base model's, on a manual)."""
+    answer = re.sub(r"\[\d*$", " ", ungroup_digits(answer).rstrip())  # a marker cut off by the token limit
     words = content_words(answer)
     if not words:
         return 1.0
     raw = ungroup_digits(" ".join(passages).lower())
     seen = content_words(raw) | set(re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", raw))
     numbers = (w for w in content_words(_LIST_NUMBER.sub(" ", answer)) if any(ch.isdigit() for ch in w))
-    if any(not number_in(w, raw) for w in numbers):
+    items = re.findall(r"(?m)^\s*(\d{1,2})[.)]\s", answer)
+    if any(not number_in(w, raw) for w in numbers) or any(n not in raw for n in items):
         return 0.0
     return len(words & seen) / len(words)
 

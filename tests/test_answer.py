@@ -341,7 +341,8 @@ def test_text_rules():
     ("27 days [1]", "Every employee receives 27 days of paid annual leave.", True),
     ("LG-OS 5.1 [1]", "Fixed in LG-OS 5.1.3, released in May.", True),  # the start of a version
     ("Type 2 diabetes", "diabetes type (T2DM)", True),  # letters may touch a number
-    ("1. Unplug the TV.\n2. Wait a minute.", "Unplug the TV and wait a minute.", True),  # list numbers
+    ("1. Unplug the TV.\n2. Wait a minute.", "Unplug the TV for 1 or 2 minutes.", True),  # list numbers ...
+    ("1. Unplug the TV.\n2. Wait a minute.", "Unplug the TV for a minute.", False),  # ... need the digits somewhere
 ])
 def test_support_reads_a_number_whole(answer, passage, supported):
     assert (support_score(answer, [passage]) > 0.5) is supported
