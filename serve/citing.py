@@ -16,6 +16,12 @@ question's rare words (retrieve/focus.term_scores, as the focus weighs them) tha
 value, and that sentence has exactly one value of the same kind that the question does not name itself, that value
 replaces the answer, cited to its passage.
 
+`complete_sentence(question, text, sources)`: an answer to a why / how / yes-no / describe question (generate.
+question_kind's 'explain' kinds) that is a passage's words cut off before their sentence ends ('Settings General
+System Manager Time Clock [1]', 'When the surroundings get dark [1]') gets the rest of that sentence, when the
+whole sentence is at most MAX_COMPLETED_WORDS. Only answers of two or more words with no digit (a value is
+complete as it is: 'Within 1 hour'); the words stay the passage's own, the marker stays where it was.
+
 `cite(text, sources, warnings)`: the [n] markers that name a real passage, as `Citation`s. A single marker on a
 passage lacking the answer's words moves to the passage that has them (in the answer too, flagged `inferred`,
 with a warning); with no marker, the passage sharing the most words with the answer, flagged `inferred`.
@@ -32,10 +38,12 @@ from functools import lru_cache
 
 from generate.citations import Citation
 from generate.prompts import support_score, ungroup_digits
+from generate.question_kind import coarse_kind
 from retrieve.focus import term_scores
 from tune.spans import CURRENCY_NAMES, find_spans, split_sentences
 
 MAX_VALUE_WORDS = 6  # an answer longer than this is a sentence, not a value, and is never rewritten
+MAX_COMPLETED_WORDS = 60  # complete_sentence: a cut-off answer gets the rest of a sentence this long at most
 _VALUE_KINDS = frozenset(("amount", "percent", "time", "date", "duration", "measure", "count", "code"))
 # how much more of the question's rare words (0-1, retrieve/focus.term_scores) another sentence must hold than the
 # answer's own before `better_value` takes its value: small leads are one common word, not a better sentence
@@ -128,10 +136,34 @@ def better_value(question: str, text: str, sources: list[Citation],
     return f"{value} [{n}]", body, n
 
 
+def complete_sentence(question: str, text: str, sources: list[Citation]) -> tuple[str, int] | None:
+    """(the answer with the rest of its passage sentence, that passage), or None: see the module doc."""
+    m = _TAIL.fullmatch(text.strip())
+    body, markers = m.group("body").strip(), m.group("markers").strip()
+    if coarse_kind(question) != "explain" or len(body.split()) < 2 or any(ch.isdigit() for ch in body):
+        return None
+    said = " ".join(body.split()).lower().rstrip(".")
+    cited = [int(n) for n in re.findall(r"\[(\d+)\]", markers)]
+    for source in sorted(sources, key=lambda s: s.n not in cited):  # the cited passage first
+        for sentence in _sentences(source.text):
+            sentence = " ".join(sentence.split())
+            at = sentence.lower().find(said)
+            rest = sentence[at + len(said):].strip() if at >= 0 else ""
+            if at < 0 or len(rest) < 3 or len(sentence[at:].split()) > MAX_COMPLETED_WORDS:
+                continue
+            return f"{body}{'' if rest[0] in ',;:.' else ' '}{rest}" + (f" {markers}" if markers else ""), source.n
+    return None
+
+
 def last_look(question: str, text: str, sources: list[Citation], warnings: list[str],
               lead: float = VALUE_LEAD) -> str:
-    """The engine's last look at an answer it judged fine: the value as its passage writes it (`quote_value`), then
-    from the sentence that fits the question best (`better_value`); each change is said in `warnings`."""
+    """The engine's last look at an answer it judged fine: a cut-off clause completed to its sentence's end
+    (`complete_sentence`), the value as its passage writes it (`quote_value`), then from the sentence that fits the
+    question best (`better_value`); each change is said in `warnings`."""
+    completed = complete_sentence(question, text, sources) if sources else None
+    if completed is not None:
+        warnings.append(f"the answer was completed to the end of its sentence in passage [{completed[1]}]")
+        text = completed[0]
     quoted = quote_value(text, sources) if sources else None
     if quoted is not None:
         warnings.append(f"the answer's {quoted[1]!r} is written as passage [{quoted[2]}] writes it")

@@ -1,12 +1,13 @@
-"""serve/citing: a one-value answer is written as the passage writes it (quote_value) and taken from the sentence that
-fits the question (better_value); nothing else changes."""
+"""serve/citing: a cut-off clause answering a how / why question is completed to its sentence's end
+(complete_sentence), a one-value answer is written as the passage writes it (quote_value) and taken from the sentence
+that fits the question (better_value); nothing else changes."""
 
 from __future__ import annotations
 
 import pytest
 
 from generate.citations import Citation
-from serve.citing import better_value, cite, quote_value
+from serve.citing import better_value, cite, complete_sentence, last_look, quote_value
 
 
 def _sources(*texts: str) -> list[Citation]:
@@ -83,3 +84,35 @@ def test_two_values_in_the_better_sentence_leave_the_answer_alone() -> None:
     two = _sources("Temporary access lasts 30 days, or up to 90 days with approval.",
                    "The duty officer can grant access for up to 8 hours.")
     assert better_value(LONGEST, "8 hours [2]", two) is None
+
+
+MANUAL = _sources("Using the sleep timer Settings General System Manager Time Sleep Timer Try Now You can use this "
+                  "function to shut off the TV after a pre-set period of time.",
+                  "Ambient light detection. When the surroundings get dark, the TV screen becomes darker. Response "
+                  "time is within 1 hour for SEV-2, next working day for SEV-3.")
+
+
+@pytest.mark.parametrize("question, answer, completed", [
+    ("How do I use the sleep timer?", "Settings General System Manager Time Sleep Timer [1]",
+     "Settings General System Manager Time Sleep Timer Try Now You can use this function to shut off the TV after a "
+     "pre-set period of time. [1]"),
+    ("Why does the screen get darker?", "When the surroundings get dark [2]",
+     "When the surroundings get dark, the TV screen becomes darker. [2]"),
+    ("Why does the screen get darker?", "when the surroundings get dark.", "when the surroundings get dark, the TV "
+     "screen becomes darker."),  # no marker, a full stop the passage does not have
+])
+def test_a_cut_off_clause_gets_the_rest_of_its_sentence(question: str, answer: str, completed: str) -> None:
+    warnings: list[str] = []
+    assert last_look(question, answer, MANUAL, warnings) == completed
+    assert warnings and "completed to the end of its sentence" in warnings[0]
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("When does the TV turn off?", "Settings General System Manager Time Sleep Timer [1]"),  # a fact question
+    ("How fast must a SEV-2 ticket be answered?", "within 1 hour [2]"),  # a value is complete as it is
+    ("How do I use the sleep timer?", "Sleep [1]"),  # one word is no clause
+    ("How do I use the sleep timer?", "When the surroundings get dark, the TV screen becomes darker. [2]"),  # whole
+    ("How do I use the sleep timer?", "Press the Sleep button [1]"),  # not the passage's words
+])
+def test_anything_but_a_cut_off_clause_of_an_explain_question_stays(question: str, answer: str) -> None:
+    assert complete_sentence(question, answer, MANUAL) is None
