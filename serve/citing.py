@@ -142,14 +142,15 @@ def complete_sentence(question: str, text: str, sources: list[Citation]) -> tupl
     body, markers = m.group("body").strip(), m.group("markers").strip()
     if coarse_kind(question) != "explain" or len(body.split()) < 2 or any(ch.isdigit() for ch in body):
         return None
-    said = " ".join(body.split()).lower().rstrip(".")
+    body = " ".join(body.split())
+    said = re.compile(r"(?<![a-z0-9])" + re.escape(body.lower().rstrip(".")) + r"(?![a-z0-9])")
     cited = [int(n) for n in re.findall(r"\[(\d+)\]", markers)]
     for source in sorted(sources, key=lambda s: s.n not in cited):  # the cited passage first
         for sentence in _sentences(source.text):
             sentence = " ".join(sentence.split())
-            at = sentence.lower().find(said)
-            rest = sentence[at + len(said):].strip() if at >= 0 else ""
-            if at < 0 or len(rest) < 3 or len(sentence[at:].split()) > MAX_COMPLETED_WORDS:
+            found = said.search(sentence.lower())
+            rest = sentence[found.end():].strip() if found else ""
+            if len(rest) < 3 or len(sentence[found.start():].split()) > MAX_COMPLETED_WORDS:
                 continue
             return f"{body}{'' if rest[0] in ',;:.' else ' '}{rest}" + (f" {markers}" if markers else ""), source.n
     return None

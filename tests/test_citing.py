@@ -113,6 +113,7 @@ def test_a_cut_off_clause_gets_the_rest_of_its_sentence(question: str, answer: s
     ("How do I use the sleep timer?", "Sleep [1]"),  # one word is no clause
     ("How do I use the sleep timer?", "When the surroundings get dark, the TV screen becomes darker. [2]"),  # whole
     ("How do I use the sleep timer?", "Press the Sleep button [1]"),  # not the passage's words
+    ("Why does the screen get darker?", "the surroundings get da [2]"),  # words, not parts of words
 ])
 def test_anything_but_a_cut_off_clause_of_an_explain_question_stays(question: str, answer: str) -> None:
     assert complete_sentence(question, answer, MANUAL) is None
