@@ -119,7 +119,7 @@ def ungroup_digits(text: str) -> str:
     return _GROUPED.sub("", text)
 
 
-_LIST_NUMBER = re.compile(r"(?m)^\s*\d{1,2}[.)]\s+")  # '1. ' opening a line numbers a list item, not a fact
+_LIST_NUMBER = re.compile(r"(?m)^\s*(\d{1,2})[.)]\s+")  # '1. ' opening a line numbers a list item, not a fact
 
 
 def number_in(word: str, raw: str) -> bool:
@@ -143,7 +143,7 @@ def support_score(answer: str, passages: list[str]) -> float:
     raw = ungroup_digits(" ".join(passages).lower())
     seen = content_words(raw) | set(re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", raw))
     numbers = (w for w in content_words(_LIST_NUMBER.sub(" ", answer)) if any(ch.isdigit() for ch in w))
-    items = re.findall(r"(?m)^\s*(\d{1,2})[.)]\s", answer)
+    items = _LIST_NUMBER.findall(answer)
     if any(not number_in(w, raw) for w in numbers) or any(n not in raw for n in items):
         return 0.0
     return len(words & seen) / len(words)
