@@ -143,7 +143,7 @@ def complete_sentence(question: str, text: str, sources: list[Citation]) -> tupl
     if coarse_kind(question) != "explain" or len(body.split()) < 2 or any(ch.isdigit() for ch in body):
         return None
     body = " ".join(body.split())
-    said = re.compile(r"(?<![a-z0-9])" + re.escape(body.lower().rstrip(".")) + r"(?![a-z0-9])")
+    said = re.compile(r"(?<![a-z0-9])" + re.escape(body.lower()) + r"(?![a-z0-9])")
     cited = [int(n) for n in re.findall(r"\[(\d+)\]", markers)]
     for source in sorted(sources, key=lambda s: s.n not in cited):  # the cited passage first
         for sentence in _sentences(source.text):
