@@ -2,7 +2,8 @@
 
 Two fusions:
 - `adaptive_fuse` (hybrid search's default; settings.json null): each list's scores z-normalised and summed with a
-  weight taken from how confident each list is for this query. Parameter-free; on the five evaluation sets it
+  weight taken from how confident each list is for this query; the lists are dense, BM25 over chunks and BM25 over
+  whole documents (a chunk takes its document's score). Parameter-free; on the five evaluation sets it
   never ranked below the better of its two inputs, where plain RRF fell 0.04 below BM25 on narrativeqa, and the
   rag and hybrid answers with it were as good or better (docs/RESULTS.md, issue 21).
 - `fuse`: weighted reciprocal-rank fusion of two ranked id lists: an explicit dense weight (settings.json,
@@ -11,6 +12,8 @@ Two fusions:
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -66,23 +69,33 @@ def adaptive_weight(dense_scores, lex_scores) -> float:
     return 0.5 if cd + cb <= 0 else cd / (cd + cb)
 
 
-def adaptive_fuse(dense: list[tuple], lexical: list[tuple]) -> list[tuple]:
-    """Adaptive z-score fusion of two ranked (id, score) lists, best first (dense: cosine similarities, lexical:
-    BM25 scores), as (id, fused score).
+def adaptive_fuse(dense: list[tuple], lexical: list[tuple], documents: list[tuple] = (),
+                  doc_of: Callable | None = None) -> list[tuple]:
+    """Adaptive z-score fusion of ranked (id, score) lists, best first (dense: cosine similarities, lexical: BM25
+    scores; optionally `documents`: (document, BM25 score) of whole documents, with `doc_of(id)` an id's document),
+    as (id, fused score) for every id of the dense and lexical lists.
 
-    Each list's scores are z-normalised by its own mean and standard deviation, and an id's fused score is
-    w * z_dense + (1 - w) * z_bm25 with w = adaptive_weight (the more confident list counts more for this query).
-    An id missing from a list gets that list's lowest z (it ranked below everything the list returned). Ties go to
-    the better dense rank, then the better BM25 rank. No constant to tune: unlike RRF it sees how far apart the
-    scores are, so a list that has one clear answer is not outvoted by a flat one."""
-    dense, lexical = list(dense), list(lexical)
-    w = adaptive_weight([s for _, s in dense], [s for _, s in lexical])
-    zd = dict(zip((i for i, _ in dense), zscores([s for _, s in dense])))
-    zb = dict(zip((i for i, _ in lexical), zscores([s for _, s in lexical])))
-    floor_d = min(zd.values(), default=0.0)
-    floor_b = min(zb.values(), default=0.0)
+    Each list's scores are z-normalised by its own mean and standard deviation, and an id's fused score is the sum
+    of its z in each list weighted by that list's share of the lists' confidence (`confidence`: the more confident
+    list counts more for this query); an id's document list z is its document's. An id missing from a list gets
+    that list's lowest z (it ranked below everything the list returned). Ties go to the better dense rank, then
+    the better BM25 rank. No constant to tune: unlike RRF it sees how far apart the scores are, so a list that has
+    one clear answer is not outvoted by a flat one, and a flat document list (one document, or documents that all
+    match alike) has no say."""
+    dense, lexical, documents = list(dense), list(lexical), list(documents) if doc_of is not None else []
+    lists = [dense, lexical, documents]
+    conf = [confidence([s for _, s in items]) for items in lists]
+    total = sum(conf)
+    weights = [c / total for c in conf] if total > 0 else [0.5, 0.5, 0.0]
+    z = [dict(zip((i for i, _ in items), zscores([s for _, s in items]))) for items in lists]
+    floor = [min(table.values(), default=0.0) for table in z]
     dense_rank = {i: r for r, (i, _) in enumerate(dense)}
     lex_rank = {i: r for r, (i, _) in enumerate(lexical)}
-    fused = {i: float(w * zd.get(i, floor_d) + (1 - w) * zb.get(i, floor_b)) for i in {**dense_rank, **lex_rank}}
+
+    def score(i) -> float:
+        total = weights[0] * z[0].get(i, floor[0]) + weights[1] * z[1].get(i, floor[1])
+        return total + (weights[2] * z[2].get(doc_of(i), floor[2]) if weights[2] else 0.0)
+
+    fused = {i: float(score(i)) for i in {**dense_rank, **lex_rank}}
     far = len(dense) + len(lexical)
     return sorted(fused.items(), key=lambda kv: (-kv[1], dense_rank.get(kv[0], far), lex_rank.get(kv[0], far)))

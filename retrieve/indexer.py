@@ -15,7 +15,8 @@ from ingest.files import write_text_atomic
 from ingest.types import Chunk
 from retrieve import dense
 from retrieve.embed import DEFAULT_EMBEDDER, EmbedConfig, Embedder, resolve_embedder
-from retrieve.lexical import LexicalIndex
+from retrieve import lexical
+from retrieve.lexical import DocumentIndex, LexicalIndex
 from retrieve.retrievers import tuned_embedder_path
 from retrieve.store import (IndexMissingError, Manifest, index_dir, load_current, new_staging_dir, publish,
                             write_chunks, write_manifest, writer_lock)
@@ -83,7 +84,8 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
 
         kind = dense.choose_kind(config.dense_kind, len(kept) + len(fresh))
         changed = (bool(report.added or report.updated or report.removed) or (previous is not None and not reusable)
-                   or (previous is not None and previous.manifest.dense_kind != kind))
+                   or (previous is not None and previous.manifest.dense_kind != kind)
+                   or (previous is not None and not lexical.current(previous.path)))  # BM25 from an older ragtune
         if previous is not None and not changed:
             report.chunks = previous.manifest.n_chunks
             report.generation = previous.path.name
@@ -98,6 +100,7 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         np.save(staging / "vectors.npy", vectors, allow_pickle=False)
         dense.save(dense.build(vectors, kind), staging / "dense.faiss")
         LexicalIndex.build([c.embed_text for c in all_chunks]).save(staging / "bm25")
+        DocumentIndex.build(all_chunks).save(staging / "bm25-docs")
         manifest = Manifest(config.settings(), embedder.fingerprint, dict(sorted(docs_meta.items())),
                             [asdict(f) for f in report.failed], kind, len(all_chunks), str(docs_dir.resolve()),
                             workspace=str(Path(workspace).resolve()))

@@ -21,7 +21,7 @@ from ingest.types import Chunk, can_read
 from retrieve import dense
 from retrieve.embed import EmbedConfig, Embedder, resolve_embedder
 from retrieve.fusion import ADAPTIVE, RRF_K, adaptive_fuse, fuse, fusion_of  # noqa: F401 - RRF_K: an interface
-from retrieve.lexical import LexicalIndex
+from retrieve.lexical import DocumentIndex, LexicalIndex
 from retrieve.rerank import Reranker, rerank_head
 from retrieve.retrievers import RetrieverSettings, localize_model_path, part_path, read_settings, settings_stamp
 from retrieve.store import Generation, current_generation_path, load_current
@@ -54,19 +54,30 @@ class _Loaded:
     generation: Generation
     dense_index: object
     lexical: LexicalIndex
-    masks: dict[frozenset, np.ndarray | None] = field(default_factory=dict)
+    documents: DocumentIndex | None = None  # None: a generation indexed before documents were (fusion uses 2 lists)
+    masks: dict[frozenset, tuple] = field(default_factory=dict)
 
     def allowed(self, groups: frozenset[str]) -> np.ndarray | None:
         """Rows the groups may read (None: all of them). Cached per group set."""
+        return self._masks(groups)[0]
+
+    def allowed_documents(self, groups: frozenset[str]) -> np.ndarray | None:
+        """Document rows with a chunk the groups may read (None: all of them)."""
+        return self._masks(groups)[1]
+
+    def _masks(self, groups: frozenset[str]) -> tuple:
         if groups not in self.masks:
             mask = np.fromiter((can_read(c.groups, groups) for c in self.generation.chunks), dtype=bool,
                                count=len(self.generation.chunks))
-            self.masks[groups] = None if mask.all() else mask
+            rows = None if mask.all() else mask
+            docs = self.documents.allowed(rows) if self.documents is not None else None
+            self.masks[groups] = (rows, docs)
         return self.masks[groups]
 
 
 def load_generation_indexes(gen: Generation) -> _Loaded:
-    return _Loaded(gen, dense.load(gen.path / "dense.faiss"), LexicalIndex.load(gen.path / "bm25", len(gen.chunks)))
+    return _Loaded(gen, dense.load(gen.path / "dense.faiss"), LexicalIndex.load(gen.path / "bm25", len(gen.chunks)),
+                   DocumentIndex.load(gen.path / "bm25-docs", gen.chunks))
 
 
 @dataclass
@@ -181,7 +192,7 @@ class Searcher:
                                   desc="embedding (in memory)")
         view = self._view()
         view._pinned, view._embedder, view._own_embedder = True, embedder, None
-        view._loaded = _Loaded(loaded.generation, dense.build(vectors, "flat"), loaded.lexical)
+        view._loaded = _Loaded(loaded.generation, dense.build(vectors, "flat"), loaded.lexical, loaded.documents)
         view._embedder_label = _embedder_label(embedder.config.model)
         return view
 
@@ -213,7 +224,8 @@ class Searcher:
         learned = self.learned()
         w = fusion_of(learned.settings.dense_weight, dense_weight)
         if w == ADAPTIVE:
-            text = f"hybrid (dense {self.embedder_name} + BM25, adaptive score fusion)"
+            docs = " + documents' BM25" if self._current().documents is not None else ""
+            text = f"hybrid (dense {self.embedder_name} + BM25{docs}, adaptive score fusion)"
         else:
             text = f"hybrid (dense {w:.2f} {self.embedder_name} + BM25 {1 - w:.2f})"
         if self._reranks(mode, rerank, learned):
@@ -255,8 +267,11 @@ class Searcher:
         elif mode == "bm25":
             scored = [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)]
         elif fusion == ADAPTIVE:
+            docs = loaded.documents
+            doc_hits = docs.search(query, n, loaded.allowed_documents(frozenset(groups))) if docs is not None else []
             scored = adaptive_fuse([(int(i), float(s)) for i, s in zip(dense_ids, dense_scores)],
-                                   [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)])
+                                   [(int(i), float(s)) for i, s in zip(lex_ids, lex_scores)],
+                                   doc_hits, None if docs is None else lambda i: int(docs.doc_of_chunk[i]))
         else:
             scored = fuse([int(i) for i in dense_ids], [int(i) for i in lex_ids], fusion)
         rerank_score: dict[int, float] = {}

@@ -7,7 +7,8 @@
         chunks.jsonl     one chunk (text + metadata) per line, in vector-row order
         vectors.npy      float32, L2-normalised, one row per chunk (kept so updates never re-embed old chunks)
         dense.faiss      the FAISS index over vectors.npy
-        bm25/            the bm25s lexical index (numpy arrays + JSON)
+        bm25/            the bm25s lexical index of the chunks (numpy arrays + JSON; stemmed terms)
+        bm25-docs/       the same over whole documents (hybrid search's third list)
       .lock              held by the one writer at a time
 
 A writer builds `tmp-*` next to the generations and renames it into place before it moves CURRENT, so a writer

@@ -73,21 +73,26 @@ def test_rag_answer_contains_gold_fact_and_cites_its_document(engine):
 
 
 def test_focused_passages_keep_the_gold_sentence_first(built_index, searcher, local_generator):
-    # the base model reads these focused passages wrongly ("20", from the sick-pay sentence): focusing is for the
-    # tuned reader, so rag keeps whole chunks unless --focus-window is given (README "Does tuning help?")
-    config = AnswerConfig(max_new_tokens=48, focus_window=FOCUS_WINDOW["hybrid"])
+    # the base model often misreads focused passages ("20", from the sick-pay sentence; "The answer is: 3."): focusing
+    # is for the tuned reader, so rag keeps whole chunks unless --focus-window is given (README "Does tuning help?"),
+    # and a withheld draft gets a second look at the whole passages, off here so that the sources are the focused ones
+    config = AnswerConfig(max_new_tokens=48, focus_window=FOCUS_WINDOW["hybrid"], second_look=False)
     engine = AnswerEngine(built_index[1], local_generator, searcher, config)
     a = engine.answer(HOLIDAY, mode="rag")
     whole = {h.chunk.id: h.chunk.text for h in searcher.search(HOLIDAY, k=3)}
     first = a.sources[0]
     assert first.doc == "hr/employee-handbook.md" and first.text.startswith("Every full-time employee receives 27 days")
     assert first.text in whole[first.chunk_id] and len(first.text) < len(whole[first.chunk_id])
-    assert a.timings["retrieve_ms"] > 0 and a.timings["attempts"] in (1, 2)
+    assert a.timings["retrieve_ms"] > 0 and a.timings["attempts"] == 1
 
 
 def test_off_topic_question_is_refused_without_guessing(engine):
-    a = engine.answer("Am I allowed to bring my dog to the Tarrowgate office?", mode="rag")
+    # refused before the model runs: no passage is near it (best cosine 0.10) or holds half its terms. (A question
+    # at the gate's edge, 'Am I allowed to bring my dog to the Tarrowgate office?' at cosine 0.301, goes to the model;
+    # how often each mode refuses such unanswerable questions is measured on data/eval and squad2: docs/RESULTS.md)
+    a = engine.answer("What is a good recipe for banana bread?", mode="rag")
     assert a.refused and a.answer == REFUSAL and a.citations == []
+    assert a.warnings == ["no indexed passage is relevant enough to answer from"] and a.timings["first_token_ms"] is None
 
 
 def test_the_relevance_gate_also_reads_the_questions_terms(built_index, searcher):

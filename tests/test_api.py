@@ -29,9 +29,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 PUBLIC_Q = "How long is the probation period for new hires?"
 PUBLIC_DOC = "hr/employee-handbook.md"
+PROBATION_DOCS = (PUBLIC_DOC, "hr/onboarding-checklist.md")  # both say how long probation lasts
 HR_DOC = "hr/hr-investigations-procedure.txt"  # groups: [hr]
 SECRET_DOC = "uploads/quillfeather.md"  # added by the fixture, groups: [hr]
-SECRET_Q = "What is the launch date of Project Quillfeather?"
+SECRET_Q = "Who is the Quillfeather project lead?"
 SECRET_TEXT = """---
 groups: [hr]
 ---
@@ -85,13 +86,17 @@ def test_stream_a_completion_with_citations(api) -> None:
         stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     pieces = [c for c in chunks if c.choices and c.choices[0].delta.content]
-    # the first sentence comes whole (the draft gate holds it until a '?' can no longer make it a question)
-    assert pieces and "6 months" in text and re.search(r"[.!]\s*(\[\d+\])?\s*$", pieces[0].choices[0].delta.content)
+    # the draft gate holds the first sentence until a '?' can no longer make it a question: it ends, or has run on
+    # past may_ask's 12 words
+    first = pieces[0].choices[0].delta.content if pieces else ""
+    assert "6 months" in text and (re.search(r"[.!]\s*(\[\d+\])?\s*$", first) or len(first.split()) >= 12), first
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
     extra = final.model_extra
-    assert [c["doc"] for c in extra["citations"]] == [PUBLIC_DOC]
+    # the handbook says it, and the onboarding checklist repeats it ('Probation lasts 6 months in total, as explained
+    # in the Employee Handbook'): the base model's answer cites one of them, which depends on its wording
+    assert len(extra["citations"]) == 1 and extra["citations"][0]["doc"] in PROBATION_DOCS
     cite = extra["citations"][0]
-    assert "probation period of 6 months" in cite["text"] and cite["url"].startswith("/ragtune/doc/hr/")
+    assert "6 months" in cite["text"] and cite["url"].startswith("/ragtune/doc/hr/")
     assert extra["ragtune"]["user"] == "bob" and extra["ragtune"]["answer"] == text.strip()
     assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].usage.prompt_tokens > 100
     # the cited document opens through the viewer for this key, with the cited section marked
@@ -104,9 +109,9 @@ def test_the_key_carries_the_users_groups(api) -> None:
     alice = client(api, "alice").chat.completions.create(model="ragtune-rag", messages=msgs, max_tokens=24)
     bob = client(api, "bob").chat.completions.create(model="ragtune-rag", messages=msgs, max_tokens=24)
     a, b = alice.model_extra, bob.model_extra
-    assert a["citations"][0]["doc"] == SECRET_DOC and "14 March 2027" in alice.choices[0].message.content
+    assert a["citations"][0]["doc"] == SECRET_DOC and "Vasquez-Thorne" in alice.choices[0].message.content
     assert SECRET_DOC not in [s["doc"] for s in b["ragtune"]["sources"]]  # never even shown to the model
-    assert SECRET_DOC not in [c["doc"] for c in b["citations"]] and "14 March" not in bob.choices[0].message.content
+    assert SECRET_DOC not in [c["doc"] for c in b["citations"]] and "Vasquez" not in bob.choices[0].message.content
 
 
 def test_document_route_checks_groups_and_paths(api) -> None:

@@ -17,7 +17,7 @@ from retrieve.fusion import ADAPTIVE, adaptive_fuse, adaptive_weight, confidence
 from retrieve.retrievers import RetrieverSettings, read_settings, write_settings
 
 QUERY = "mileage rate for my own car"
-ADAPTIVE_LABEL = "hybrid (dense all-minilm-l6-v2 + BM25, adaptive score fusion)"
+ADAPTIVE_LABEL = "hybrid (dense all-minilm-l6-v2 + BM25 + documents' BM25, adaptive score fusion)"
 
 
 def test_a_confident_list_outweighs_a_flat_one():
@@ -103,7 +103,12 @@ def test_search_fuses_adaptively_by_default_and_by_rrf_when_settings_give_a_weig
     searcher = Searcher(ws, embedder)
     dense = [(h.chunk.id, h.dense_score) for h in searcher.search(QUERY, k=50, mode="dense")]
     lexical = [(h.chunk.id, h.score) for h in searcher.search(QUERY, k=50, mode="bm25")]
-    expected = adaptive_fuse(dense, lexical)[:5]
+    loaded = searcher._current()
+    docs = loaded.documents  # BM25 over whole documents, the third list: only documents the reader may read
+    doc_row = {c.id: int(d) for c, d in zip(searcher.generation.chunks, docs.doc_of_chunk)}
+    readable = docs.search(QUERY, 50, loaded.allowed_documents(frozenset()))
+    assert len(readable) < len(docs.search(QUERY, 50))  # the sample corpus's restricted documents are left out
+    expected = adaptive_fuse(dense, lexical, readable, doc_row.get)[:5]
     rrf = [i for i, _ in fuse([i for i, _ in dense], [i for i, _ in lexical], 0.5)][:5]
     assert [i for i, _ in expected] != rrf  # the query tells the two fusions apart
     hits = searcher.search(QUERY, k=5)  # no settings: adaptive score fusion; k=5 fetches 50 of each, as above

@@ -204,7 +204,8 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0
-    assert json.loads(r.stdout)["retriever"] == "hybrid (dense all-minilm-l6-v2 + BM25, adaptive score fusion)"
+    label = "hybrid (dense all-minilm-l6-v2 + BM25 + documents' BM25, adaptive score fusion)"
+    assert json.loads(r.stdout)["retriever"] == label
 
 
 def test_synth_files_with_a_bad_line_name_the_file_and_line(tmp_path):

@@ -134,16 +134,20 @@ def mine_negatives(searcher, questions: list[RetrievalQuestion], n: int, groups:
 @dataclass
 class Candidates:
     """One validation question's dense and BM25 candidate lists (chunk ids, best first), which of them are relevant,
-    and the lists' scores (cosine, BM25), which adaptive fusion reads."""
+    and the lists' scores (cosine, BM25), which adaptive fusion reads; `adaptive`: hybrid search's own adaptive
+    order (collect_candidates; it also weighs the chunks' documents), used as it is when given."""
 
     dense: list[str]
     lexical: list[str]
     relevant: set[str]
     dense_scores: list[float] = field(default_factory=list)
     lexical_scores: list[float] = field(default_factory=list)
+    adaptive: list[str] | None = None
 
     def fused(self, fusion: float | str) -> list[str]:
         """The ids in the order hybrid search gives them: `fusion` is ADAPTIVE or a dense weight of RRF."""
+        if fusion == ADAPTIVE and self.adaptive is not None:
+            return list(self.adaptive)
         if fusion == ADAPTIVE:
             if len(self.dense_scores) != len(self.dense) or len(self.lexical_scores) != len(self.lexical):
                 raise ValueError("adaptive fusion needs a score for every candidate")
@@ -160,9 +164,12 @@ def collect_candidates(searcher, questions: list[RetrievalQuestion], groups: fro
     for q in tqdm(questions, desc=desc, unit="q", disable=not progress):
         dense = searcher.search(q.query, k=CANDIDATES, mode="dense", groups=groups)
         lexical = searcher.search(q.query, k=CANDIDATES, mode="bm25", groups=groups)
-        rel = {h.chunk.id for h in dense + lexical if relevant(q, h.chunk)}
+        fused = searcher.search(q.query, k=CANDIDATES, mode="hybrid", groups=groups, rerank=False,
+                                dense_weight=ADAPTIVE)
+        rel = {h.chunk.id for h in dense + lexical + fused if relevant(q, h.chunk)}
         out.append(Candidates([h.chunk.id for h in dense], [h.chunk.id for h in lexical], rel,
-                              [float(h.score) for h in dense], [float(h.score) for h in lexical]))
+                              [float(h.score) for h in dense], [float(h.score) for h in lexical],
+                              [h.chunk.id for h in fused]))
     return out
 
 
