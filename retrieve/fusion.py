@@ -63,10 +63,18 @@ def confidence(scores) -> float:
     return max(0.0, float((s[0] - s[min(CONFIDENCE_RANK, len(s)) - 1]) / (s.std() + EPS)))
 
 
+def list_weights(*score_lists) -> list[float]:
+    """Each list's share of the fused score: its confidence over the sum of all (when every one is 0: the dense and
+    BM25 lists half each, any further list none)."""
+    conf = [confidence(scores) for scores in score_lists]
+    total = sum(conf)
+    return [c / total for c in conf] if total > 0 else [0.5 if j < 2 else 0.0 for j in range(len(conf))]
+
+
 def adaptive_weight(dense_scores, lex_scores) -> float:
-    """The dense list's share of the fused score: its confidence over the sum of both (0.5 when both are 0)."""
-    cd, cb = confidence(dense_scores), confidence(lex_scores)
-    return 0.5 if cd + cb <= 0 else cd / (cd + cb)
+    """The dense list's share of the fused score of two lists: its confidence over the sum of both (0.5 when both
+    are 0)."""
+    return list_weights(dense_scores, lex_scores)[0]
 
 
 def adaptive_fuse(dense: list[tuple], lexical: list[tuple], documents: list[tuple] = (),
@@ -76,17 +84,15 @@ def adaptive_fuse(dense: list[tuple], lexical: list[tuple], documents: list[tupl
     as (id, fused score) for every id of the dense and lexical lists.
 
     Each list's scores are z-normalised by its own mean and standard deviation, and an id's fused score is the sum
-    of its z in each list weighted by that list's share of the lists' confidence (`confidence`: the more confident
-    list counts more for this query); an id's document list z is its document's. An id missing from a list gets
+    of its z in each list weighted by that list's share of the lists' confidence (`list_weights`: the more
+    confident list counts more for this query); an id's document list z is its document's. An id missing from a list gets
     that list's lowest z (it ranked below everything the list returned). Ties go to the better dense rank, then
     the better BM25 rank. No constant to tune: unlike RRF it sees how far apart the scores are, so a list that has
     one clear answer is not outvoted by a flat one, and a flat document list (one document, or documents that all
     match alike) has no say."""
     dense, lexical, documents = list(dense), list(lexical), list(documents) if doc_of is not None else []
     lists = [dense, lexical, documents]
-    conf = [confidence([s for _, s in items]) for items in lists]
-    total = sum(conf)
-    weights = [c / total for c in conf] if total > 0 else [0.5, 0.5, 0.0]
+    weights = list_weights(*([s for _, s in items] for items in lists))
     z = [dict(zip((i for i, _ in items), zscores([s for _, s in items]))) for items in lists]
     floor = [min(table.values(), default=0.0) for table in z]
     dense_rank = {i: r for r, (i, _) in enumerate(dense)}
