@@ -125,7 +125,7 @@ def write_synthetic_index(ws: Path, n: int, dim: int, rng: np.random.Generator, 
     sample corpus's own word stream, so BM25 sees realistic term frequencies and the eval questions match."""
     from ingest.types import Chunk, sha256_hex
     from retrieve import dense
-    from retrieve.lexical import DocumentIndex, LexicalIndex
+    from retrieve.lexical import CHUNKS_DIR, DOCUMENTS_DIR, DocumentIndex, LexicalIndex
     from retrieve.store import Manifest, new_staging_dir, publish, write_chunks, write_manifest, writer_lock
 
     pyrng = random.Random(1)
@@ -143,8 +143,8 @@ def write_synthetic_index(ws: Path, n: int, dim: int, rng: np.random.Generator, 
         np.save(staging / "vectors.npy", vectors)
         kind = dense.choose_kind("auto", n)
         dense.save(dense.build(vectors, kind), staging / "dense.faiss")
-        LexicalIndex.build([c.text for c in chunks]).save(staging / "bm25")
-        DocumentIndex.build(chunks).save(staging / "bm25-docs")  # 4 chunks per document
+        LexicalIndex.build([c.text for c in chunks]).save(staging / CHUNKS_DIR)
+        DocumentIndex.build(chunks).save(staging / DOCUMENTS_DIR)  # 4 chunks per document
         write_manifest(staging, Manifest({"embed_model": "all-minilm-l6-v2"}, "synthetic", {}, [], kind, n))
         publish(ws, staging)
 

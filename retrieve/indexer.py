@@ -16,7 +16,7 @@ from ingest.types import Chunk
 from retrieve import dense
 from retrieve.embed import DEFAULT_EMBEDDER, EmbedConfig, Embedder, resolve_embedder
 from retrieve import lexical
-from retrieve.lexical import DocumentIndex, LexicalIndex
+from retrieve.lexical import CHUNKS_DIR, DOCUMENTS_DIR, DocumentIndex, LexicalIndex
 from retrieve.retrievers import tuned_embedder_path
 from retrieve.store import (IndexMissingError, Manifest, index_dir, load_current, new_staging_dir, publish,
                             write_chunks, write_manifest, writer_lock)
@@ -99,8 +99,8 @@ def build_index(docs_dir: Path, workspace: Path, config: IndexConfig | None = No
         write_chunks(staging, all_chunks)
         np.save(staging / "vectors.npy", vectors, allow_pickle=False)
         dense.save(dense.build(vectors, kind), staging / "dense.faiss")
-        LexicalIndex.build([c.embed_text for c in all_chunks]).save(staging / "bm25")
-        DocumentIndex.build(all_chunks).save(staging / "bm25-docs")
+        LexicalIndex.build([c.embed_text for c in all_chunks]).save(staging / CHUNKS_DIR)
+        DocumentIndex.build(all_chunks).save(staging / DOCUMENTS_DIR)
         manifest = Manifest(config.settings(), embedder.fingerprint, dict(sorted(docs_meta.items())),
                             [asdict(f) for f in report.failed], kind, len(all_chunks), str(docs_dir.resolve()),
                             workspace=str(Path(workspace).resolve()))

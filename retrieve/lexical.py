@@ -38,6 +38,8 @@ def tokenize(text: str) -> list[str]:
 ANALYZER = "snowball-english"  # how index_terms makes terms; recorded beside each saved index
 PLAIN = "plain"  # an index saved before stemming: tokenize() alone
 ANALYZER_FILE = "ragtune-analyzer.json"
+CHUNKS_DIR = "bm25"  # a generation's folder of the chunks' BM25 index
+DOCUMENTS_DIR = "bm25-docs"  # ... and of the whole documents' (DocumentIndex)
 _stemmers = threading.local()  # a PyStemmer Stemmer is not safe to share between threads
 
 
@@ -165,4 +167,4 @@ class DocumentIndex:
 
 def current(path: Path) -> bool:
     """Whether the lexical indexes of the generation at `path` are today's: stemmed, with a document index."""
-    return (path / "bm25-docs").is_dir() and saved_analyzer(path / "bm25") == ANALYZER
+    return (path / DOCUMENTS_DIR).is_dir() and saved_analyzer(path / CHUNKS_DIR) == ANALYZER

@@ -21,7 +21,7 @@ from ingest.types import Chunk, can_read
 from retrieve import dense
 from retrieve.embed import EmbedConfig, Embedder, resolve_embedder
 from retrieve.fusion import ADAPTIVE, RRF_K, adaptive_fuse, fuse, fusion_of  # noqa: F401 - RRF_K: an interface
-from retrieve.lexical import DocumentIndex, LexicalIndex
+from retrieve.lexical import CHUNKS_DIR, DOCUMENTS_DIR, DocumentIndex, LexicalIndex
 from retrieve.rerank import Reranker, rerank_head
 from retrieve.retrievers import RetrieverSettings, localize_model_path, part_path, read_settings, settings_stamp
 from retrieve.store import Generation, current_generation_path, load_current
@@ -76,8 +76,8 @@ class _Loaded:
 
 
 def load_generation_indexes(gen: Generation) -> _Loaded:
-    return _Loaded(gen, dense.load(gen.path / "dense.faiss"), LexicalIndex.load(gen.path / "bm25", len(gen.chunks)),
-                   DocumentIndex.load(gen.path / "bm25-docs", gen.chunks))
+    return _Loaded(gen, dense.load(gen.path / "dense.faiss"), LexicalIndex.load(gen.path / CHUNKS_DIR, len(gen.chunks)),
+                   DocumentIndex.load(gen.path / DOCUMENTS_DIR, gen.chunks))
 
 
 @dataclass

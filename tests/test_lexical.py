@@ -46,7 +46,7 @@ def test_a_chunk_of_the_matching_document_wins_a_tie():
 def test_document_rows_follow_the_chunks(built_index):
     _, ws, _ = built_index
     gen = load_current(ws)
-    docs = DocumentIndex.load(gen.path / "bm25-docs", gen.chunks)
+    docs = DocumentIndex.load(gen.path / lexical.DOCUMENTS_DIR, gen.chunks)
     keys, doc_of = DocumentIndex.rows(gen.chunks)
     assert docs is not None and docs.lexical.n_docs == len(keys) == len(gen.manifest.docs)
     assert all(keys[d] == c.doc for c, d in zip(gen.chunks, doc_of))
@@ -57,8 +57,8 @@ def test_document_rows_follow_the_chunks(built_index):
 def test_an_index_from_before_stemming_still_searches_and_is_rebuilt_without_embedding(index_copy, embedder):
     docs, ws = index_copy
     gen = load_current(ws)
-    shutil.rmtree(gen.path / "bm25-docs")
-    (gen.path / "bm25" / lexical.ANALYZER_FILE).unlink()
+    shutil.rmtree(gen.path / lexical.DOCUMENTS_DIR)
+    (gen.path / lexical.CHUNKS_DIR / lexical.ANALYZER_FILE).unlink()
     assert not lexical.current(gen.path)
     old = Searcher(ws, embedder)
     assert old._current().lexical.analyzer == PLAIN and old._current().documents is None
