@@ -7,7 +7,7 @@ gold document's chunk that shares the most of the answer's content words.
 
 Settings (each only where the workspace has what it needs):
     dense, bm25, hybrid   the packaged embedder, BM25, and their plain (equal-weight) RRF: retrieval before issue 21
-    adaptive              the same two lists by adaptive score fusion (the default since issue 21: settings.json null)
+    adaptive              adaptive score fusion of the two and of the documents' BM25 (the default: settings.json null)
     weighted              hybrid with the workspace's RRF weight, when settings.json gives one other than 0.5
     tuned dense, tuned hybrid   the newest tuned embedder (in memory unless the index is built with it)
     reranked              hybrid with the workspace's fusion, its top-N reordered by the newest trained reranker
