@@ -87,9 +87,9 @@ def adaptive_fuse(dense: list[tuple], lexical: list[tuple], documents: list[tupl
     of its z in each list weighted by that list's share of the lists' confidence (`list_weights`: the more
     confident list counts more for this query); an id's document list z is its document's. An id missing from a
     list gets that list's lowest z (it ranked below everything the list returned). Ties go to the better dense
-    rank, then the better BM25 rank. No constant to tune: unlike RRF it sees how far apart the scores are, so a list that has
-    one clear answer is not outvoted by a flat one, and a flat document list (one document, or documents that all
-    match alike) has no say."""
+    rank, then the better BM25 rank. No constant to tune: unlike RRF it sees how far apart the scores are, so a
+    list that has one clear answer is not outvoted by a flat one, and a flat document list (one document, or
+    documents that all match alike) has no say."""
     dense, lexical, documents = list(dense), list(lexical), list(documents) if doc_of is not None else []
     lists = [dense, lexical, documents]
     weights = list_weights(*([s for _, s in items] for items in lists))
