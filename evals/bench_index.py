@@ -3,7 +3,7 @@ indexing of a 1,000-document corpus, search latency at 10k and 100k chunks, retr
 the latency of reranking 20 candidates against a plain `CrossEncoder.predict` call.
 
     python -m evals.bench_index [--docs 1000] [--sizes 10000,100000] [--parts search,rerank] [--reranker DIR]
-                                [--out FILE.json]
+                                [--rerank-tokens 128] [--rerank-layers 2] [--out FILE.json]
 
 Everything runs in one process on this machine, so the figures compare like with like.
 """
@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from retrieve.rerank import RERANK_TOKENS
+from tune.retriever_train import RERANK_LAYERS
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data" / "corpus"
@@ -194,18 +197,28 @@ def recall_table(ws: Path, embedder) -> list[dict]:
 
 
 def bench_rerank(chunks, questions: list[str], reranker_dir: str | None, top: int = 20,
-                 max_tokens: int = 160) -> list[dict]:
+                 max_tokens: int = RERANK_TOKENS, layers: int | None = RERANK_LAYERS) -> list[dict]:
     """Latency of reranking `top` candidates per question: ragtune's Reranker (pairs cut to `max_tokens`, bf16 on
     CPUs with native bf16) against a plain `CrossEncoder.predict` of the same pairs (fp32, its 512-token limit).
-    Without a trained reranker the packaged MiniLM with a fresh head stands in: the cost is the same."""
+    Without a trained reranker an untrained one of the same shape stands in (the packaged MiniLM's first `layers`
+    layers and a fresh head, as `tune-retriever --rerank-layers` builds it): the cost is the same."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if not reranker_dir:
+            from retrieve.embed import resolve_embedder
+            from tune.retriever_train import mean_pooling_cross_encoder
+
+            mean_pooling_cross_encoder(resolve_embedder("all-minilm-l6-v2"), max_tokens, layers).save_pretrained(tmp)
+        return _time_rerank(reranker_dir or tmp, chunks, questions, top, max_tokens)
+
+
+def _time_rerank(path: str, chunks, questions: list[str], top: int, max_tokens: int) -> list[dict]:
     from sentence_transformers import CrossEncoder
 
-    from retrieve.embed import resolve_embedder
     from retrieve.rerank import Reranker
 
-    path = reranker_dir or resolve_embedder("all-minilm-l6-v2")
     ours = Reranker(path, max_tokens=max_tokens)
-    plain = CrossEncoder(path, num_labels=1)
+    plain = CrossEncoder(path)
+    plain.max_seq_length = 512
     rng = random.Random(0)
     texts = [c.embed_text for c in chunks]
     cases = [(q, rng.sample(texts, top)) for q in questions]
@@ -222,7 +235,8 @@ def bench_rerank(chunks, questions: list[str], reranker_dir: str | None, top: in
     rows = []
     for name, values in lat.items():
         values.sort()
-        rows.append({"call": name, "pairs": top, "tokens": max_tokens if name.startswith("ragtune") else 512,
+        rows.append({"call": name, "pairs": top, "layers": plain.config.num_hidden_layers,
+                     "tokens": max_tokens if name.startswith("ragtune") else 512,
                      "dtype": ours.dtype_name() if name.startswith("ragtune") else "float32",
                      "p50_ms": statistics.median(values), "p99_ms": values[int(0.99 * (len(values) - 1))]})
     return rows
@@ -253,7 +267,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--parts", default=",".join(PARTS), help=f"which benchmarks to run: {', '.join(PARTS)}")
     ap.add_argument("--reranker", help="a trained reranker folder (WS/retrievers/reranker-*) for the rerank timing; "
                     "default the packaged MiniLM with a fresh head (same cost)")
-    ap.add_argument("--rerank-tokens", type=int, default=160, help="tokens per pair for ragtune's reranker")
+    ap.add_argument("--rerank-tokens", type=int, default=RERANK_TOKENS, help="tokens per pair for ragtune's reranker")
+    ap.add_argument("--rerank-layers", type=int, default=RERANK_LAYERS, help="transformer layers of the stand-in "
+                    "reranker (tune-retriever's default; a trained --reranker has its own)")
     ap.add_argument("--out", type=Path, help="also write all figures to this JSON file")
     args = ap.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -289,7 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["search"] = bench_search([int(s) for s in args.sizes.split(",")], embedder, queries, vocabulary)
         print_table("Search latency, k=10 (query embedding included for dense and hybrid)", results["search"])
     if "rerank" in parts:
-        results["rerank"] = bench_rerank(chunks, queries, args.reranker, max_tokens=args.rerank_tokens)
+        results["rerank"] = bench_rerank(chunks, queries, args.reranker, max_tokens=args.rerank_tokens,
+                                         layers=args.rerank_layers)
         print_table("Reranking 20 candidates per question (sample corpus chunks)", results["rerank"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

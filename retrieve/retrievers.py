@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ingest.files import write_text_atomic
 from ingest.workspace import Workspace
+from retrieve.rerank import RERANK_TOKENS
 
 SETTINGS = "settings.json"
 CARD = "card.json"
@@ -37,7 +38,7 @@ class RetrieverSettings:
     reranker: str | None = None  # folder under WS/retrievers of the cross-encoder that reorders hybrid results
     embedder: str | None = None  # folder under WS/retrievers of the tuned embedder the index is built with
     rerank_top: int = 20  # the reranker reorders this many fused candidates
-    rerank_tokens: int = 160  # question + passage are cut to this many tokens for the reranker
+    rerank_tokens: int = RERANK_TOKENS  # question + passage are cut to this many tokens for the reranker
     rerank_weight: float = 1.0  # the reranker's order against the fused one in the top-N (weighted RRF of the
     # two orders; 1 = the reranker's order alone)
 

@@ -19,6 +19,12 @@ from retrieve.store import load_current
 from tests.conftest import REPO
 
 
+def _packaged():
+    from retrieve.embed import resolve_embedder
+
+    return resolve_embedder("all-minilm-l6-v2")
+
+
 def test_fusion_weights_span_bm25_alone_to_dense_alone():
     dense, lexical = ["a", "b", "c"], ["c", "d", "a"]
     assert [i for i, _ in fuse(dense, lexical, 0.0)][:3] == lexical  # BM25's order, dense-only ids after it
@@ -114,7 +120,8 @@ def tuned_ws(tmp_path_factory, built_index):
     ws = root / "ws"
     dataset = _synth_like_dataset(ws)
     config = RetrieverTuneConfig(workspace=ws, dataset=dataset, max_steps=2, max_train_questions=40,
-                                 max_val_questions=20, negatives=2, reranker_batch=4, embedder_batch=8)
+                                 max_val_questions=20, negatives=2, reranker_batch=4, embedder_batch=8,
+                                 rerank_layers=2)
     report = tune_retriever(config)
     return ws, report
 
@@ -129,12 +136,40 @@ def test_tune_retriever_writes_cards_and_settings(tuned_ws):
         assert card["kind"] == kind and card["steps"] == 2 and len(card["data_hash"]) == 64
         assert set(card["validation"]) == {"before", "after"} and "recall@3" in card["validation"]["after"]
         assert card["active"] == part.active and (ws / "retrievers" / part.name / "README.md").is_file()
+    reranker = ws / "retrievers" / report.parts["reranker"].name
+    assert json.loads((reranker / "card.json").read_text())["layers"] == 2  # the packaged MiniLM's first 2 of 6
+    assert json.loads((reranker / "config.json").read_text())["num_hidden_layers"] == 2
     settings = read_settings(ws)
     assert settings.reranker == (report.parts["reranker"].name if report.parts["reranker"].active else None)
     # adaptive unless asked (docs/RESULTS.md), scored beside every RRF weight; settings.json says null for it
     assert report.dense_weight == "adaptive" and settings.dense_weight is None
     assert set(report.fusion) == {"adaptive"} | {round(0.1 * i, 1) for i in range(11)}
     assert json.loads(json.dumps(report.to_json()))["fusion"]["adaptive"]["n"] == report.questions["val"]
+
+
+def test_an_untrained_reranker_already_tells_pairs_apart():
+    """The packaged MiniLM's [CLS] state is the same for every input through layer 5, so a [CLS] classification
+    head gave unrelated pairs one score and its listwise loss stayed at chance (docs/RESULTS.md); the reranker's
+    mean-pooling head starts from scores that differ with the pair, which training can then order."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from tune.retriever_train import mean_pooling_cross_encoder
+
+    pairs = [("How many days of paid holiday do I get?", "Full-time employees get 27 days of paid holiday a year."),
+             ("How many days of paid holiday do I get?", "The VPN client is Wayfarer Connect."),
+             ("Which room is the war room?", "The Blackthorn Room is the war room."),
+             ("What laptop do engineers get?", "Engineers get a ThinkPad P16s Gen 3.")]
+
+    def spread(model) -> float:
+        scores = model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+        return float(scores.max() - scores.min())
+
+    torch.manual_seed(0)
+    cls_head = CrossEncoder(str(_packaged()), num_labels=1, max_length=64, config_kwargs={"num_hidden_layers": 2})
+    torch.manual_seed(0)
+    ours = mean_pooling_cross_encoder(str(_packaged()), 64, 2)
+    assert spread(cls_head) < 1e-3 < 2e-2 < spread(ours)  # measured 0.0002 against 0.097
 
 
 def test_search_reranks_with_the_trained_reranker_unless_told_not_to(tuned_ws, embedder):
@@ -201,6 +236,9 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
                         "--fusion-weight", "most"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--fusion-weight" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
+                        "--rerank-layers", "0"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--rerank-layers must be >= 1" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0

@@ -11,6 +11,9 @@ from typing import Optional
 
 import typer
 
+from retrieve.rerank import RERANK_TOKENS
+from tune.retriever_train import RERANK_LAYERS
+
 
 def tune_retriever_command(
     workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w", envvar="RAGTUNE_WORKSPACE",
@@ -32,8 +35,10 @@ def tune_retriever_command(
     time_budget: float = typer.Option(300.0, "--time-budget", help="Seconds of training per part at most."),
     questions: int = typer.Option(2000, "--questions", help="Training questions used at most (a seeded sample)."),
     rerank_top: int = typer.Option(20, "--rerank-top", help="Fused candidates the reranker reorders per search."),
-    rerank_tokens: int = typer.Option(160, "--rerank-tokens", help="Question + passage tokens the reranker reads "
-                                      "(fewer: faster searches)."),
+    rerank_tokens: int = typer.Option(RERANK_TOKENS, "--rerank-tokens", help="Question + passage tokens the "
+                                      "reranker reads (fewer: faster searches)."),
+    rerank_layers: int = typer.Option(RERANK_LAYERS, "--rerank-layers", help="Transformer layers of the reranker: "
+                                      "the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples and of training."),
@@ -63,7 +68,8 @@ def tune_retriever_command(
                                  fusion_weight=weight,
                                  parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
                                  time_budget_s=time_budget, max_train_questions=questions, rerank_top=rerank_top,
-                                 rerank_tokens=rerank_tokens, include_groups=groups, seed=seed).check()
+                                 rerank_tokens=rerank_tokens, rerank_layers=rerank_layers,
+                                 include_groups=groups, seed=seed).check()
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         report = tune_retriever(config, progress=True)
     if as_json:

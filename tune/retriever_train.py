@@ -1,9 +1,11 @@
 """Training the two retriever parts with sentence-transformers' own trainers (which run on transformers' Trainer):
 
-- `train_reranker`: a CrossEncoder initialised from the packaged MiniLM weights (a fresh one-logit head), trained
-  listwise (cross-encoder MultipleNegativesRankingLoss): per question, the source chunk must score above its hard
-  negatives and a passage of another question in the batch. Pairs are cut to the tokens the Searcher gives the
-  reranker.
+- `train_reranker`: a CrossEncoder initialised from the packaged MiniLM weights (its first N layers), scoring a
+  pair from the mean of its token states through a fresh linear head, trained listwise (cross-encoder
+  MultipleNegativesRankingLoss): per question, the source chunk must score above its hard negatives and a passage
+  of another question in the batch. Pairs are cut to the tokens the Searcher gives the reranker. Not the usual
+  [CLS] classification head: MiniLM was trained with mean pooling, and its [CLS] state is the same for every input
+  through layer 5, so such a head starts flat and learned nothing in a CPU budget (docs/RESULTS.md).
 - `train_embedder`: a copy of the embedder trained with MultipleNegativesRankingLoss on (question, source chunk,
   hard negative) triplets: every other passage in the batch is an in-batch negative as well; the NO_DUPLICATES
   sampler keeps two questions about one chunk out of the same batch (they would be each other's false negatives).
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieve.embed import cpu_has_fast_bf16
+
+RERANK_LAYERS = 2  # the reranker keeps the packaged MiniLM's first 2 transformer layers (docs/RESULTS.md)
 
 
 @dataclass
@@ -92,19 +96,33 @@ def _fit(model, columns: dict, loss, trainer_cls, args_cls, out: Path, *, batch_
                       round(time.perf_counter() - started, 1), device, precision, bool(flag.get("stopped")))
 
 
+def mean_pooling_cross_encoder(base_model: str, max_tokens: int, layers: int | None = None):
+    """A CrossEncoder over `base_model`'s first `layers` transformer layers (all if None): a pair's score is a
+    fresh linear head over the mean of its token states."""
+    import torch
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    encoder = Transformer(base_model, max_seq_length=max_tokens,
+                          config_kwargs={"num_hidden_layers": layers} if layers else None)
+    width = encoder.auto_model.config.hidden_size
+    return CrossEncoder(modules=[encoder, Pooling(width, "mean"),
+                                 Dense(width, 1, activation_function=torch.nn.Identity(), module_output_name="scores")])
+
+
 def train_reranker(base_model: str, groups: list[tuple[str, str, list[str]]], out: Path, *, max_tokens: int,
-                   seed: int = 0, **limits) -> TrainStats:
-    """Train and save a CrossEncoder at `out` from (question, source passage, [hard negative passages]) groups
-    (every group with the same number of negatives): the source must outscore its negatives and one passage of
-    another question in the batch (listwise MultipleNegativesRankingLoss). `batch_size` counts questions;
-    `limits`: batch_size, lr, max_steps, time_budget_s, progress."""
-    from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
-                                                     CrossEncoderTrainingArguments)
+                   layers: int | None = None, seed: int = 0, **limits) -> TrainStats:
+    """Train and save a CrossEncoder (`mean_pooling_cross_encoder`) at `out` from (question, source passage,
+    [hard negative passages]) groups (every group with the same number of negatives): the source must outscore its
+    negatives and one passage of another question in the batch (listwise MultipleNegativesRankingLoss).
+    `batch_size` counts questions; `limits`: batch_size, lr, max_steps, time_budget_s, progress."""
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     rows = list(groups)
     random.Random(seed).shuffle(rows)
-    model = CrossEncoder(base_model, num_labels=1, max_length=max_tokens)
+    model = mean_pooling_cross_encoder(base_model, max_tokens, layers)
     columns = {"query": [r[0] for r in rows], "positive": [r[1] for r in rows]}
     columns.update({f"negative_{j + 1}": [r[2][j] for r in rows] for j in range(len(rows[0][2]))})
     return _fit(model, columns, MultipleNegativesRankingLoss(model, num_negatives=1), CrossEncoderTrainer,
