@@ -170,6 +170,8 @@ def test_an_untrained_reranker_already_tells_pairs_apart():
     torch.manual_seed(0)
     ours = mean_pooling_cross_encoder(str(_packaged()), 64, 2)
     assert spread(cls_head) < 1e-3 < 2e-2 < spread(ours)  # measured 0.0002 against 0.097
+    with pytest.raises(ValueError, match="--rerank-layers 7: .* has 6 layers"):
+        mean_pooling_cross_encoder(str(_packaged()), 64, 7)  # transformers would have added a random seventh
 
 
 def test_search_reranks_with_the_trained_reranker_unless_told_not_to(tuned_ws, embedder):

@@ -98,11 +98,17 @@ def _fit(model, columns: dict, loss, trainer_cls, args_cls, out: Path, *, batch_
 
 def mean_pooling_cross_encoder(base_model: str, max_tokens: int, layers: int | None = None):
     """A CrossEncoder over `base_model`'s first `layers` transformer layers (all if None): a pair's score is a
-    fresh linear head over the mean of its token states."""
+    fresh linear head over the mean of its token states. More layers than the model has is an error (transformers
+    would add random ones)."""
     import torch
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.cross_encoder import CrossEncoder
     from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import AutoConfig
+
+    has = getattr(AutoConfig.from_pretrained(base_model), "num_hidden_layers", None)
+    if layers and has and layers > has:
+        raise ValueError(f"--rerank-layers {layers}: {base_model} has {has} layers")
 
     encoder = Transformer(base_model, max_seq_length=max_tokens,
                           config_kwargs={"num_hidden_layers": layers} if layers else None)
