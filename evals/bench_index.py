@@ -29,10 +29,11 @@ CORPUS = REPO / "data" / "corpus"
 QUESTIONS = REPO / "data" / "eval" / "questions.jsonl"
 
 
-def sample_chunks(embedder):
+def sample_chunks(tokenizer):
+    """The sample corpus's chunks, cut with `tokenizer` (the embedder's)."""
     from ingest import Chunker, find_documents, read_document
 
-    chunker = Chunker(embedder.tokenizer)
+    chunker = Chunker(tokenizer)
     return [c for s in find_documents(CORPUS) for c in chunker.chunk(read_document(s))]
 
 
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict = {"threads": torch.get_num_threads()}
     embedder = Embedder()
-    chunks = sample_chunks(embedder)
+    chunks = sample_chunks(embedder.tokenizer)
     if "embedding" in parts:
         emb, v_plain, v_ours = bench_embedding(chunks)
         results["embedding"] = emb

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,6 @@ from pathlib import Path
 from retrieve.rerank import RERANK_TOKENS
 from tune.retriever_train import RERANK_LAYERS
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE_QUESTIONS = 2000  # tune-retriever's default --questions: one pass over them is the goal's unit
 
 
@@ -31,15 +31,13 @@ def corpus_groups(negatives: int = 3) -> list[dict]:
     """Heading -> section text groups from the sample corpus, with the following sections as negatives."""
     from transformers import AutoTokenizer
 
-    from ingest import Chunker, find_documents, read_document
+    from evals.bench_index import sample_chunks
     from retrieve.embed import resolve_embedder
 
-    chunker = Chunker(AutoTokenizer.from_pretrained(resolve_embedder("all-minilm-l6-v2")))
     sections: dict[str, str] = {}
-    for path in find_documents(REPO / "data" / "corpus"):
-        for chunk in chunker.chunk(read_document(path)):
-            if chunk.section and len(chunk.text) > 200:
-                sections.setdefault(chunk.section.split(" > ")[-1], chunk.text)
+    for chunk in sample_chunks(AutoTokenizer.from_pretrained(resolve_embedder("all-minilm-l6-v2"))):
+        if chunk.section and len(chunk.text) > 200:
+            sections.setdefault(chunk.section.split(" > ")[-1], chunk.text)
     items = list(sections.items())
     return [{"query": q, "positive": t, "negatives": [items[(i + k) % len(items)][1] for k in range(1, negatives + 1)]}
             for i, (q, t) in enumerate(items)]
@@ -48,11 +46,11 @@ def corpus_groups(negatives: int = 3) -> list[dict]:
 def _base_model(assets: str | None, random_weights: bool, folder: Path) -> str:
     from retrieve.embed import resolve_embedder
 
+    source = assets or resolve_embedder("all-minilm-l6-v2")
     if not random_weights:
-        return assets or resolve_embedder("all-minilm-l6-v2")
+        return source
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    source = assets or resolve_embedder("all-minilm-l6-v2")
     AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     return str(folder)
@@ -70,12 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tokens", type=int, default=RERANK_TOKENS)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    import torch
-
+    if args.device == "cpu":  # hide the GPU before torch starts: the trainer then runs on the CPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from tune import retriever_train
-
-    if args.device == "cpu" or (args.device is None and not torch.cuda.is_available()):
-        retriever_train._device_and_precision = lambda: ("cpu", "fp32")  # honour --device cpu on a GPU machine
     rows = [json.loads(line) for line in args.groups.open()] if args.groups else corpus_groups()
     rows = (rows * (args.batch * (args.steps + 1) // max(len(rows), 1) + 1))[: args.batch * (args.steps + 1)]
     groups = [(r["query"], r["positive"], list(r["negatives"])) for r in rows]
