@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieve.rerank import RERANK_TOKENS
+from retrieve.retrievers import RetrieverSettings
 from tune.retriever_train import RERANK_LAYERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,7 +198,7 @@ def recall_table(ws: Path, embedder) -> list[dict]:
     return rows
 
 
-def bench_rerank(chunks, questions: list[str], reranker_dir: str | None, top: int = 20,
+def bench_rerank(chunks, questions: list[str], reranker_dir: str | None, top: int = RetrieverSettings.rerank_top,
                  max_tokens: int = RERANK_TOKENS, layers: int | None = RERANK_LAYERS) -> list[dict]:
     """Latency of reranking `top` candidates per question: ragtune's Reranker (pairs cut to `max_tokens`, bf16 on
     CPUs with native bf16) against a plain `CrossEncoder.predict` of the same pairs (fp32, its 512-token limit).

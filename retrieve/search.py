@@ -217,14 +217,19 @@ class Searcher:
         """Which retriever a search with these arguments runs, e.g. 'hybrid (dense all-minilm-l6-v2 + BM25, adaptive
         score fusion)' or 'hybrid (dense 0.30 all-minilm-l6-v2 + BM25 0.70), reranked by
         reranker-20261127-101500 (top 20)'."""
+        return self._describe(mode, rerank, dense_weight, self._current() if mode == "hybrid" else None,
+                              self.learned() if mode == "hybrid" else None)
+
+    def _describe(self, mode: str, rerank: bool | None, dense_weight: float | str | None, loaded: _Loaded | None,
+                  learned: _Learned | None) -> str:
+        """`describe` for the generation and settings a search already holds (read once per search)."""
         if mode == "bm25":
             return "bm25"
         if mode == "dense":
             return f"dense ({self.embedder_name})"
-        learned = self.learned()
         w = fusion_of(learned.settings.dense_weight, dense_weight)
         if w == ADAPTIVE:
-            docs = " + documents' BM25" if self._current().documents is not None else ""
+            docs = " + documents' BM25" if loaded.documents is not None else ""
             text = f"hybrid (dense {self.embedder_name} + BM25{docs}, adaptive score fusion)"
         else:
             text = f"hybrid (dense {w:.2f} {self.embedder_name} + BM25 {1 - w:.2f})"
@@ -279,7 +284,7 @@ class Searcher:
             head = [chunks[i].embed_text for i, _ in scored[:learned.settings.rerank_top]]
             scored, scores = rerank_head(learned.reranker, query, scored, head, learned.settings.rerank_weight)
             rerank_score = {i: s for (i, _), s in scores.items()}
-        label = self.describe(mode, rerank, dense_weight)
+        label = self._describe(mode, rerank, dense_weight, loaded, learned)
         hits = []
         for i, s in scored[:k]:
             chunk = chunks[i]

@@ -241,6 +241,9 @@ def test_cli_tune_retriever_errors_are_one_line(tmp_path, built_index):
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
                         "--rerank-layers", "0"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--rerank-layers must be >= 1" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ragtune_cli", "tune-retriever", "--workspace", str(tmp_path / "ws"),
+                        "--rerank-layers", "7"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--rerank-layers 7:" in r.stderr and "has 6 layers" in r.stderr  # before mining
     r = subprocess.run([sys.executable, "-m", "ragtune_cli", "search", "holiday days", "--workspace",
                         str(tmp_path / "ws"), "--no-rerank", "--json"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0

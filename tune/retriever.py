@@ -61,7 +61,7 @@ class RetrieverTuneConfig:
     embedder_lr: float = 2e-5
     max_steps: int | None = None  # per part; default one pass over the training questions
     time_budget_s: float | None = 300.0  # per part: training stops after this many seconds
-    rerank_top: int = 20  # fused candidates the reranker reorders at search time
+    rerank_top: int = RetrieverSettings.rerank_top  # fused candidates the reranker reorders at search time
     rerank_tokens: int = RERANK_TOKENS  # question + passage tokens the reranker reads (latency: evals/bench_index)
     # transformer layers of the reranker: the first N of reranker_base's (fewer = faster searches; None = all). Two
     # of MiniLM's six rerank 20 candidates within ~140 ms on 2 cores and ranked as well as six on emanualqa
@@ -292,6 +292,11 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
     from retrieve import Searcher
 
     config.check()
+    if "reranker" in config.parts:  # before minutes of mining: a layer count the base model lacks fails now
+        from retrieve.embed import resolve_embedder
+        from tune.retriever_train import check_layers
+
+        check_layers(resolve_embedder(config.reranker_base), config.rerank_layers)
     started = time.perf_counter()
     ws = Path(config.workspace)
     searcher = Searcher(ws, rerank=False).with_reranker(None)

@@ -1,5 +1,6 @@
 """`ragtune tune-retriever` (registered on the app in ragtune_cli/main.py): the command-line face of
-tune.retriever.tune_retriever. Only typer and the standard library are imported here."""
+tune.retriever.tune_retriever. Only typer, the standard library and the config dataclass (its defaults are the
+options' defaults) are imported here; the training libraries load inside the command."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from typing import Optional
 
 import typer
 
-from retrieve.rerank import RERANK_TOKENS
-from tune.retriever_train import RERANK_LAYERS
+from tune.retriever import PARTS, RetrieverTuneConfig as Config
 
 
 def tune_retriever_command(
@@ -21,27 +21,27 @@ def tune_retriever_command(
                                         "else ./workspace); results go to WS/retrievers."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A synth dataset folder (train.jsonl, val.jsonl); "
                                            "default WS/datasets/default."),
-    parts: str = typer.Option("embedder,reranker", "--parts", help="What to train, comma-separated: embedder, "
+    parts: str = typer.Option(",".join(PARTS), "--parts", help="What to train, comma-separated: embedder, "
                               "reranker."),
-    fusion_weight: str = typer.Option("adaptive", "--fusion-weight", help="How hybrid search fuses dense and BM25: "
+    fusion_weight: str = typer.Option(Config.fusion_weight, "--fusion-weight", help="How hybrid search fuses dense and BM25: "
                                       "'adaptive' (the default: score fusion weighted per query, no constant), "
                                       "a dense weight of reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense "
                                       "alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth "
                                       "validation questions (they favour BM25: see docs/RESULTS.md)."),
-    negatives: int = typer.Option(3, "--negatives", help="Hard negatives per question (top hybrid hits that are "
+    negatives: int = typer.Option(Config.negatives, "--negatives", help="Hard negatives per question (top hybrid hits that are "
                                   "neither the source chunk nor hold the answer)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per part (default: one "
                                             "pass over the training questions)."),
-    time_budget: float = typer.Option(300.0, "--time-budget", help="Seconds of training per part at most."),
-    questions: int = typer.Option(2000, "--questions", help="Training questions used at most (a seeded sample)."),
-    rerank_top: int = typer.Option(20, "--rerank-top", help="Fused candidates the reranker reorders per search."),
-    rerank_tokens: int = typer.Option(RERANK_TOKENS, "--rerank-tokens", help="Question + passage tokens the "
+    time_budget: float = typer.Option(Config.time_budget_s, "--time-budget", help="Seconds of training per part at most."),
+    questions: int = typer.Option(Config.max_train_questions, "--questions", help="Training questions used at most (a seeded sample)."),
+    rerank_top: int = typer.Option(Config.rerank_top, "--rerank-top", help="Fused candidates the reranker reorders per search."),
+    rerank_tokens: int = typer.Option(Config.rerank_tokens, "--rerank-tokens", help="Question + passage tokens the "
                                       "reranker reads (fewer: faster searches)."),
-    rerank_layers: int = typer.Option(RERANK_LAYERS, "--rerank-layers", help="Transformer layers of the reranker: "
+    rerank_layers: int = typer.Option(Config.rerank_layers, "--rerank-layers", help="Transformer layers of the reranker: "
                                       "the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the samples and of training."),
+    seed: int = typer.Option(Config.seed, "--seed", help="Seed of the samples and of training."),
     reset: bool = typer.Option(False, "--reset", help="Go back to the default search (adaptive fusion, the packaged "
                                "embedder, no reranker) instead of training."),
     list_parts: bool = typer.Option(False, "--list", help="List the trained parts and their cards, then stop."),
@@ -60,11 +60,11 @@ def tune_retriever_command(
         out.update(settings=read_settings(workspace).__dict__, parts=parts_of(workspace))
         _print(out, as_json)
         return
-    from tune.retriever import RetrieverTuneConfig, tune_retriever
+    from tune.retriever import tune_retriever
 
     groups = tuple(sorted({g.strip().lower() for g in (include_groups or "").split(",") if g.strip()}))
     weight = parse_fusion(fusion_weight)
-    config = RetrieverTuneConfig(workspace=workspace, dataset=dataset, negatives=negatives, max_steps=max_steps,
+    config = Config(workspace=workspace, dataset=dataset, negatives=negatives, max_steps=max_steps,
                                  fusion_weight=weight,
                                  parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
                                  time_budget_s=time_budget, max_train_questions=questions, rerank_top=rerank_top,

@@ -96,6 +96,16 @@ def _fit(model, columns: dict, loss, trainer_cls, args_cls, out: Path, *, batch_
                       round(time.perf_counter() - started, 1), device, precision, bool(flag.get("stopped")))
 
 
+def check_layers(base_model: str, layers: int | None) -> None:
+    """A clear error when `layers` is more than `base_model` has (transformers would add random ones); reads only
+    the model's config, so `tune-retriever` calls it before mining negatives."""
+    from transformers import AutoConfig
+
+    has = getattr(AutoConfig.from_pretrained(base_model), "num_hidden_layers", None)
+    if layers and has and layers > has:
+        raise ValueError(f"--rerank-layers {layers}: {base_model} has {has} layers")
+
+
 def mean_pooling_cross_encoder(base_model: str, max_tokens: int, layers: int | None = None):
     """A CrossEncoder over `base_model`'s first `layers` transformer layers (all if None): a pair's score is a
     fresh linear head over the mean of its token states. More layers than the model has is an error (transformers
@@ -104,12 +114,8 @@ def mean_pooling_cross_encoder(base_model: str, max_tokens: int, layers: int | N
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.cross_encoder import CrossEncoder
     from sentence_transformers.sentence_transformer.modules import Pooling
-    from transformers import AutoConfig
 
-    has = getattr(AutoConfig.from_pretrained(base_model), "num_hidden_layers", None)
-    if layers and has and layers > has:
-        raise ValueError(f"--rerank-layers {layers}: {base_model} has {has} layers")
-
+    check_layers(base_model, layers)
     encoder = Transformer(base_model, max_seq_length=max_tokens,
                           config_kwargs={"num_hidden_layers": layers} if layers else None)
     width = encoder.auto_model.config.hidden_size
