@@ -23,22 +23,25 @@ def tune_retriever_command(
                                            "default WS/datasets/default."),
     parts: str = typer.Option(",".join(PARTS), "--parts", help="What to train, comma-separated: embedder, "
                               "reranker."),
-    fusion_weight: str = typer.Option(Config.fusion_weight, "--fusion-weight", help="How hybrid search fuses dense and BM25: "
-                                      "'adaptive' (the default: score fusion weighted per query, no constant), "
-                                      "a dense weight of reciprocal-rank fusion from 0 (BM25 alone) to 1 (dense "
-                                      "alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth "
+    fusion_weight: str = typer.Option(Config.fusion_weight, "--fusion-weight", help="How hybrid search fuses dense "
+                                      "and BM25: 'adaptive' (the default: score fusion weighted per query, no "
+                                      "constant), a dense weight of reciprocal-rank fusion from 0 (BM25 alone) to 1 "
+                                      "(dense alone; 0.5 is plain RRF), or 'auto' to choose among those on the synth "
                                       "validation questions (they favour BM25: see docs/RESULTS.md)."),
-    negatives: int = typer.Option(Config.negatives, "--negatives", help="Hard negatives per question (top hybrid hits that are "
-                                  "neither the source chunk nor hold the answer)."),
+    negatives: int = typer.Option(Config.negatives, "--negatives", help="Hard negatives per question (top hybrid "
+                                  "hits that are neither the source chunk nor hold the answer)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per part (default: one "
                                             "pass over the training questions)."),
-    time_budget: float = typer.Option(Config.time_budget_s, "--time-budget", help="Seconds of training per part at most."),
-    questions: int = typer.Option(Config.max_train_questions, "--questions", help="Training questions used at most (a seeded sample)."),
-    rerank_top: int = typer.Option(Config.rerank_top, "--rerank-top", help="Fused candidates the reranker reorders per search."),
+    time_budget: float = typer.Option(Config.time_budget_s, "--time-budget", help="Seconds of training per part at "
+                                      "most."),
+    questions: int = typer.Option(Config.max_train_questions, "--questions", help="Training questions used at most "
+                                  "(a seeded sample)."),
+    rerank_top: int = typer.Option(Config.rerank_top, "--rerank-top", help="Fused candidates the reranker reorders "
+                                   "per search."),
     rerank_tokens: int = typer.Option(Config.rerank_tokens, "--rerank-tokens", help="Question + passage tokens the "
                                       "reranker reads (fewer: faster searches)."),
-    rerank_layers: int = typer.Option(Config.rerank_layers, "--rerank-layers", help="Transformer layers of the reranker: "
-                                      "the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
+    rerank_layers: int = typer.Option(Config.rerank_layers, "--rerank-layers", help="Transformer layers of the "
+                                      "reranker: the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
     seed: int = typer.Option(Config.seed, "--seed", help="Seed of the samples and of training."),
