@@ -2,7 +2,7 @@
 `LocalGenerator`, on the same RAG-style chat prompts (a question plus ~200-400 tokens of context).
 
     python -m evals.bench_generate [--device cpu|cuda] [--random-weights] [--prompts N] [--max-new-tokens M]
-                                   [--adapter] [--concurrent N]
+                                   [--adapter] [--concurrent N] [--backend-url URL --backend-model NAME]
 
 Both run greedy, stop on the same end-of-turn token and are interleaved prompt by prompt, so drifting machine
 load hits both alike. --random-weights builds the default model's architecture with random weights (speed does
@@ -12,6 +12,8 @@ cannot carry the weights: run once here to create the assets, carry that folder,
 do; on CUDA it adds the decode step compiled with the adapter merged (`LocalGenerator(compile_adapters=True)`).
 --concurrent N then answers N prompts at once through the continuous batch (`BatchingGenerator`, as `ragtune
 serve` does) against the same N one after another: aggregate tokens/s side by side.
+--backend-url adds a row for an OpenAI-compatible server answering the same prompts through ragtune's remote
+generator (as `--backend-url` in ask/serve), e.g. llama.cpp's server over the packaged GGUF on this CPU, or vLLM.
 """
 
 from __future__ import annotations
@@ -193,7 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--adapter", action="store_true", help="answer with a LoRA adapter loaded (tuned / hybrid)")
     ap.add_argument("--concurrent", type=int, default=0, help="then N prompts at once, batched vs one by one")
+    ap.add_argument("--backend-url", help="also time this OpenAI-compatible server on the same prompts")
+    ap.add_argument("--backend-model", default="default", help="the model name that server serves")
+    ap.add_argument("--api-key", help="its key, if it wants one")
     args = ap.parse_args(argv)
+    if args.backend_url and args.adapter:
+        ap.error("--backend-url times the server's own model: leave out --adapter")
 
     import torch
 
@@ -269,6 +276,11 @@ def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
             finally:
                 main_gen.compile_adapters = False
         backends["  same, CUDA graphs + adapter"] = graphed
+    if args.backend_url:
+        from generate.remote import OpenAIGenerator
+
+        server = OpenAIGenerator(args.backend_url, args.api_key, args.backend_model)
+        backends[f"server {args.backend_model} (OpenAI API)"] = lambda m, n: time_local(server, m, n)
     if args.variants and not args.adapter:  # a second generator would wrap the shared model in peft again
         from generate.local import LocalGenerator
 
