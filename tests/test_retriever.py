@@ -47,6 +47,20 @@ def test_fusion_is_adaptive_unless_auto_or_a_weight_is_given():
         RetrieverTuneConfig(workspace=Path("."), fusion_weight=1.5).check()
 
 
+def test_a_part_that_only_ties_on_recall_says_the_mrr_that_decided(tmp_path):
+    from tune.retriever import _validated
+
+    card = {"name": "embedder-x", "kind": "embedder", "created": "now", "dataset": "d", "data_hash": "0" * 16,
+            "base_model": "m", "steps": 3, "wall_s": 1.0, "device": "cpu", "precision": "fp32"}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    before = {"recall@3": 1.0, "mrr": 0.9844}
+    won = _validated(tmp_path, before, {"recall@3": 1.0, "mrr": 0.9911}, "with the index's embedder")
+    assert won.active and won.why == "validation recall@3 1.0 vs 1.0 (MRR 0.9911 vs 0.9844) with the index's embedder"
+    lost = _validated(tmp_path, before, {"recall@3": 0.99, "mrr": 0.99}, "with fusion alone")
+    assert not lost.active and lost.why == "validation recall@3 0.99 vs 1.0 with fusion alone: not better, not used"
+    assert json.loads((tmp_path / "card.json").read_text())["active"] is False
+
+
 def test_fusion_weight_one_standard_error_rule():
     from tune.retriever import choose_weight
 

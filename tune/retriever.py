@@ -208,8 +208,10 @@ def _publish_part(workspace: Path, kind: str, train, card: dict) -> str:
 def _validated(folder: Path, before: dict, after: dict, what: str) -> PartReport:
     """Record the part's validation in its card and whether search uses it (only if it ranks better)."""
     won = better(after, before)
-    why = f"validation recall@3 {after['recall@3']} vs {before['recall@3']} {what}" + ("" if won else
-                                                                                       ": not better, not used")
+    why = f"validation recall@3 {after['recall@3']} vs {before['recall@3']}"
+    if after["recall@3"] == before["recall@3"]:  # the tie is broken by MRR (tune.retriever_data.better): say so
+        why += f" (MRR {after['mrr']} vs {before['mrr']})"
+    why += f" {what}" + ("" if won else ": not better, not used")
     card = json.loads((folder / "card.json").read_text())
     card.update(active=won, why=why, validation={"before": before, "after": after})
     _write_card(folder, card)
