@@ -201,6 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.backend_url and args.adapter:
         ap.error("--backend-url times the server's own model: leave out --adapter")
+    if args.backend_url:  # a server that cannot be reached, or refuses the key, stops here with one line
+        from generate.base import BackendError
+        from generate.remote import OpenAIGenerator
+
+        try:
+            served = OpenAIGenerator(args.backend_url, args.api_key, args.backend_model).served_models()
+        except BackendError as exc:
+            ap.error(f"--backend-url: {exc}")
+        if served is not None and args.backend_model not in served:
+            ap.error(f"--backend-model {args.backend_model!r}: {args.backend_url} serves {', '.join(served)}")
 
     import torch
 
