@@ -201,14 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.backend_url and args.adapter:
         ap.error("--backend-url times the server's own model: leave out --adapter")
-    if args.backend_url:  # a server that cannot be reached, or refuses the key, stops here with one line
-        from generate.base import BackendError
-        from generate.remote import OpenAIGenerator
+    server = None
+    if args.backend_url:  # a server that cannot be reached, refuses the key or lacks the model stops here
+        from serve.answer import open_generator
 
         try:
-            served = OpenAIGenerator(args.backend_url, args.api_key, args.backend_model).served_models()
-        except BackendError as exc:
-            ap.error(f"--backend-url: {exc}")
+            server = open_generator(REPO / "workspace", args.backend_model, args.backend_url, args.api_key)
+        except ValueError as exc:
+            ap.error(str(exc))
+        served = server.served_models()
         if served is not None and args.backend_model not in served:
             ap.error(f"--backend-model {args.backend_model!r}: {args.backend_url} serves {', '.join(served)}")
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         loaded = load_model(ModelConfig(cache_dir=args.cache_dir, device=args.device))
     main_gen = LocalGenerator(loaded)
-    backends, options = _backends(args, loaded, main_gen)
+    backends, options = _backends(args, loaded, main_gen, server)
 
     prompts = make_prompts(args.prompts)
     lengths = [main_gen.count_prompt_tokens(p) for p in prompts]
@@ -259,9 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         print_concurrent(main_gen, args.concurrent, args.max_new_tokens, options)
 
 
-def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
+def _backends(args, loaded, main_gen, server=None) -> tuple[dict, dict]:
     """The rows of the table ({label: fn(messages, max_new)}) and the options every ragtune call passes. With
-    --adapter every row answers with it: model.generate sees the adapter merged, as LocalGenerator leaves it."""
+    --adapter every row answers with it: model.generate sees the adapter merged, as LocalGenerator leaves it.
+    `server`: the --backend-url generator, a row of its own."""
     import tempfile
 
     options: dict = {}
@@ -286,10 +288,7 @@ def _backends(args, loaded, main_gen) -> tuple[dict, dict]:
             finally:
                 main_gen.compile_adapters = False
         backends["  same, CUDA graphs + adapter"] = graphed
-    if args.backend_url:
-        from generate.remote import OpenAIGenerator
-
-        server = OpenAIGenerator(args.backend_url, args.api_key, args.backend_model)
+    if server is not None:
         backends[f"server {args.backend_model} (OpenAI API)"] = lambda m, n: time_local(server, m, n)
     if args.variants and not args.adapter:  # a second generator would wrap the shared model in peft again
         from generate.local import LocalGenerator
