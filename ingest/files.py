@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,35 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def append_json_line(path: Path, row: dict, lock) -> None:
+    """Append `row` to a JSONL file as one line, in one write under `lock` (a threading.Lock), so concurrent writers
+    never interleave; the file is made 0600 (it holds users' questions)."""
+    line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with lock:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of an append-only log such as append_json_line writes, in order; a missing file is empty and
+    a damaged line (a crash mid-write, an edit by hand) is skipped, never fatal."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def share_tree(path: Path) -> None:

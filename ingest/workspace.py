@@ -67,6 +67,11 @@ class Workspace:
         return self.root / "feedback.jsonl"
 
     @property
+    def ratings(self) -> Path:
+        """The chat's thumbs up / down on answers, one JSON line each (tune/ratings.py)."""
+        return self.root / "ratings.jsonl"
+
+    @property
     def serve_settings(self) -> Path:
         """The app's adapter per mode ({"adapters": {"tuned": A, "hybrid": B}})."""
         return self.root / "serve.json"

@@ -55,7 +55,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
                              "set_groups": handlers.set_groups, "delete": handlers.delete_doc,
                              "start_tune": handlers.start_tune, "run_evaluation": handlers.run_evaluation,
                              "use_adapter": handlers.use_adapter, "chat": chat_handlers.chat,
-                             "compare": chat_handlers.compare, "vote": chat_handlers.vote, "on_load": on_load}
+                             "compare": chat_handlers.compare, "vote": chat_handlers.vote, "rate": chat_handlers.rate,
+                             "on_load": on_load}
     return demo
 
 

@@ -7,6 +7,7 @@ answer waits its turn at the service's gate for the one model. serve/app.py puts
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 
 import gradio as gr
@@ -22,6 +23,7 @@ from serve.feedback import COMPARE_MODES, record_vote, tally
 from serve.openai_api import BusyError
 from serve.server import Ragtune
 from serve.users import User
+from tune.ratings import record_rating
 
 TALLY_HEADERS = ["mode", "votes", "share %"]
 
@@ -56,44 +58,55 @@ class AppSession:
         return gr.update(choices=names, value=value if value in names else self.service.settings.default_adapter())
 
 
+def rating_entry(result) -> dict:
+    """What a rating of this answer records: its question, mode, text and the chunks shown as its sources (cited by
+    the model's [n], or matched by the answer's words when it gave none)."""
+    cited = result.citations
+    return {"id": uuid.uuid4().hex, "question": result.question, "mode": result.mode, "adapter": result.adapter,
+            "answer": result.answer, "cited": [c.chunk_id for c in cited], "docs": [c.doc for c in cited]}
+
+
 def _adapter(value: str | None) -> str | None:
     return None if not value or value in (NO_ADAPTER, AUTO_ADAPTER) else value
 
 
 class ChatHandlers:
-    """chat, clear_chat, compare and vote over one service."""
+    """chat, clear_chat, rate, compare and vote over one service."""
 
     def __init__(self, session: AppSession) -> None:
         self.session = session
         self.service = session.service
 
-    def chat(self, message, display, history, mode, adapter, request: gr.Request):
+    def chat(self, message, display, history, mode, adapter, request: gr.Request, rated=None):
+        """Answer in the chat. `rated` (server-side state) maps each finished answer's place in the chat to what a
+        thumbs up / down on it records (`rate`)."""
         user = self.session.user_of(request)
         message = flatten_content(message).strip()
         display = flatten_messages(display)
+        rated = dict(rated or {})
         if not message:
-            yield display, "", history, ""
+            yield display, "", history, "", rated
             return
         display = display + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
-        yield display, "", history, "thinking…"
+        yield display, "", history, "thinking…", rated
         try:
             ticket, stream = self.service.answers.open_answer(user, message, mode, _adapter(adapter), history)
         except (AnswerError, BusyError, ValueError, BackendError) as e:  # BackendError: --backend-url is down
             display[-1]["content"] = f"⚠️ {e}"
-            yield display, "", history, ""
+            yield display, "", history, "", rated
             return
         text = ""
         try:
             if self.service.gate.waiting > 1:
                 display[-1]["content"] = f"… waiting for the model ({self.service.gate.waiting - 1} ahead)"
-                yield display, "", history, "queued"
+                yield display, "", history, "queued", rated
             for piece in self.service.answers.run_answer(ticket, stream):
                 text += piece
                 display[-1]["content"] = text
-                yield display, "", history, "answering…"
+                yield display, "", history, "answering…", rated
         except Exception as e:  # noqa: BLE001 - a failed generation is shown in the chat, not as a modal
             display[-1]["content"] = (text + "\n\n" if text else "") + f"⚠️ the answer failed: {e}"
-            yield display, "", history, ""
+            yield display, "", history, "", rated
             return
         finally:  # the page went away mid-answer (Gradio closes this generator): give the place in line back
             self.service.answers.abandon(ticket, stream)
@@ -101,12 +114,31 @@ class ChatHandlers:
         if result is None:
             return
         display[-1]["content"] = format_answer(result)
+        rated[len(display) - 1] = rating_entry(result)
         history = list(history) + [{"role": "user", "content": message},
                                    {"role": "assistant", "content": result.answer}]
-        yield display, "", history, format_timings(result)
+        yield display, "", history, format_timings(result), rated
+
+    def rate(self, rated, like: gr.LikeData, request: gr.Request):
+        """A thumbs up / down on one of this chat's answers: recorded with the chunks it cited that the user may
+        still read (tune/ratings.py); `ragtune tune-retriever` learns from the liked ones."""
+        user = self.session.user_of(request)
+        index = like.index[0] if isinstance(like.index, (list, tuple)) else like.index
+        entry = (rated or {}).get(index)
+        if entry is None:
+            return "Only answers given in this chat can be rated."
+        liked = like.liked if like.liked in (True, False) else None
+        docs = [d for d in entry["docs"] if self.service.docs.may_read(d, user.groups)]
+        cited = [c for c, d in zip(entry["cited"], entry["docs"]) if d in docs]
+        record_rating(self.service.workspace, user.name, entry["id"], entry["question"], liked, mode=entry["mode"],
+                      adapter=entry["adapter"], answer=entry["answer"], cited=cited, docs=docs)
+        if liked is None:
+            return "Rating taken back."
+        learn = " Liked answers with sources teach search (`ragtune tune-retriever`)." if liked and cited else ""
+        return f"Thanks: recorded that this answer {'helped' if liked else 'did not help'}.{learn}"
 
     def clear_chat(self):
-        return [], [], ""
+        return [], [], "", {}
 
     def compare(self, question, adapter, request: gr.Request):
         """The question in every mode of COMPARE_MODES, one column after another; the last view's state is what a
@@ -178,7 +210,7 @@ def chat_tab(h: ChatHandlers, gen: dict, priv: dict) -> SimpleNamespace:
             adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="chat-adapter",
                                   info=f"used by tuned and hybrid; {AUTO_ADAPTER}: the app's choice per mode")
         chatbot = gr.Chatbot(elem_id="chatbot", label="Answers with their sources", height=480,
-                             buttons=["copy"], feedback_options=None,
+                             buttons=["copy"], feedback_options=("Like", "Dislike"),
                              placeholder="Ask about policies, how-tos, products… Sources are cited under "
                                          "each answer; click one to open the document.")
         with gr.Row():
@@ -188,11 +220,13 @@ def chat_tab(h: ChatHandlers, gen: dict, priv: dict) -> SimpleNamespace:
             clear = gr.Button("Clear", elem_id="chat-clear", scale=1)
         status = gr.Markdown(elem_id="status-line")
         history = gr.State([])
-    chat_io = dict(fn=h.chat, inputs=[msg, chatbot, history, mode, adapter], outputs=[chatbot, msg, history, status],
-                   **gen)
+        rated = gr.State({})
+    chat_io = dict(fn=h.chat, inputs=[msg, chatbot, history, mode, adapter, rated],
+                   outputs=[chatbot, msg, history, status, rated], **gen)
     send.click(**chat_io)
     msg.submit(**chat_io)
-    clear.click(h.clear_chat, outputs=[chatbot, history, status], **priv)
+    clear.click(h.clear_chat, outputs=[chatbot, history, status, rated], **priv)
+    chatbot.like(h.rate, inputs=[rated], outputs=[status], **priv)
     return SimpleNamespace(mode=mode, adapter=adapter)
 
 

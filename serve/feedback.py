@@ -7,14 +7,13 @@ skipped when tallying, never fatal.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from generate.modes import APP_MODES
+from ingest.files import append_json_line, read_json_lines
 from ingest.workspace import Workspace
 
 COMPARE_MODES = APP_MODES  # the compare tab shows every mode the app offers, side by side
@@ -35,31 +34,12 @@ def record_vote(workspace: Path, user: str, question: str, answers: dict[str, st
            "answers": {m: answers.get(m, "") for m in COMPARE_MODES}, "adapter": adapter, "choice": choice}
     if timings:
         row["timings"] = timings
-    line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-    path = feedback_path(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+    append_json_line(feedback_path(workspace), row, _lock)
     return row
 
 
 def read_votes(workspace: Path) -> list[dict]:
-    path = feedback_path(workspace)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and row.get("choice") in COMPARE_MODES:
-            rows.append(row)
-    return rows
+    return [r for r in read_json_lines(feedback_path(workspace)) if r.get("choice") in COMPARE_MODES]
 
 
 def tally(workspace: Path) -> list[list]:

@@ -163,6 +163,11 @@ def test_login_ask_and_see_the_streamed_answer_with_a_citation(app_server, tmp_p
     cited = [d for d in ("hr/employee-handbook.md", "hr/onboarding-checklist.md") if d in sources]
     assert cited and "6 months" in sources  # and the quoted passage
     shot(page, tmp_path, "02-chat-answer-with-citation")
+    # a thumbs up records the answer with its sources, which tune-retriever learns from (tune/ratings.py)
+    page.locator("#chatbot").get_by_label("Like", exact=True).last.click()
+    expect(page.locator("#status-line")).to_contain_text("helped")
+    row = json.loads((app_server.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
+    assert row["user"] == "bob" and row["liked"] is True and row["question"] == PUBLIC_Q and cited[0] in row["docs"]
     assert page.get_by_text("Only admins").count() == 0  # no admin handler fired for him on page load
     # bob is no admin: no Tune / Evaluate tabs, no document management
     assert page.get_by_role("tab", name="Tune").count() == 0

@@ -120,6 +120,56 @@ def _synth_like_dataset(ws: Path) -> Path:
     return folder
 
 
+def _ratings(ws: Path) -> None:
+    """Users' ratings as the chat writes them (tune/ratings.py): 11 liked answers citing public chunks (one rated
+    twice: its last rating counts), one citing a restricted chunk, one a chunk no longer indexed, one disliked and
+    one taken back."""
+    from tune.ratings import record_rating
+
+    chunks = load_current(ws).chunks
+    public = [c for c in chunks if not c.groups][1::7][:11]
+    restricted = next(c for c in chunks if c.groups)
+
+    def rate(user, n, question, liked, chunk_ids):
+        record_rating(ws, user, f"a{n}", question, liked, mode="rag", adapter=None, answer="an answer",
+                      cited=chunk_ids, docs=["doc"] * len(chunk_ids))
+
+    for n, c in enumerate(public):
+        rate("bob", n, f"In other words, what does the part about {c.section or c.doc} say? ({n})", True, [c.id])
+    rate("bob", 0, f"In other words, what does the part about {public[0].section or public[0].doc} say? (0)", True,
+         [public[0].id])
+    rate("bob", 20, "Who may see the restricted notes?", True, [restricted.id])
+    rate("bob", 21, "What did the deleted page say?", True, ["gone-chunk"])
+    rate("erin", 22, "A question answered badly", False, [public[0].id])
+    rate("erin", 23, "A rating taken back", True, [public[1].id])
+    rate("erin", 23, "A rating taken back", None, [public[1].id])
+
+
+def test_liked_answers_become_training_and_validation_questions(tmp_path, built_index):
+    import shutil
+
+    from tune.ratings import liked_pairs, rating_counts, read_ratings
+    from tune.retriever_data import load_questions
+
+    ws = tmp_path / "ws"
+    shutil.copytree(built_index[1], ws)
+    dataset = _synth_like_dataset(ws)
+    _ratings(ws)
+    (ws / "ratings.jsonl").open("a").write("{damaged line\n")  # skipped, never fatal
+    assert rating_counts(ws) == {"liked": 13, "disliked": 1, "liked_with_sources": 13}
+    pairs = liked_pairs(read_ratings(ws))
+    assert len(pairs) == 13  # the answer rated twice counts once; the disliked and the taken-back one not at all
+    chunks = load_current(ws).chunks
+    plain = load_questions(ws, dataset, chunks, max_train=40, max_val=20)
+    sets = load_questions(ws, dataset, chunks, max_train=40, max_val=20, rated=pairs, rated_weight=4)
+    assert sets.rated == {"train": 8, "val": 3}  # 11 usable: every 5th (seeded) held out for validation
+    assert sets.skipped == {**plain.skipped, "rated restricted": 1, "rated stale": 1}
+    users = [q for q in sets.train if q.query.startswith("In other words")]
+    assert len(users) == 8 and all(q.weight == 4 for q in users) and all(q.weight == 1 for q in plain.train)
+    assert len([q for q in sets.val if q.query.startswith("In other words")]) == 3
+    assert sets.data_hash != plain.data_hash  # the card's data hash changes with the ratings
+
+
 @pytest.fixture(scope="module")
 def tuned_ws(tmp_path_factory, built_index):
     """A copy of the sample index after `tune_retriever` trained both parts for a few steps."""
@@ -133,6 +183,7 @@ def tuned_ws(tmp_path_factory, built_index):
     shutil.copytree(ws0, root / "ws")
     ws = root / "ws"
     dataset = _synth_like_dataset(ws)
+    _ratings(ws)
     config = RetrieverTuneConfig(workspace=ws, dataset=dataset, max_steps=2, max_train_questions=40,
                                  max_val_questions=20, negatives=2, reranker_batch=4, embedder_batch=8,
                                  rerank_layers=2)
@@ -143,6 +194,8 @@ def tuned_ws(tmp_path_factory, built_index):
 def test_tune_retriever_writes_cards_and_settings(tuned_ws):
     ws, report = tuned_ws
     assert report.questions["skipped"].get("restricted") == 1  # the restricted chunk's question stayed out
+    assert report.questions["skipped"].get("rated restricted") == 1  # so did the liked answer citing one
+    assert report.questions["rated"] == {"train": 8, "val": 3}  # users' liked questions joined synth's
     assert report.questions["train"] >= 10 and report.questions["val"] >= 10
     assert set(report.parts) == {"embedder", "reranker"}
     for kind, part in report.parts.items():

@@ -112,7 +112,7 @@ def test_groups_decide_reading_for_admins_too_on_every_path(sec) -> None:
     assert FINANCE_DOC not in [s["doc"] for s in reply["ragtune"]["sources"]]
 
     handlers = sec.service.demo.ragtune_handlers
-    chat = alice.call(fn_index(sec.service.demo, handlers["chat"]), [FINANCE_Q, [], [], "rag", None])
+    chat = alice.call(fn_index(sec.service.demo, handlers["chat"]), [FINANCE_Q, [], [], "rag", None, {}])
     assert chat["success"] and "budget-fy2026" not in json.dumps(chat["output"]["data"][0])
     rows = alice.call(fn_named(sec.service.demo, "refresh_docs"), [])["output"]["data"][0]["data"]
     [finance] = [r for r in rows if "budget-fy2026" in r[0]]
@@ -178,6 +178,37 @@ def test_health_counters_and_the_route_list_need_a_login(sec) -> None:
     full = httpx.get(sec.url + "/ragtune/health", headers=bearer(sec, "bob")).json()
     assert full["ok"] and "served" in full and "waiting" in full
     assert session(sec, "bob").http.get("/openapi.json").status_code == 200
+
+
+def test_a_rating_records_only_the_raters_own_answer_and_what_they_may_read(sec) -> None:
+    """The chat's thumbs up / down (tune/ratings.py: what tune-retriever learns from) over Gradio's HTTP API: no login
+    is refused; what a rating records comes from the server's state of the rater's own chat, never from the call."""
+    demo = sec.service.demo
+    chat, rate = (fn_index(demo, demo.ragtune_handlers[n]) for n in ("chat", "rate"))
+    log = sec.root / "ws" / "ratings.jsonl"
+    start = len(log.read_text().splitlines()) if log.exists() else 0
+    like = {"index": 1, "value": "x", "liked": True}
+    forged = {"1": {"id": "forged", "question": FINANCE_Q, "mode": "rag", "adapter": None, "answer": "x",
+                    "cited": ["forged"], "docs": [FINANCE_DOC]}}
+
+    def rated(who: GradioSession) -> dict:
+        joined = who.join(rate, [forged], event_data=like)
+        return joined.json() if joined.status_code != 200 else who.result(joined.json()["event_id"])
+
+    assert not rated(GradioSession(sec.url)).get("success")  # not logged in: refused, nothing written
+    bob = session(sec, "bob")
+    nothing = rated(bob)  # no answer in his chat yet: the forged state is not his
+    assert nothing["success"] and "Only answers given in this chat" in nothing["output"]["data"][0]
+    assert (len(log.read_text().splitlines()) if log.exists() else 0) == start
+    answered = bob.call(chat, ["How long is the probation period for new hires?", [], [], "rag", None, forged])
+    assert answered["success"]
+    thanks = rated(bob)
+    assert thanks["success"] and "recorded" in thanks["output"]["data"][0]
+    [row] = [json.loads(line) for line in log.read_text().splitlines()[start:]]
+    assert row["user"] == "bob" and row["liked"] is True and row["question"].startswith("How long is the probation")
+    assert row["id"] != "forged" and row["cited"] and FINANCE_DOC not in row["docs"]
+    assert all(sec.service.docs.may_read(d, frozenset()) for d in row["docs"])
+    assert oct(log.stat().st_mode & 0o777) == "0o600"  # it holds users' questions
 
 
 def test_a_copied_workspace_writes_uploads_into_its_own_documents(tmp_path, embedder, local_generator) -> None:

@@ -3,7 +3,8 @@
     report = tune_retriever(RetrieverTuneConfig(workspace=Path("ws")))
 
 1. Questions: the dataset's (question, source chunk) pairs (tune/retriever_data.py); validation questions come
-   from the documents synth held out. Hard negatives from today's hybrid search.
+   from the documents synth held out. Users' liked answers in the app add their questions with the chunks they
+   cited (tune/ratings.py). Hard negatives from today's hybrid search.
 2. Embedder (optional part): a fine-tuned copy of the index's embedder, scored on validation with its own fusion
    weight against the embedder the index has now.
 3. Fusion: adaptive score fusion by default (retrieve/fusion.adaptive_fuse, no constant), a given dense weight of
@@ -30,6 +31,7 @@ from retrieve.fusion import ADAPTIVE
 from retrieve.rerank import RERANK_TOKENS
 from retrieve.retrievers import (RetrieverSettings, part_path, read_settings, remove_unused, retrievers_dir,
                                  write_settings)
+from tune.ratings import liked_pairs, read_ratings
 from tune.retriever_train import RERANK_LAYERS
 from tune.retriever_data import (Candidates, better, collect_candidates, first_relevant, load_questions,
                                  mine_negatives, recall_table)
@@ -68,6 +70,10 @@ class RetrieverTuneConfig:
     rerank_layers: int | None = RERANK_LAYERS
     reranker_base: str = "all-minilm-l6-v2"  # the packaged MiniLM weights (alias), a folder or a hub id
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups may be questions (as synth's option)
+    # users' liked answers in the app (WS/ratings.jsonl, tune/ratings.py): each question with the chunks its answer
+    # cited joins the synth questions, trained on `rated_weight` times (a fifth held out for validation from 10 on)
+    ratings: bool = True
+    rated_weight: int = 4
     seed: int = 0
 
     def check(self) -> "RetrieverTuneConfig":
@@ -83,6 +89,8 @@ class RetrieverTuneConfig:
             raise ValueError(f"--fusion-weight must be 'adaptive', 'auto' or a number from 0 to 1, not {w}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("--max-steps must be >= 1")
+        if self.rated_weight < 1:
+            raise ValueError("--rated-weight must be >= 1")
         if self.max_train_questions < 10 or self.max_val_questions < 10:
             raise ValueError("at least 10 training and 10 validation questions are needed")
         return self
@@ -236,7 +244,8 @@ def _tune_embedder(config: RetrieverTuneConfig, searcher, sets, texts: dict, bas
     from retrieve.embed import resolve_embedder
     from tune.retriever_train import train_embedder
 
-    triplets = [(q.query, texts[q.chunk_id], texts[q.negatives[0]]) for q in sets.train if q.negatives]
+    triplets = [(q.query, texts[q.chunk_id], texts[q.negatives[0]]) for q in sets.train
+                for _ in range(q.weight) if q.negatives]
     name = _publish_part(config.workspace, "embedder", lambda out: train_embedder(
         resolve_embedder(base_model), triplets, out, batch_size=config.embedder_batch, lr=config.embedder_lr,
         max_steps=config.max_steps, time_budget_s=config.time_budget_s, seed=config.seed, progress=progress),
@@ -257,7 +266,7 @@ def _tune_reranker(config: RetrieverTuneConfig, sets, texts: dict, cands: list, 
     from tune.retriever_train import train_reranker
 
     groups = [(q.query, texts[q.chunk_id], [texts[n] for n in q.negatives]) for q in sets.train
-              if len(q.negatives) == config.negatives]
+              for _ in range(q.weight) if len(q.negatives) == config.negatives]
     if not groups:
         raise ValueError(f"no training question has {config.negatives} hard negatives: lower --negatives")
     name = _publish_part(config.workspace, "reranker", lambda out: train_reranker(
@@ -303,8 +312,9 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
     ws = Path(config.workspace)
     searcher = Searcher(ws, rerank=False).with_reranker(None)
     gen = searcher.generation
+    rated = liked_pairs(read_ratings(ws)) if config.ratings else []
     sets = load_questions(ws, config.dataset, gen.chunks, config.include_groups, config.max_train_questions,
-                          config.max_val_questions, config.seed)
+                          config.max_val_questions, config.seed, rated, config.rated_weight)
     groups = frozenset(config.include_groups)
     texts = {c.id: c.embed_text for c in gen.chunks}
     mine_negatives(searcher, sets.train, config.negatives, groups, progress)
@@ -312,7 +322,8 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
     tables = fusion_tables(cands)
     weight = _weight(config, tables)
     card = {"dataset": str(sets.dataset), "data_hash": sets.data_hash, "negatives": config.negatives,
-            "questions": {"train": len(sets.train), "val": len(sets.val), "skipped": sets.skipped},
+            "questions": {"train": len(sets.train), "val": len(sets.val), "skipped": sets.skipped,
+                          "rated": sets.rated},
             "hyperparameters": {k: v for k, v in asdict(config).items() if k not in ("workspace", "dataset")}}
     previous = read_settings(ws)
     index_part, base_model = _index_embedder(searcher)

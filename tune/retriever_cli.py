@@ -44,6 +44,10 @@ def tune_retriever_command(
                                       "reranker: the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
+    ratings: bool = typer.Option(Config.ratings, "--ratings/--no-ratings", help="Also learn from the app's liked "
+                                 "answers (WS/ratings.jsonl): each question with the chunks its answer cited."),
+    rated_weight: int = typer.Option(Config.rated_weight, "--rated-weight", help="Times each liked question is "
+                                     "trained on (synth's once)."),
     seed: int = typer.Option(Config.seed, "--seed", help="Seed of the samples and of training."),
     reset: bool = typer.Option(False, "--reset", help="Go back to the default search (adaptive fusion, the packaged "
                                "embedder, no reranker) instead of training."),
@@ -72,15 +76,19 @@ def tune_retriever_command(
                                  parts=tuple(p.strip() for p in parts.split(",") if p.strip()),
                                  time_budget_s=time_budget, max_train_questions=questions, rerank_top=rerank_top,
                                  rerank_tokens=rerank_tokens, rerank_layers=rerank_layers,
-                                 include_groups=groups, seed=seed).check()
+                                 include_groups=groups, ratings=ratings, rated_weight=rated_weight,
+                                 seed=seed).check()
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         report = tune_retriever(config, progress=True)
     if as_json:
         _print(report.to_json(), True)
         return
     q = report.questions
+    rated = q.get("rated") or {}
+    users = (f" (users' liked questions: {rated['train']} training, {rated['val']} validation)"
+             if rated.get("train") or rated.get("val") else "")
     lines = [f"retriever of {workspace}: {q['train']} training / {q['val']} validation questions from "
-             f"{report.dataset}", f"fusion: {fusion_label(report.dense_weight)} (validation recall@3 "
+             f"{report.dataset}{users}", f"fusion: {fusion_label(report.dense_weight)} (validation recall@3 "
              f"{report.fusion[report.dense_weight]['recall@3']}; adaptive {report.fusion['adaptive']['recall@3']}, "
              f"plain RRF {report.fusion[0.5]['recall@3']})"]
     for kind, p in report.parts.items():

@@ -2,7 +2,8 @@
 
 Each distinct (question, source chunk) of WS/datasets/NAME/train.jsonl becomes a training question, of val.jsonl
 (documents held out by synth) a validation question. A cloze item is searched by its sentence start, as synth's
-round trip does. Hard negatives are the top hybrid hits (adaptive score fusion, no reranker) that are neither
+round trip does. Users' liked answers (tune/ratings.py) add their question with each chunk the answer cited, in
+the users' own words. Hard negatives are the top hybrid hits (adaptive score fusion, no reranker) that are neither
 the source chunk nor hold the answer: what the retriever confuses today, like the RAFT distractors. Restricted chunks never take
 part, as positives or negatives, unless their groups are named (`include_groups`).
 
@@ -35,6 +36,7 @@ class RetrievalQuestion:
     chunk_id: str
     doc: str
     negatives: list[str] = field(default_factory=list)  # chunk ids
+    weight: int = 1  # times it is trained on (a user's liked question counts more than one of synth's)
 
 
 @dataclass
@@ -43,7 +45,8 @@ class QuestionSets:
     val: list[RetrievalQuestion]
     dataset: Path
     data_hash: str
-    skipped: dict[str, int]  # why rows were not used: stale (chunk no longer indexed), restricted
+    skipped: dict[str, int]  # why rows were not used: stale (chunk no longer indexed), restricted; "rated ..." alike
+    rated: dict[str, int] = field(default_factory=lambda: {"train": 0, "val": 0})  # users' liked questions used
 
 
 def dataset_folder(workspace: Path, dataset: Path | None) -> Path:
@@ -68,7 +71,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _questions(rows: list[dict], chunks: dict[str, Chunk], groups: frozenset[str],
-               skipped: dict[str, int]) -> list[RetrievalQuestion]:
+               skipped: dict[str, int], label: str = "") -> list[RetrievalQuestion]:
     out, seen = [], set()
     for row in rows:
         query = cloze_prefix(row["question"]).strip()
@@ -78,18 +81,34 @@ def _questions(rows: list[dict], chunks: dict[str, Chunk], groups: frozenset[str
         seen.add(key)
         chunk = chunks.get(row["chunk_id"])
         if chunk is None:
-            skipped["stale"] = skipped.get("stale", 0) + 1
+            skipped[label + "stale"] = skipped.get(label + "stale", 0) + 1
         elif chunk.groups and not can_read(chunk.groups, groups):
-            skipped["restricted"] = skipped.get("restricted", 0) + 1
+            skipped[label + "restricted"] = skipped.get(label + "restricted", 0) + 1
         else:
             out.append(RetrievalQuestion(query, str(row.get("answer") or ""), chunk.id, chunk.doc))
     return out
 
 
+def _rated(pairs: list[tuple[str, str]], chunks: dict[str, Chunk], groups: frozenset[str], skipped: dict[str, int],
+           weight: int, seed: int) -> tuple[list[RetrievalQuestion], list[RetrievalQuestion]]:
+    """Users' liked (question, cited chunk) pairs (tune/ratings.py) as training and validation questions: with 10
+    or more distinct questions, every 5th (seeded) is held out for validation, the rest are trained on `weight`
+    times. Restricted and stale chunks are skipped as synth's are ("rated restricted", "rated stale")."""
+    rated = _questions([{"question": q, "chunk_id": c} for q, c in pairs], chunks, groups, skipped, "rated ")
+    distinct = sorted({q.query.lower() for q in rated})
+    random.Random(seed).shuffle(distinct)
+    held = set(distinct[::5]) if len(distinct) >= 10 else set()
+    for q in rated:
+        q.weight = 1 if q.query.lower() in held else weight
+    return [q for q in rated if q.query.lower() not in held], [q for q in rated if q.query.lower() in held]
+
+
 def load_questions(workspace: Path, dataset: Path | None, chunks: list[Chunk], include_groups: tuple[str, ...] = (),
-                   max_train: int = 2000, max_val: int = 300, seed: int = 0) -> QuestionSets:
-    """The dataset's questions whose source chunk is in the live index, sampled (seeded) to the caps. With too
-    few validation questions (under 30), a tenth of the training documents is held out for validation instead."""
+                   max_train: int = 2000, max_val: int = 300, seed: int = 0,
+                   rated: list[tuple[str, str]] = (), rated_weight: int = 4) -> QuestionSets:
+    """The dataset's questions whose source chunk is in the live index, sampled (seeded) to the caps, then users'
+    liked questions (`rated`, see _rated) added to both. With too few validation questions (under 30), a tenth of
+    the training documents is held out for validation instead."""
     folder = dataset_folder(workspace, dataset)
     by_id = {c.id: c for c in chunks}
     skipped: dict[str, int] = {}
@@ -108,11 +127,14 @@ def load_questions(workspace: Path, dataset: Path | None, chunks: list[Chunk], i
     rng = random.Random(seed)
     train = rng.sample(train, min(max_train, len(train)))
     val = rng.sample(val, min(max_val, len(val)))
+    user_train, user_val = _rated(list(rated), by_id, groups, skipped, rated_weight, seed)
     digest = hashlib.sha256()
     for name in ("train.jsonl", "val.jsonl"):
         if (folder / name).is_file():
             digest.update((folder / name).read_bytes())
-    return QuestionSets(train, val, folder, digest.hexdigest(), skipped)
+    digest.update(repr(sorted(rated)).encode("utf-8") if rated else b"")
+    return QuestionSets(train + user_train, val + user_val, folder, digest.hexdigest(), skipped,
+                        {"train": len(user_train), "val": len(user_val)})
 
 
 def relevant(q: RetrievalQuestion, chunk: Chunk) -> bool:
