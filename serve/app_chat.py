@@ -58,12 +58,17 @@ class AppSession:
         return gr.update(choices=names, value=value if value in names else self.service.settings.default_adapter())
 
 
+PASSAGE_OPTIONS = tuple(f"Passage [{n}] had the answer" for n in range(1, 6))  # the chat's feedback menu
+_FEEDBACK = ("Like", "Dislike") + PASSAGE_OPTIONS
+
+
 def rating_entry(result) -> dict:
-    """What a rating of this answer records: its question, mode, text and the chunks shown as its sources (cited by
-    the model's [n], or matched by the answer's words when it gave none)."""
-    cited = result.citations
+    """What a rating of this answer records: its question, mode, text, the chunks shown as its sources (cited by
+    the model's [n], or matched by the answer's words when it gave none) and every passage it read, by number."""
     return {"id": uuid.uuid4().hex, "question": result.question, "mode": result.mode, "adapter": result.adapter,
-            "answer": result.answer, "cited": [c.chunk_id for c in cited], "docs": [c.doc for c in cited]}
+            "answer": result.answer, "cited": [c.chunk_id for c in result.citations],
+            "docs": [c.doc for c in result.citations],
+            "read": {s.n: (s.chunk_id, s.doc) for s in result.sources}}
 
 
 def _adapter(value: str | None) -> str | None:
@@ -120,21 +125,36 @@ class ChatHandlers:
         yield display, "", history, format_timings(result), rated
 
     def rate(self, rated, like: gr.LikeData, request: gr.Request):
-        """A thumbs up / down on one of this chat's answers: recorded with the chunks it cited that the user may
-        still read (tune/ratings.py); `ragtune tune-retriever` learns from the liked ones."""
+        """Feedback on one of this chat's answers, recorded (tune/ratings.py) with the chunks it names that the user
+        may still read: a thumbs up names the answer's sources; "Passage [n] had the answer" names passage n, for an
+        answer that missed what its passages held; a thumbs down names none; unselecting takes it back.
+        `ragtune tune-retriever` learns from the chunks named."""
         user = self.session.user_of(request)
         index = like.index[0] if isinstance(like.index, (list, tuple)) else like.index
         entry = (rated or {}).get(index)
         if entry is None:
             return "Only answers given in this chat can be rated."
-        liked = like.liked if like.liked in (True, False) else None
-        docs = [d for d in entry["docs"] if self.service.docs.may_read(d, user.groups)]
-        cited = [c for c, d in zip(entry["cited"], entry["docs"]) if d in docs]
+        liked, passage = like.liked, None
+        if liked in PASSAGE_OPTIONS:
+            passage = PASSAGE_OPTIONS.index(liked) + 1
+            if passage not in entry["read"]:
+                return f"This answer read no passage [{passage}]."
+            cited, docs, liked = [entry["read"][passage][0]], [entry["read"][passage][1]], True
+        elif liked in (True, False):
+            cited, docs = (entry["cited"], entry["docs"]) if liked else ([], [])
+        elif liked in ("", None):  # the reader unselected their feedback
+            cited, docs, liked = [], [], None
+        else:
+            return "Unknown feedback: use the thumbs or the menu's passages."
+        readable = [(c, d) for c, d in zip(cited, docs) if self.service.docs.may_read(d, user.groups)]
         record_rating(self.service.workspace, user.name, entry["id"], entry["question"], liked, mode=entry["mode"],
-                      adapter=entry["adapter"], answer=entry["answer"], cited=cited, docs=docs)
+                      adapter=entry["adapter"], answer=entry["answer"], cited=[c for c, _ in readable],
+                      docs=[d for _, d in readable], passage=passage)
         if liked is None:
-            return "Rating taken back."
-        learn = " Liked answers with sources teach search (`ragtune tune-retriever`)." if liked and cited else ""
+            return "Feedback taken back."
+        if passage:
+            return f"Thanks: recorded that passage [{passage}] held the answer; search learns from it."
+        learn = " Search learns from its sources." if liked and readable else ""
         return f"Thanks: recorded that this answer {'helped' if liked else 'did not help'}.{learn}"
 
     def clear_chat(self):
@@ -210,7 +230,7 @@ def chat_tab(h: ChatHandlers, gen: dict, priv: dict) -> SimpleNamespace:
             adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="chat-adapter",
                                   info=f"used by tuned and hybrid; {AUTO_ADAPTER}: the app's choice per mode")
         chatbot = gr.Chatbot(elem_id="chatbot", label="Answers with their sources", height=480,
-                             buttons=["copy"], feedback_options=("Like", "Dislike"),
+                             buttons=["copy"], feedback_options=_FEEDBACK,
                              placeholder="Ask about policies, how-tos, products… Sources are cited under "
                                          "each answer; click one to open the document.")
         with gr.Row():

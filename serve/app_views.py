@@ -73,6 +73,18 @@ def format_citations(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+def format_other_passages(answer: Answer) -> str:
+    """One line naming the passages the model read but did not cite, each a link, so a reader can check them and
+    say which one held the answer (the chat's feedback menu, tune/ratings.py)."""
+    cited = {c.n for c in answer.citations}
+    rest = [s for s in answer.sources if s.n not in cited]
+    if not rest:
+        return ""
+    links = [f"[{s.n}] [{_md_escape(s.doc + (' — ' + s.section if s.section else ''))}]"
+             f"({doc_link(s.doc, s.section, s.page)})" for s in rest]
+    return "\n\n*Also read:* " + " · ".join(links)
+
+
 def format_timings(answer: Answer) -> str:
     t = answer.timings
     parts = [answer.mode + (f" ({answer.adapter})" if answer.adapter else "")]
@@ -97,7 +109,8 @@ def format_answer(answer: Answer, *, timings: bool = True) -> str:
     if notes:
         text += "\n\n*The model's draft was not supported by the documents, so it was withheld.*"
     text += format_citations(answer)
-    if timings:
+    if timings:  # the chat; the compare columns show neither the timings nor the passages read but not cited
+        text += format_other_passages(answer)
         text += f"\n\n<sub>{format_timings(answer)}</sub>"
     return text
 

@@ -159,7 +159,7 @@ def test_login_ask_and_see_the_streamed_answer_with_a_citation(app_server, tmp_p
         f"the answer did not stream: {seen}"
     assert "6 months" in final and "Sources" in final
     # the handbook and the onboarding checklist both say it; which one the base model's wording cites varies
-    sources = final.split("Sources", 1)[1]
+    sources = final.split("Sources", 1)[1].split("Also read:")[0]  # the cited ones, not the others read
     cited = [d for d in ("hr/employee-handbook.md", "hr/onboarding-checklist.md") if d in sources]
     assert cited and "6 months" in sources  # and the quoted passage
     shot(page, tmp_path, "02-chat-answer-with-citation")
@@ -168,6 +168,14 @@ def test_login_ask_and_see_the_streamed_answer_with_a_citation(app_server, tmp_p
     expect(page.locator("#status-line")).to_contain_text("helped")
     row = json.loads((app_server.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
     assert row["user"] == "bob" and row["liked"] is True and row["question"] == PUBLIC_Q and cited[0] in row["docs"]
+    # or, from the feedback menu, the passage that held the answer (one feedback per answer: it replaces the like)
+    answer = page.locator("#chatbot .bot").last
+    answer.hover()
+    page.locator("#chatbot").get_by_label("Feedback", exact=True).last.click()
+    page.locator("#chatbot").get_by_role("button", name="Passage [2] had the answer").last.click()
+    expect(page.locator("#status-line")).to_contain_text("passage [2] held the answer")
+    pick = json.loads((app_server.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
+    assert pick["id"] == row["id"] and pick["passage"] == 2 and pick["liked"] is True and len(pick["cited"]) == 1
     assert page.get_by_text("Only admins").count() == 0  # no admin handler fired for him on page load
     # bob is no admin: no Tune / Evaluate tabs, no document management
     assert page.get_by_role("tab", name="Tune").count() == 0

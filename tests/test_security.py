@@ -191,8 +191,8 @@ def test_a_rating_records_only_the_raters_own_answer_and_what_they_may_read(sec)
     forged = {"1": {"id": "forged", "question": FINANCE_Q, "mode": "rag", "adapter": None, "answer": "x",
                     "cited": ["forged"], "docs": [FINANCE_DOC]}}
 
-    def rated(who: GradioSession) -> dict:
-        joined = who.join(rate, [forged], event_data=like)
+    def rated(who: GradioSession, liked=True) -> dict:
+        joined = who.join(rate, [forged], event_data={**like, "liked": liked})
         return joined.json() if joined.status_code != 200 else who.result(joined.json()["event_id"])
 
     assert not rated(GradioSession(sec.url)).get("success")  # not logged in: refused, nothing written
@@ -209,6 +209,13 @@ def test_a_rating_records_only_the_raters_own_answer_and_what_they_may_read(sec)
     assert row["id"] != "forged" and row["cited"] and FINANCE_DOC not in row["docs"]
     assert all(sec.service.docs.may_read(d, frozenset()) for d in row["docs"])
     assert oct(log.stat().st_mode & 0o777) == "0o600"  # it holds users' questions
+    for liked, says in (("Passage [9] had the answer", "Unknown feedback"), ({"x": 1}, "Unknown feedback"),
+                        ("Passage [5] had the answer", "read no passage [5]")):  # the answer read three
+        assert says in rated(bob, liked)["output"]["data"][0]
+    assert len(log.read_text().splitlines()) == start + 1  # none of those wrote a line
+    assert "passage [1] held the answer" in rated(bob, "Passage [1] had the answer")["output"]["data"][0]
+    pick = json.loads(log.read_text().splitlines()[-1])
+    assert pick["id"] == row["id"] and pick["passage"] == 1 and len(pick["cited"]) == 1
 
 
 def test_a_copied_workspace_writes_uploads_into_its_own_documents(tmp_path, embedder, local_generator) -> None:

@@ -2,13 +2,15 @@
 
 The Chat tab appends one JSON object per rating to WS/ratings.jsonl (0600, it holds users' questions):
 
-    {"ts", "user", "id", "question", "mode", "adapter", "answer", "liked", "cited": [chunk ids], "docs": [paths]}
+    {"ts", "user", "id", "question", "mode", "adapter", "answer", "liked", "cited": [chunk ids], "docs": [paths],
+     "passage": n (only for a passage pick)}
 
 `id` names one answer: rating it again, or taking the rating back (`liked` null), appends a row with the same id,
-and the last row per (user, id) is the one that counts. A liked answer's cited chunks are passages its reader found
-answered the question as they worded it: the questions in the company's own words that synth (which copies its
-passage's words) cannot write. A disliked answer teaches retrieval nothing (the passages may have been right and
-the model wrong); it is counted, never trained on.
+and the last row per (user, id) is the one that counts (the chat keeps one feedback per answer). A liked answer's
+cited chunks, or the passage its reader picked as the one that held the answer (when the model missed it), are
+passages a reader found answered the question as they worded it: the questions in the company's own words that
+synth (which copies its passage's words) cannot write. A disliked answer teaches retrieval nothing (the passages
+may have been right and the model wrong); it is counted, never trained on.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ _lock = threading.Lock()
 
 
 def record_rating(workspace: Path, user: str, answer_id: str, question: str, liked: bool | None, *, mode: str,
-                  adapter: str | None, answer: str, cited: list[str], docs: list[str]) -> dict:
-    """Append one rating. `liked`: True (thumbs up), False (down) or None (taken back)."""
+                  adapter: str | None, answer: str, cited: list[str], docs: list[str],
+                  passage: int | None = None) -> dict:
+    """Append one rating. `liked`: True (thumbs up, or `passage` n: the reader's pick of the passage that held the
+    answer, then `cited` is that passage's chunk), False (down) or None (taken back)."""
     if liked not in (True, False, None):
         raise ValueError(f"liked must be true, false or null, not {liked!r}")
     if not (question or "").strip() or not answer_id:
@@ -35,6 +39,8 @@ def record_rating(workspace: Path, user: str, answer_id: str, question: str, lik
     row = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": user, "id": answer_id,
            "question": question.strip()[:MAX_QUESTION_CHARS], "mode": mode, "adapter": adapter,
            "answer": (answer or "")[:MAX_ANSWER_CHARS], "liked": liked, "cited": list(cited), "docs": list(docs)}
+    if passage is not None:
+        row["passage"] = passage
     append_json_line(Workspace(workspace).ratings, row, _lock)
     return row
 
