@@ -154,8 +154,10 @@ class ChatHandlers:
             return "Feedback taken back."
         if passage:
             return f"Thanks: recorded that passage [{passage}] held the answer; search learns from it."
-        learn = " Search learns from its sources." if liked and readable else ""
-        return f"Thanks: recorded that this answer {'helped' if liked else 'did not help'}.{learn}"
+        if not liked:
+            return ("Thanks: recorded that this answer did not help. If you know which section answers it, open "
+                    "the document and use “Answers a question of yours?” there: search learns from it.")
+        return "Thanks: recorded that this answer helped." + (" Search learns from its sources." if readable else "")
 
     def clear_chat(self):
         return [], [], "", {}

@@ -8,6 +8,8 @@ a file. serve/http_guard.py sits in front of all of it (malformed paths, login t
 
 from __future__ import annotations
 
+import hmac
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,14 @@ def create_server(service: Ragtune):
 
 
 def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
-    """The document viewer, the evaluation reports and the health check; `caller(request)` finds the user."""
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+    """The document viewer (and its "this section answers it" form), the evaluation reports and the health check;
+    `caller(request)` finds the user."""
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 
     from ingest.types import can_read
-    from serve.docs_admin import DocsError
-    from serve.viewer import render_html
+    from serve.docs_admin import DocsError, doc_link
+    from serve.viewer import MAX_QUESTION, SOURCE_ROUTE, render_html, to_app_root
+    from tune.ratings import record_rating
 
     @app.get("/ragtune/doc/{rel:path}", response_model=None)
     async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
@@ -81,7 +85,46 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
         if raw:
             return FileResponse(path, filename=path.name, headers=headers,
                                 content_disposition_type="attachment", media_type="application/octet-stream")
-        return HTMLResponse(render_html(doc, section, page), headers=headers)
+        return HTMLResponse(render_html(doc, section, page, token=service.form_token(user, rel),
+                                        thanks=request.query_params.get("thanks") == "1"), headers=headers)
+
+    @app.post(SOURCE_ROUTE + "{rel:path}", response_model=None)
+    async def point_at_section(rel: str, request: Request):
+        """The viewer's "this section answers it": the reader's question with the chunks of the section they
+        picked, recorded as a liked rating (tune/ratings.py), then back to the section."""
+        try:
+            user = caller(request)
+        except (AuthError, PermissionError) as e:
+            return _deny(e)
+        form = await request.form()
+        if not hmac.compare_digest(str(form.get("token") or ""), service.form_token(user, rel)):
+            return PlainTextResponse("403: this form is stale or not from this server: reload the document",
+                                     status_code=403)
+        if not service.may_open(user, rel):
+            return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
+        from fastapi.concurrency import run_in_threadpool
+
+        try:
+            doc = await run_in_threadpool(service.docs.read, rel)
+        except Exception:  # noqa: BLE001 - gone or unreadable since the page was shown
+            return PlainTextResponse("404: no such document", status_code=404)
+        if not can_read(doc.groups, service.accounts.groups_of(user)):
+            return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
+        question, index = str(form.get("question") or "").strip(), str(form.get("section") or "")
+        if not index.isdigit() or int(index) >= len(doc.sections):
+            return PlainTextResponse(f"400: section must be a section number of {rel}", status_code=400)
+        if not question or len(question) > MAX_QUESTION:
+            return PlainTextResponse(f"400: question must be 1 to {MAX_QUESTION} characters", status_code=400)
+        heading = doc.sections[int(index)].heading
+        chunks = (await run_in_threadpool(service.section_chunks, rel, heading))[:5]
+        if not chunks:
+            return PlainTextResponse("409: this section is not in the index yet: ask an admin to re-index",
+                                     status_code=409)
+        record_rating(service.workspace, user.name, uuid.uuid4().hex, question, True, mode="viewer", adapter=None,
+                      answer="", cited=chunks, docs=[rel] * len(chunks))
+        back, _, fragment = doc_link(rel, heading, base=to_app_root(rel)).partition("#")
+        return RedirectResponse(f"{back}{'&' if '?' in back else '?'}thanks=1" + (f"#{fragment}" if fragment else ""),
+                                status_code=303)
 
     @app.get("/ragtune/evals/{name}/{file}", response_model=None)
     async def eval_file(name: str, file: str, request: Request):

@@ -25,6 +25,9 @@ two threads at once) and cut into slices, so a background re-index delays a sear
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,17 +94,28 @@ class Ragtune:
         self.settings = AdapterSettings(self.workspace)
         parallel = config.backend_parallel if config.backend_url else getattr(generator, "max_batch", 1)
         self.gate = Gate(max_active=max(1, parallel), max_waiting=config.max_waiting)
-        engine = AnswerEngine(self.workspace, generator, searcher=LazySearcher(self.workspace, self.embedders),
+        self.searcher = LazySearcher(self.workspace, self.embedders)
+        engine = AnswerEngine(self.workspace, generator, searcher=self.searcher,
                               config=AnswerConfig(k=config.k, max_new_tokens=config.max_new_tokens))
         self.answers = Answering(engine, self.gate, self.accounts, self.settings, self.docs)
         self.jobs = Jobs(self, job_runners)
         self.started = time.time()
         self.demo = None  # the Gradio Blocks, set by create_server
+        self._form_secret = secrets.token_bytes(32)  # signs the viewer's forms; new each start
 
     @property
     def model_label(self) -> str:
         """Which model answers, in words (serve.answer.generator_label): shown in the app and at start-up."""
         return generator_label(self.generator)
+
+    def form_token(self, user: User, rel: str) -> str:
+        """The token the viewer's "this section answers it" form carries for this user and document: a page of
+        another site cannot post one for a logged-in reader (cross-site request forgery)."""
+        return hmac.new(self._form_secret, f"{user.name}\n{rel}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def section_chunks(self, rel: str, heading: str) -> list[str]:
+        """Ids of the live index's chunks of one section of a document (Chunk.section is the viewer's heading)."""
+        return [c.id for c in self.searcher.get().generation.chunks if c.doc == rel and c.section == heading]
 
     def may_open(self, user: User, rel: str) -> bool:
         """Whether this user may open the document (serve/docs_admin.DocsAdmin.may_read with their groups)."""

@@ -189,6 +189,15 @@ def test_login_ask_and_see_the_streamed_answer_with_a_citation(app_server, tmp_p
     expect(doc.locator("section.cited")).to_contain_text("6 months")
     assert f"/ragtune/doc/{cited[0]}" in doc.url
     shot(doc, tmp_path, "03-cited-document")
+    # where search misses, the reader can say which section answers their question (a rating; no script needed)
+    section = doc.locator("section.cited")
+    section.locator("summary").click()
+    section.locator("input[name=question]").fill("When am I no longer on trial at work?")
+    section.get_by_role("button", name="This section answers it").click()
+    expect(doc.locator(".thanks")).to_contain_text("Thanks: recorded")
+    assert f"/ragtune/doc/{cited[0]}" in doc.url and "thanks=1" in doc.url  # back to the section
+    row = json.loads((app_server.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
+    assert row["mode"] == "viewer" and row["question"] == "When am I no longer on trial at work?" and row["cited"]
     page.context.close()
 
 

@@ -218,6 +218,36 @@ def test_a_rating_records_only_the_raters_own_answer_and_what_they_may_read(sec)
     assert pick["id"] == row["id"] and pick["passage"] == 1 and len(pick["cited"]) == 1
 
 
+def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_they_may_read(sec) -> None:
+    """The viewer's "this section answers it" (a rating naming a section's chunks): a form another site could post
+    for a logged-in reader carries no valid token; bounds on the section and the question; restricted stays out."""
+    import re
+
+    handbook = "/ragtune/doc/hr/employee-handbook.md"
+    log = sec.root / "ws" / "ratings.jsonl"
+    lines = lambda: len(log.read_text().splitlines()) if log.exists() else 0  # noqa: E731
+    start = lines()
+    bob, alice = session(sec, "bob"), session(sec, "alice")
+    token = re.search(r"name='token' value='([0-9a-f]+)'", bob.http.get(handbook).text).group(1)
+    alices = re.search(r"name='token' value='([0-9a-f]+)'", alice.http.get(handbook).text).group(1)
+    form = {"token": token, "section": "1", "question": "How long until a new starter is fully on board?"}
+    post = "/ragtune/source/hr/employee-handbook.md"
+    assert httpx.post(sec.url + post, data=form).status_code == 401  # no login
+    for bad, code in (({"token": "0" * 64}, 403), ({"token": alices}, 403), ({"section": "99"}, 400),
+                      ({"section": "-1"}, 400), ({"question": "  "}, 400), ({"question": "x" * 501}, 400)):
+        assert bob.http.post(post, data={**form, **bad}).status_code == code, bad
+    assert bob.http.post(f"/ragtune/source/{FINANCE_DOC}", data=form).status_code == 403  # not his token, nor group
+    assert lines() == start  # none of those wrote a line
+    done = bob.http.post(post, data=form)
+    assert done.status_code == 303 and "thanks=1" in done.headers["location"]
+    assert "Thanks: recorded" in bob.http.get(done.headers["location"]).text
+    row = json.loads(log.read_text().splitlines()[-1])
+    assert row["user"] == "bob" and row["mode"] == "viewer" and row["liked"] is True and row["cited"]
+    assert row["docs"] == ["hr/employee-handbook.md"] * len(row["cited"])
+    chunks = {c.id: c for c in sec.service.searcher.get().generation.chunks}
+    assert {chunks[c].doc for c in row["cited"]} == {"hr/employee-handbook.md"}
+
+
 def test_a_copied_workspace_writes_uploads_into_its_own_documents(tmp_path, embedder, local_generator) -> None:
     from serve.server import Ragtune, ServeConfig
 
