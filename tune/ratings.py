@@ -1,6 +1,8 @@
-"""Users' thumbs up / down on the app's answers, and what `ragtune tune-retriever` learns from them.
+"""Users' feedback on the app's answers, and what `ragtune tune-retriever` learns from it.
 
-The Chat tab appends one JSON object per rating to WS/ratings.jsonl (0600, it holds users' questions):
+The Chat tab (thumbs up / down, "Passage [n] had the answer") and the document viewer ("This section answers it",
+mode "viewer", naming the section's chunks) append one JSON object per rating to WS/ratings.jsonl (0600, it holds
+users' questions):
 
     {"ts", "user", "id", "question", "mode", "adapter", "answer", "liked", "cited": [chunk ids], "docs": [paths],
      "passage": n (only for a passage pick)}
