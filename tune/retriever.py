@@ -3,8 +3,9 @@
     report = tune_retriever(RetrieverTuneConfig(workspace=Path("ws")))
 
 1. Questions: the dataset's (question, source chunk) pairs (tune/retriever_data.py); validation questions come
-   from the documents synth held out. Users' liked answers in the app add their questions with the chunks they
-   cited (tune/ratings.py). Hard negatives from today's hybrid search.
+   from the documents synth held out. Users' feedback in the app adds their questions with the chunks a liked
+   answer cited, the passage they picked or the section they pointed at in the viewer (tune/ratings.py). Hard
+   negatives from today's hybrid search.
 2. Embedder (optional part): a fine-tuned copy of the index's embedder, scored on validation with its own fusion
    weight against the embedder the index has now.
 3. Fusion: adaptive score fusion by default (retrieve/fusion.adaptive_fuse, no constant), a given dense weight of
@@ -70,8 +71,8 @@ class RetrieverTuneConfig:
     rerank_layers: int | None = RERANK_LAYERS
     reranker_base: str = "all-minilm-l6-v2"  # the packaged MiniLM weights (alias), a folder or a hub id
     include_groups: tuple[str, ...] = ()  # restricted chunks of these groups may be questions (as synth's option)
-    # users' liked answers in the app (WS/ratings.jsonl, tune/ratings.py): each question with the chunks its answer
-    # cited joins the synth questions, trained on `rated_weight` times (a fifth held out for validation from 10 on)
+    # users' feedback in the app (WS/ratings.jsonl, tune/ratings.py): each liked question with the chunks it names
+    # joins the synth questions, trained on `rated_weight` times (a fifth held out for validation from 10 on)
     ratings: bool = True
     rated_weight: int = 4
     seed: int = 0

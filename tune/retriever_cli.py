@@ -44,8 +44,9 @@ def tune_retriever_command(
                                       "reranker: the first N of the packaged MiniLM's 6 (fewer: faster searches)."),
     include_groups: Optional[str] = typer.Option(None, "--include-groups", help="Comma-separated groups whose "
                                                  "restricted documents may be used; default none."),
-    ratings: bool = typer.Option(Config.ratings, "--ratings/--no-ratings", help="Also learn from the app's liked "
-                                 "answers (WS/ratings.jsonl): each question with the chunks its answer cited."),
+    ratings: bool = typer.Option(Config.ratings, "--ratings/--no-ratings", help="Also learn from users' feedback in "
+                                 "the app (WS/ratings.jsonl): each liked question with the chunks its answer "
+                                 "cited, the passage picked, or the section pointed at in the viewer."),
     rated_weight: int = typer.Option(Config.rated_weight, "--rated-weight", help="Times each liked question is "
                                      "trained on (synth's once)."),
     seed: int = typer.Option(Config.seed, "--seed", help="Seed of the samples and of training."),

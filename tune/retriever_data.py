@@ -2,8 +2,8 @@
 
 Each distinct (question, source chunk) of WS/datasets/NAME/train.jsonl becomes a training question, of val.jsonl
 (documents held out by synth) a validation question. A cloze item is searched by its sentence start, as synth's
-round trip does. Users' liked answers (tune/ratings.py) add their question with each chunk the answer cited, in
-the users' own words. Hard negatives are the top hybrid hits (adaptive score fusion, no reranker) that are neither
+round trip does. Users' feedback (tune/ratings.py) adds their question, in their own words, with each chunk a
+liked answer cited, the passage they picked or the section they pointed at. Hard negatives are the top hybrid hits (adaptive score fusion, no reranker) that are neither
 the source chunk nor hold the answer: what the retriever confuses today, like the RAFT distractors. Restricted chunks never take
 part, as positives or negatives, unless their groups are named (`include_groups`).
 
