@@ -39,7 +39,8 @@ def render_html(doc, section: str | None = None, page: int | None = None, token:
              "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;"
              "line-height:1.5}section{padding:.4rem .8rem;border-left:3px solid #ddd;margin:1rem 0}"
              "section.cited{border-left-color:#e67e22;background:#fff6ea}pre{white-space:pre-wrap;"
-             "font-family:inherit}.meta{color:#666;font-size:.9rem}.thanks{background:#eafaf1;padding:.4rem .8rem}</style></head><body>",
+             "font-family:inherit}.meta{color:#666;font-size:.9rem}"
+             ".thanks{background:#eafaf1;padding:.4rem .8rem}</style></head><body>",
              f"<h1>{html.escape(doc.title)}</h1>",
              f"<p class='meta'>{html.escape(rel)} &middot; groups: "
              f"{html.escape(', '.join(doc.groups) or 'everyone')} &middot; "
