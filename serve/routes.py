@@ -43,20 +43,19 @@ def create_server(service: Ragtune):
                     authenticate=caller, default_max_tokens=service.config.max_new_tokens,
                     max_tokens_limit=max(512, service.config.max_new_tokens))
     _add_ragtune_routes(app, service, caller)
+    _add_source_route(app, service, caller)
     gradio_ref["app"] = _mount_app(app, service)
     app.add_middleware(HttpGuard, service=service, gradio=lambda: gradio_ref.get("app"), throttle=throttle)
     return app
 
 
 def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
-    """The document viewer (and its "this section answers it" form), the evaluation reports and the health check;
-    `caller(request)` finds the user."""
+    """The document viewer, the evaluation reports and the health check; `caller(request)` finds the user."""
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 
     from ingest.types import can_read
-    from serve.docs_admin import DocsError, doc_link
-    from serve.viewer import MAX_QUESTION, SOURCE_ROUTE, render_html, to_app_root
-    from tune.ratings import record_rating
+    from serve.docs_admin import DocsError
+    from serve.viewer import render_html
 
     @app.get("/ragtune/doc/{rel:path}", response_model=None)
     async def open_document(rel: str, request: Request, section: str | None = None, page: int | None = None,
@@ -87,44 +86,6 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
                                 content_disposition_type="attachment", media_type="application/octet-stream")
         return HTMLResponse(render_html(doc, section, page, token=service.form_token(user, rel),
                                         thanks=request.query_params.get("thanks") == "1"), headers=headers)
-
-    @app.post(SOURCE_ROUTE + "{rel:path}", response_model=None)
-    async def point_at_section(rel: str, request: Request):
-        """The viewer's "this section answers it": the reader's question with the chunks of the section they
-        picked, recorded as a liked rating (tune/ratings.py), then back to the section."""
-        try:
-            user = caller(request)
-        except (AuthError, PermissionError) as e:
-            return _deny(e)
-        form = await request.form()
-        if not hmac.compare_digest(str(form.get("token") or ""), service.form_token(user, rel)):
-            return PlainTextResponse("403: this form is stale or not from this server: reload the document",
-                                     status_code=403)
-        if not service.may_open(user, rel):
-            return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
-        from fastapi.concurrency import run_in_threadpool
-
-        try:
-            doc = await run_in_threadpool(service.docs.read, rel)
-        except Exception:  # noqa: BLE001 - gone or unreadable since the page was shown
-            return PlainTextResponse("404: no such document", status_code=404)
-        if not can_read(doc.groups, service.accounts.groups_of(user)):
-            return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
-        question, index = str(form.get("question") or "").strip(), str(form.get("section") or "")
-        if not index.isdigit() or int(index) >= len(doc.sections):
-            return PlainTextResponse(f"400: section must be a section number of {rel}", status_code=400)
-        if not question or len(question) > MAX_QUESTION:
-            return PlainTextResponse(f"400: question must be 1 to {MAX_QUESTION} characters", status_code=400)
-        heading = doc.sections[int(index)].heading
-        chunks = (await run_in_threadpool(service.section_chunks, rel, heading))[:5]
-        if not chunks:
-            return PlainTextResponse("409: this section is not in the index yet: ask an admin to re-index",
-                                     status_code=409)
-        record_rating(service.workspace, user.name, uuid.uuid4().hex, question, True, mode="viewer", adapter=None,
-                      answer="", cited=chunks, docs=[rel] * len(chunks))
-        back, _, fragment = doc_link(rel, heading, base=to_app_root(rel)).partition("#")
-        return RedirectResponse(f"{back}{'&' if '?' in back else '?'}thanks=1" + (f"#{fragment}" if fragment else ""),
-                                status_code=303)
 
     @app.get("/ragtune/evals/{name}/{file}", response_model=None)
     async def eval_file(name: str, file: str, request: Request):
@@ -157,6 +118,56 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
         g = service.gate
         return JSONResponse({"ok": True, "index": service.docs.has_index(), "waiting": g.waiting, "active": g.active,
                              "served": g.served, "refused": g.refused})
+
+
+def _add_source_route(app, service: Ragtune, caller) -> None:
+    """POST of the viewer's "this section answers it" form (serve/viewer.py)."""
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import PlainTextResponse, RedirectResponse
+
+    from ingest.types import can_read
+    from serve.docs_admin import doc_link
+    from serve.viewer import MAX_QUESTION, SOURCE_ROUTE, to_app_root
+    from tune.ratings import record_rating
+
+    def restricted():
+        return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
+
+    @app.post(SOURCE_ROUTE + "{rel:path}", response_model=None)
+    async def point_at_section(rel: str, request: Request):
+        """The viewer's "this section answers it": the reader's question with the chunks of the section they
+        picked, recorded as a liked rating (tune/ratings.py), then back to the section."""
+        try:
+            user = caller(request)
+        except (AuthError, PermissionError) as e:
+            return _deny(e)
+        form = await request.form()
+        if not hmac.compare_digest(str(form.get("token") or ""), service.form_token(user, rel)):
+            return PlainTextResponse("403: this form is stale or not from this server: reload the document",
+                                     status_code=403)
+        if not service.may_open(user, rel):
+            return restricted()
+        try:
+            doc = await run_in_threadpool(service.docs.read, rel)
+        except Exception:  # noqa: BLE001 - gone or unreadable since the page was shown
+            return PlainTextResponse("404: no such document", status_code=404)
+        if not can_read(doc.groups, service.accounts.groups_of(user)):
+            return restricted()
+        question, index = str(form.get("question") or "").strip(), str(form.get("section") or "")
+        if not index.isdigit() or int(index) >= len(doc.sections):
+            return PlainTextResponse(f"400: section must be a section number of {rel}", status_code=400)
+        if not question or len(question) > MAX_QUESTION:
+            return PlainTextResponse(f"400: question must be 1 to {MAX_QUESTION} characters", status_code=400)
+        heading = doc.sections[int(index)].heading
+        chunks = (await run_in_threadpool(service.section_chunks, rel, heading))[:5]
+        if not chunks:
+            return PlainTextResponse("409: this section is not in the index yet: ask an admin to re-index",
+                                     status_code=409)
+        record_rating(service.workspace, user.name, uuid.uuid4().hex, question, True, mode="viewer", adapter=None,
+                      answer="", cited=chunks, docs=[rel] * len(chunks))
+        back, _, fragment = doc_link(rel, heading, base=to_app_root(rel)).partition("#")
+        return RedirectResponse(f"{back}{'&' if '?' in back else '?'}thanks=1" + (f"#{fragment}" if fragment else ""),
+                                status_code=303)
 
 
 def _mount_app(app, service: Ragtune):

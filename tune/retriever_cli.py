@@ -84,6 +84,11 @@ def tune_retriever_command(
     if as_json:
         _print(report.to_json(), True)
         return
+    sys.stdout.write(_summary(report, workspace) + "\n")
+
+
+def _summary(report, workspace: Path) -> str:
+    """What `tune-retriever` did, in a few lines: the questions, the fusion, each part and whether search uses it."""
     q = report.questions
     rated = q.get("rated") or {}
     users = (f" (users' liked questions: {rated['train']} training, {rated['val']} validation)"
@@ -98,7 +103,7 @@ def tune_retriever_command(
         lines.append("the index was re-embedded with the chosen embedder")
     lines.append(f"done in {report.seconds:.0f} s; `ragtune search` and `ask` use it now (--no-rerank turns the "
                  "reranker off)")
-    sys.stdout.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def parse_fusion(text: str) -> float | str | None:
