@@ -159,6 +159,8 @@ def _add_source_route(app, service: Ragtune, caller) -> None:
         if not question or len(question) > MAX_QUESTION:
             return PlainTextResponse(f"400: question must be 1 to {MAX_QUESTION} characters", status_code=400)
         heading = doc.sections[int(index)].heading
+        if str(form.get("heading") or "") != heading:
+            return PlainTextResponse("409: the document changed since this page was shown: reload it", status_code=409)
         chunks = (await run_in_threadpool(service.section_chunks, rel, heading))[:5]
         if not chunks:
             return PlainTextResponse("409: this section is not in the index yet: ask an admin to re-index",

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-SOURCE_ROUTE = "/ragtune/source/"  # + the document's path: POST question, section (its number here), token
+SOURCE_ROUTE = "/ragtune/source/"  # + the document's path: POST question, section (its number), heading, token
 MAX_QUESTION = 500
 
 
@@ -19,12 +19,13 @@ def to_app_root(rel: str) -> str:
     return "../" * (rel.count("/") + 2)
 
 
-def _pick_form(rel: str, index: int, token: str) -> str:
+def _pick_form(rel: str, index: int, heading: str, token: str) -> str:
     action = to_app_root(rel) + SOURCE_ROUTE.lstrip("/") + quote(rel)
     return (f"<details class='meta'><summary>Answers a question of yours?</summary>"
             f"<form method='post' action='{html.escape(action)}'>"
             f"<input type='hidden' name='token' value='{html.escape(token)}'>"
             f"<input type='hidden' name='section' value='{index}'>"
+            f"<input type='hidden' name='heading' value='{html.escape(heading)}'>"
             f"<input name='question' required maxlength='{MAX_QUESTION}' size='48' "
             f"placeholder='the question, in your words' aria-label='question for section {index}'> "
             f"<button>This section answers it</button></form></details>")
@@ -57,7 +58,7 @@ def render_html(doc, section: str | None = None, page: int | None = None, token:
         where = html.escape(s.heading or doc.title)
         if s.page:
             where += f" <span class='meta'>(page {s.page})</span>"
-        pick = _pick_form(rel, i, token) if token else ""
+        pick = _pick_form(rel, i, s.heading, token) if token else ""
         parts.append(f"<section{attrs}><h3>{where}</h3><pre>{html.escape(s.text)}</pre>{pick}</section>")
     parts.append("</body></html>")
     return "".join(parts)

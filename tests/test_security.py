@@ -221,6 +221,7 @@ def test_a_rating_records_only_the_raters_own_answer_and_what_they_may_read(sec)
 def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_they_may_read(sec) -> None:
     """The viewer's "this section answers it" (a rating naming a section's chunks): a form another site could post
     for a logged-in reader carries no valid token; bounds on the section and the question; restricted stays out."""
+    import html
     import re
 
     handbook = "/ragtune/doc/hr/employee-handbook.md"
@@ -230,11 +231,15 @@ def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_the
     bob, alice = session(sec, "bob"), session(sec, "alice")
     token = re.search(r"name='token' value='([0-9a-f]+)'", bob.http.get(handbook).text).group(1)
     alices = re.search(r"name='token' value='([0-9a-f]+)'", alice.http.get(handbook).text).group(1)
-    form = {"token": token, "section": "1", "question": "How long until a new starter is fully on board?"}
+    heading = re.search(r"name='section' value='1'><input type='hidden' name='heading' value='([^']*)'",
+                        bob.http.get(handbook).text).group(1)
+    form = {"token": token, "section": "1", "heading": html.unescape(heading),
+            "question": "How long until a new starter is fully on board?"}
     post = "/ragtune/source/hr/employee-handbook.md"
     assert httpx.post(sec.url + post, data=form).status_code == 401  # no login
     for bad, code in (({"token": "0" * 64}, 403), ({"token": alices}, 403), ({"section": "99"}, 400),
-                      ({"section": "-1"}, 400), ({"question": "  "}, 400), ({"question": "x" * 501}, 400)):
+                      ({"section": "-1"}, 400), ({"question": "  "}, 400), ({"question": "x" * 501}, 400),
+                      ({"section": "2"}, 409)):  # the heading of section 1 with section 2: a changed document
         assert bob.http.post(post, data={**form, **bad}).status_code == code, bad
     assert bob.http.post(f"/ragtune/source/{FINANCE_DOC}", data=form).status_code == 403  # not his token, nor group
     assert lines() == start  # none of those wrote a line
