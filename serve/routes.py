@@ -51,10 +51,8 @@ def create_server(service: Ragtune):
 
 def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
     """The document viewer, the evaluation reports and the health check; `caller(request)` finds the user."""
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 
-    from ingest.types import can_read
-    from serve.docs_admin import DocsError
     from serve.viewer import render_html
 
     @app.get("/ragtune/doc/{rel:path}", response_model=None)
@@ -64,21 +62,9 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
             user = caller(request)
         except (AuthError, PermissionError) as e:
             return _deny(e)
-        try:
-            path = service.docs.resolve(rel)
-        except DocsError:
-            return PlainTextResponse("404: no such document", status_code=404)
-        denied = PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
-        if not service.may_open(user, rel):
-            return denied
-        from fastapi.concurrency import run_in_threadpool
-
-        try:
-            doc = await run_in_threadpool(service.docs.read, rel)
-        except Exception as e:  # noqa: BLE001 - unreadable file: say why
-            return PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
-        if not can_read(doc.groups, service.accounts.groups_of(user)):
-            return denied  # restricted on disk since it was indexed
+        path, doc, refused = await _readable_document(service, user, rel)
+        if refused is not None:
+            return refused
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
         if raw:
@@ -120,18 +106,40 @@ def _add_ragtune_routes(app, service: Ragtune, caller) -> None:
                              "served": g.served, "refused": g.refused})
 
 
+async def _readable_document(service: Ragtune, user: User, rel: str):
+    """(path, Document, None) when the user may read the document, else (None, None, the refusal to send): 404 for
+    no such file, 403 when its groups (in the index, or on disk since it was indexed) are not the user's, 422 for a
+    file that cannot be read. The viewer and its form both check through here."""
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import PlainTextResponse
+
+    from ingest.types import can_read
+    from serve.docs_admin import DocsError
+
+    try:
+        path = service.docs.resolve(rel)
+    except DocsError:
+        return None, None, PlainTextResponse("404: no such document", status_code=404)
+    denied = PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
+    if not service.may_open(user, rel):
+        return None, None, denied
+    try:
+        doc = await run_in_threadpool(service.docs.read, rel)
+    except Exception as e:  # noqa: BLE001 - unreadable file: say why
+        return None, None, PlainTextResponse(f"cannot show {rel}: {e}", status_code=422)
+    if not can_read(doc.groups, service.accounts.groups_of(user)):
+        return None, None, denied  # restricted on disk since it was indexed
+    return path, doc, None
+
+
 def _add_source_route(app, service: Ragtune, caller) -> None:
     """POST of the viewer's "this section answers it" form (serve/viewer.py)."""
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import PlainTextResponse, RedirectResponse
 
-    from ingest.types import can_read
     from serve.docs_admin import doc_link
     from serve.viewer import MAX_QUESTION, SOURCE_ROUTE, to_app_root
     from tune.ratings import record_rating
-
-    def restricted():
-        return PlainTextResponse("403: this document is restricted to groups you are not in", status_code=403)
 
     @app.post(SOURCE_ROUTE + "{rel:path}", response_model=None)
     async def point_at_section(rel: str, request: Request):
@@ -145,14 +153,9 @@ def _add_source_route(app, service: Ragtune, caller) -> None:
         if not hmac.compare_digest(str(form.get("token") or ""), service.form_token(user, rel)):
             return PlainTextResponse("403: this form is stale or not from this server: reload the document",
                                      status_code=403)
-        if not service.may_open(user, rel):
-            return restricted()
-        try:
-            doc = await run_in_threadpool(service.docs.read, rel)
-        except Exception:  # noqa: BLE001 - gone or unreadable since the page was shown
-            return PlainTextResponse("404: no such document", status_code=404)
-        if not can_read(doc.groups, service.accounts.groups_of(user)):
-            return restricted()
+        _, doc, refused = await _readable_document(service, user, rel)
+        if refused is not None:
+            return refused
         question, index = str(form.get("question") or "").strip(), str(form.get("section") or "")
         if not index.isdigit() or int(index) >= len(doc.sections):
             return PlainTextResponse(f"400: section must be a section number of {rel}", status_code=400)
