@@ -146,7 +146,7 @@ class ChatHandlers:
             cited, docs, liked = [], [], None
         else:
             return "Unknown feedback: use the thumbs or the menu's passages."
-        readable = [(c, d) for c, d in zip(cited, docs) if self.service.docs.may_read(d, user.groups)]
+        readable = [(c, d) for c, d in zip(cited, docs) if self.service.may_open(user, d)]
         record_rating(self.service.workspace, user.name, entry["id"], entry["question"], liked, mode=entry["mode"],
                       adapter=entry["adapter"], answer=entry["answer"], cited=[c for c, _ in readable],
                       docs=[d for _, d in readable], passage=passage)
