@@ -53,7 +53,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
         demo.load(on_load, outputs=_load_outputs(page), **priv)
     demo.ragtune_handlers = {"stop_tune": handlers.stop_tune, "reindex": handlers.reindex, "upload": handlers.upload,
                              "set_groups": handlers.set_groups, "delete": handlers.delete_doc,
-                             "start_tune": handlers.start_tune, "run_evaluation": handlers.run_evaluation,
+                             "start_tune": handlers.start_tune,
+                             "train_search": handlers.train_search, "run_evaluation": handlers.run_evaluation,
                              "use_adapter": handlers.use_adapter, "chat": chat_handlers.chat,
                              "compare": chat_handlers.compare, "vote": chat_handlers.vote, "rate": chat_handlers.rate,
                              "on_load": on_load}
@@ -63,7 +64,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
 def _load_outputs(page: SimpleNamespace) -> list:
     return [page.who, page.notice, page.chat.adapter, page.chat.mode, page.compare.adapter, page.compare.tally,
             page.docs.admin_group, page.docs.table, page.docs.failures, page.docs.pick, page.tune.tab,
-            page.tune.table, page.tune.pick, page.tune.status, page.tune.plot, page.evaluate.tab,
+            page.tune.table, page.tune.pick, page.tune.status, page.tune.plot, page.tune.search.panel,
+            page.tune.search.dataset, page.tune.search.status, page.evaluate.tab,
             page.evaluate.report, page.evaluate.plots]
 
 
@@ -86,6 +88,8 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
         admin = user.admin
         md, images = report_view(handlers.latest_report()) if admin else ("", [])
         tune_job = service.jobs.last.get("tune")
+        search_md, datasets = handlers.search_view() if admin else ("", gr.update(choices=[]))
+        search_job = service.jobs.last.get("retriever") if admin else None
         return {page.who: who, page.notice: gr.update(value=notice, visible=bool(notice)),
                 page.chat.adapter: session.adapter_update(), page.chat.mode: gr.update(value=service.settings.default_mode()),
                 page.compare.adapter: session.adapter_update(), page.compare.tally: tally(service.workspace),
@@ -96,6 +100,8 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
                 page.tune.pick: session.adapter_update(auto=False),
                 page.tune.status: job_view(tune_job) if admin else "",
                 page.tune.plot: loss_plot(tune_job) if admin else None,
+                page.tune.search.panel: search_md, page.tune.search.dataset: datasets,
+                page.tune.search.status: job_view(search_job) if search_job else "",
                 page.evaluate.tab: gr.update(visible=admin), page.evaluate.report: md, page.evaluate.plots: images}
 
     return on_load

@@ -15,6 +15,7 @@ from typing import Callable
 import gradio as gr
 
 from generate.modes import DEFAULT_MODE, MODES
+from ingest.workspace import Workspace
 from serve import app_views as views
 from serve.answer import AnswerError
 from serve.app_views import NO_ADAPTER, USE_FOR, _md_escape, _num, job_view, loss_plot, report_view
@@ -211,11 +212,11 @@ class AdminHandlers:
     @admin_only
     def stop_tune(self, request: gr.Request):
         self.admin_of(request)
-        job = self.service.jobs.last.get("tune")
-        if job is None or not job.running or job.proc is None:
+        job = self.service.jobs.current  # a tuning run or a search training (they take turns)
+        if job is None or job.kind not in ("tune", "retriever") or not job.running or job.proc is None:
             return "No tuning run is going on."
         job.proc.terminate()
-        return "Stopping the tuning run …"
+        return "Stopping the tuning run …" if job.kind == "tune" else "Stopping the search training …"
 
     def show_card(self, name, request: gr.Request):
         if not self.user_of(request).admin:  # fires when page load fills the list: answer quietly, show nothing
@@ -236,6 +237,47 @@ class AdminHandlers:
             raise refusal(str(e)) from None
         return f"The app now uses adapter **{name}** for {' and '.join(modes)} answers.", self.adapter_rows(), \
             self.adapter_update(), self.adapter_update()
+
+    # ---- search that learns (tune-retriever as a job) --------------------------------------------------------------
+
+    def search_view(self) -> tuple[str, dict]:
+        """The panel's text and the dataset picker, as page load and a finished job show them."""
+        choices = views.dataset_choices(self.ws)
+        return views.search_markdown(self.ws), gr.update(choices=choices, value=choices[0] if choices else None)
+
+    @admin_only
+    def train_search(self, dataset, parts, minutes, feedback, request: gr.Request):
+        """Start `ragtune tune-retriever` as a background job (serve/jobs.py) and stream its state each second."""
+        self.admin_of(request)
+        from tune.retriever import PARTS
+
+        choices = views.dataset_choices(self.ws)
+        if not choices:
+            raise refusal("There are no training questions yet: tune an adapter above first (its synth data is "
+                          "reused), or run `ragtune synth` on this workspace.")
+        if dataset not in choices:
+            raise refusal(f"Pick a dataset from the list ({', '.join(choices[:5])}).")
+        parts = [p for p in PARTS if p in (parts or [])]
+        if not parts:
+            raise refusal("Pick what to train: the reranker, the embedder or both.")
+        try:
+            minutes = float(minutes)
+        except (TypeError, ValueError):
+            minutes = -1.0
+        if not 0.5 <= minutes <= 60:
+            raise refusal("Minutes per part must be a number from 0.5 to 60.")
+        if not self.service.docs.has_index():
+            raise refusal("There is no index to train search on: upload documents first.")
+        params = {"dataset": str(Workspace(self.ws).dataset(dataset)), "parts": parts,
+                  "time_budget_s": minutes * 60, "ratings": bool(feedback)}
+        try:
+            job = self.service.jobs.start("retriever", params)
+        except AnswerError as e:
+            raise refusal(str(e)) from None
+        while job.running:
+            yield job_view(job), gr.update(), gr.update()
+            time.sleep(1.0)
+        yield (job_view(job), *self.search_view())
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The app's admin tabs (Documents, Tune, Evaluate): each builder lays its tab out, binds its events to the
-AdminHandlers (serve/app_admin.py) and returns the components page load and other tabs update, by name.
+"""The app's admin tabs (Documents, Tune with its search training, Evaluate): each builder lays its tab out,
+binds its events to the AdminHandlers (serve/app_admin.py) and returns the components page load and other tabs
+update, by name.
 
     docs = docs_tab(handlers, service.config.max_upload_mb, priv)   # inside build_app's gr.Tabs()
     docs.table, docs.admin_group, ...
@@ -62,7 +63,8 @@ def docs_tab(h: AdminHandlers, max_upload_mb: int, priv: dict) -> SimpleNamespac
 
 
 def tune_tab(h: AdminHandlers, pickers: list, priv: dict) -> SimpleNamespace:
-    """Admins: synth + LoRA training in the background, the adapters and which one the app uses per mode.
+    """Admins: synth + LoRA training in the background, the adapters and which one the app uses per mode, and
+    search training from users' feedback (search_section).
     `pickers` are the other tabs' adapter dropdowns, refreshed when an adapter is made or chosen."""
     with gr.Tab("Tune", id="tune", visible=False) as tab:
         gr.Markdown("Make training data from the indexed documents (unrestricted ones only) and train a LoRA "
@@ -89,6 +91,7 @@ def tune_tab(h: AdminHandlers, pickers: list, priv: dict) -> SimpleNamespace:
             use = gr.Button("Use this adapter in the app", elem_id="adapter-use")
         use_status = gr.Markdown()
         card = gr.Markdown(elem_id="adapter-card")
+        search = search_section(h)
     job = {"concurrency_id": "jobs", "show_progress": "hidden", **priv}
     progress = [status, plot, table, pick, *pickers]
     start.click(h.start_tune, inputs=[name, limit, steps, epochs, batch], outputs=progress, **job)
@@ -96,7 +99,33 @@ def tune_tab(h: AdminHandlers, pickers: list, priv: dict) -> SimpleNamespace:
     stop.click(h.stop_tune, outputs=[use_status], **priv)
     pick.change(h.show_card, inputs=[pick], outputs=[card], **priv)
     use.click(h.use_adapter, inputs=[pick, use_for], outputs=[use_status, table, *pickers], **priv)
-    return SimpleNamespace(tab=tab, status=status, plot=plot, table=table, pick=pick)
+    search.train.click(h.train_search, inputs=[search.dataset, search.parts, search.minutes, search.feedback],
+                       outputs=[search.status, search.panel, search.dataset], **job)
+    search.stop.click(h.stop_tune, outputs=[search.status], **priv)
+    return SimpleNamespace(tab=tab, status=status, plot=plot, table=table, pick=pick, search=search)
+
+
+def search_section(h: AdminHandlers) -> SimpleNamespace:
+    """Inside the Tune tab: users' feedback so far, the search that runs, and `ragtune tune-retriever` as a job."""
+    from tune.retriever import PARTS, RetrieverTuneConfig
+
+    gr.Markdown("### Search that learns from your users\nTrain a reranker and a tuned embedder on synth questions "
+                "of the indexed documents and on the questions users marked as answered (with the passage or "
+                "section that answered them). Search uses each part only if it finds the answer's passage more "
+                "often on held-out questions; a new embedder re-embeds the index in the background.")
+    panel = gr.Markdown(elem_id="search-feedback")
+    with gr.Row():
+        dataset = gr.Dropdown([], label="Synth questions (dataset)", elem_id="search-dataset")
+        parts = gr.CheckboxGroup(list(PARTS), value=list(PARTS), label="Train", elem_id="search-parts")
+        minutes = gr.Number(label="Minutes per part at most", value=RetrieverTuneConfig.time_budget_s / 60,
+                            elem_id="search-minutes")
+        feedback = gr.Checkbox(value=True, label="Learn from users' feedback", elem_id="search-use-feedback")
+    with gr.Row():
+        train = gr.Button("Train search", variant="primary", elem_id="search-train")
+        stop = gr.Button("Stop", variant="stop", elem_id="search-stop")
+    status = gr.Markdown(elem_id="search-status")
+    return SimpleNamespace(panel=panel, dataset=dataset, parts=parts, minutes=minutes, feedback=feedback,
+                           train=train, stop=stop, status=status)
 
 
 def eval_tab(h: AdminHandlers, priv: dict) -> SimpleNamespace:

@@ -193,3 +193,46 @@ def latest_report(ws: Path) -> Path | None:
 
 def _num(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))
+
+
+def dataset_choices(ws: Path) -> list[str]:
+    """Synth datasets of the workspace that search training can read (train.jsonl and val.jsonl), newest first."""
+    root = Workspace(ws).datasets
+    found = [d for d in root.iterdir() if (d / "train.jsonl").is_file() and (d / "val.jsonl").is_file()] \
+        if root.is_dir() else []
+    return [d.name for d in sorted(found, key=lambda d: (d / "train.jsonl").stat().st_mtime, reverse=True)]
+
+
+def search_markdown(ws: Path) -> str:
+    """The Tune tab's "Search that learns" panel: users' feedback so far (tune/ratings.py) and the search that runs
+    now (retrieve/retrievers.py), each trained part with its validation recall."""
+    from retrieve.retrievers import list_parts, read_settings
+    from tune.ratings import rating_counts
+    from tune.retriever_cli import fusion_label
+
+    c = rating_counts(ws)
+    settings = read_settings(ws)
+    cards = {p["name"]: p["card"] for p in list_parts(ws)}
+
+    def part(name: str | None, default: str) -> str:
+        if not name:
+            return default
+        v = (cards.get(name) or {}).get("validation") or {}
+        recall = (f" (validation recall@3 {v['before'].get('recall@3')} → {v['after'].get('recall@3')})"
+                  if v.get("before") and v.get("after") else "")
+        return f"`{_md_escape(name)}`{recall}"
+
+    rated = c["liked"] + c["disliked"]
+    feedback = (f"**Users' feedback:** {_count(rated, 'answer')} rated by {_count(c['users'], 'user')}: "
+                f"{c['liked']} helpful "
+                f"({c['passage_picks']} with a passage picked in the chat, {c['viewer_picks']} with a section "
+                f"pointed at in the viewer), {c['disliked']} not. Training adds {c['pairs']} question–passage "
+                "pairs from them to the synth questions." if rated else
+                "**Users' feedback:** no answer rated yet. Readers rate answers in the Chat tab (👍 / 👎, or "
+                "*Passage [n] had the answer*) and point at sections in the document viewer.")
+    return (f"{feedback}\n\n**Search now:** {fusion_label(settings.dense_weight)}; reranker "
+            f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'the packaged one')}.")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,6 +1,7 @@
-"""Background jobs of the app (re-index, tune, evaluate): one Job type and one way to run it (`start_background`);
-tune and evaluate take turns, re-index has its own slot (serve/docs_admin.py). Tuning runs in a child process
-(`python -m serve.jobs tune-job PARAMS`) so running out of memory kills the child, not the server.
+"""Background jobs of the app (re-index, tune, train search, evaluate): one Job type and one way to run it
+(`start_background`); tune, search training and evaluation take turns, re-index has its own slot
+(serve/docs_admin.py). Training runs in a child process (`python -m serve.jobs tune-job|retriever-job PARAMS`) so
+running out of memory kills the child, not the server.
 
 A job kind is a runner `fn(service, job)`. Tuning is serve's own (tune is a lower layer); evaluation lives in
 evals, the layer above, so whoever starts the server hands it in (the CLI root and the tests):
@@ -29,7 +30,7 @@ from serve.answer import AnswerError
 class Job:
     """One background job, whatever its kind: the UI polls it while a thread works on it (`start_background`)."""
 
-    kind: str  # reindex | tune | eval
+    kind: str  # reindex | tune | retriever | eval
     params: dict = field(default_factory=dict)
     id: int = 0
     reason: str = ""  # who or what asked for it ("upload by ana")
@@ -84,9 +85,11 @@ class Jobs:
     Re-indexing has its own slot (DocsAdmin.start_reindex), so an upload is searchable while a tune runs."""
 
     def __init__(self, service, runners: dict[str, Callable] | None = None) -> None:
-        """`service` is the server's Ragtune (serve/server.py); `runners` adds job kinds beside "tune"."""
+        """`service` is the server's Ragtune (serve/server.py); `runners` adds job kinds beside "tune" and
+        "retriever"."""
         self.service = service
-        self.runners: dict[str, Callable] = {"tune": run_tune_job, **(runners or {})}
+        self.runners: dict[str, Callable] = {"tune": run_tune_job, "retriever": run_retriever_job,
+                                             **(runners or {})}
         self._lock = threading.Lock()
         self.current: Job | None = None
         self.last: dict[str, Job] = {}
@@ -142,25 +145,59 @@ def tune_in_process(workspace: Path, p: dict, emit) -> None:
          note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
 
 
-def run_tune_job(service, job: Job) -> None:
-    """Run `tune_in_process` in a child process (`python -m serve.jobs tune-job PARAMS`): training needs
-    gigabytes, and if the machine runs out, the kernel kills the child (it volunteers through oom_score_adj), not
-    the server. The child reports JSON lines on stdout, which update `job` (phase, losses, notes)."""
-    import subprocess
+def retriever_in_process(workspace: Path, p: dict, emit) -> None:
+    """`ragtune tune-retriever` for the app (tune/retriever.py): train the parts `p` names on a synth dataset and
+    users' feedback; search switches to what beat it on validation. `p` holds RetrieverTuneConfig fields."""
+    from tune.retriever import RetrieverTuneConfig, tune_retriever
+    from tune.retriever_cli import report_summary
 
-    params = {**job.params, "workspace": str(service.workspace)}
+    known = set(RetrieverTuneConfig.__dataclass_fields__) - {"workspace"}
+    unknown = sorted(set(p) - known)
+    if unknown:
+        raise ValueError(f"unknown search-training settings: {', '.join(unknown)}")
+    fields = dict(p)
+    if fields.get("dataset"):
+        fields["dataset"] = Path(fields["dataset"])
+    if "parts" in fields:
+        fields["parts"] = tuple(fields["parts"])
+    config = RetrieverTuneConfig(workspace=workspace, **fields).check()
+    report = tune_retriever(config, on_phase=lambda what, done: emit(phase=what, fraction=done, note=what))
+    lines = report_summary(report, workspace).splitlines()
+    for line in lines:
+        emit(note=line)
+    emit(result={"summary": "search training done: " + "; ".join(lines[1:-1]), "retriever": report.to_json()})
+
+
+def run_tune_job(service, job: Job) -> None:
+    """Synth + LoRA training (`tune_in_process`) in a child process (`_run_child`)."""
+    params = {**job.params}
     config = service.config
     if config.model and not config.backend_url:  # `serve --model`: adapters for the model that answers
         params["model"] = config.model
+    _run_child(job, "tune-job", {**params, "workspace": str(service.workspace)})
+
+
+def run_retriever_job(service, job: Job) -> None:
+    """Search training (`retriever_in_process`) in a child process (`_run_child`)."""
+    _run_child(job, "retriever-job", {**job.params, "workspace": str(service.workspace)})
+
+
+def _run_child(job: Job, command: str, params: dict) -> None:
+    """Run `python -m serve.jobs COMMAND PARAMS`: training needs gigabytes, and if the machine runs out, the kernel
+    kills the child (it volunteers through oom_score_adj), not the server. The child reports JSON lines on stdout,
+    which update `job` (phase, losses, notes, result)."""
+    import subprocess
+
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "serve.jobs", "tune-job", json.dumps(params)],
+    proc = subprocess.Popen([sys.executable, "-m", "serve.jobs", command, json.dumps(params)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=str(Path(__file__).resolve().parents[1]))
     job.proc = proc
     errors: deque[str] = deque(maxlen=20)
     reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
     reader.start()
+    failure = ""  # the child's own one-line reason, when it caught the error
     for line in proc.stdout:
         try:
             msg = json.loads(line)
@@ -176,16 +213,19 @@ def run_tune_job(service, job: Job) -> None:
             job.result.update(msg["result"])
         if "note" in msg:
             job.note(msg["note"])
+        if "error" in msg:
+            failure = msg["error"]
     rc = proc.wait()
     reader.join(timeout=5)
     if rc != 0:
         why = " (killed: out of memory? try fewer chunks or a smaller batch)" if rc in (-9, 137) else ""
         tail = [e.strip() for e in errors if e.strip() and "Warning" not in e and "warnings.warn" not in e][-3:]
-        detail = (": " + " | ".join(tail)) if tail else ""
-        raise RuntimeError(f"the tuning process exited with status {rc}{why}{detail}")
+        detail = f": {failure}" if failure else (": " + " | ".join(tail)) if tail else ""
+        what = "tuning" if command == "tune-job" else "search training"
+        raise RuntimeError(f"the {what} process exited with status {rc}{why}{detail}")
 
 
-def _tune_child(params: dict) -> int:
+def _child(command: str, params: dict) -> int:
     try:  # volunteer to the OOM killer before the server does
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("800")
@@ -196,7 +236,15 @@ def _tune_child(params: dict) -> int:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
-    tune_in_process(Path(params["workspace"]), params, emit)
+    workspace = Path(params.pop("workspace"))
+    try:
+        (tune_in_process if command == "tune-job" else retriever_in_process)(workspace, params, emit)
+    except Exception as e:  # noqa: BLE001 - the parent shows this one line to the admin
+        import traceback
+
+        traceback.print_exc()  # on stderr, which the parent keeps the tail of
+        emit(error=f"{type(e).__name__}: {e}")
+        return 1
     return 0
 
 
@@ -226,7 +274,7 @@ class GatedGenerator:
         return getattr(self._gen, name)
 
 
-if __name__ == "__main__":  # the child process of a tune job: python -m serve.jobs tune-job '{"name": ...}'
-    if len(sys.argv) == 3 and sys.argv[1] == "tune-job":
-        sys.exit(_tune_child(json.loads(sys.argv[2])))
-    sys.exit("usage: python -m serve.jobs tune-job PARAMS_JSON")
+if __name__ == "__main__":  # the child process of a job: python -m serve.jobs tune-job '{"name": ...}'
+    if len(sys.argv) == 3 and sys.argv[1] in ("tune-job", "retriever-job"):
+        sys.exit(_child(sys.argv[1], json.loads(sys.argv[2])))
+    sys.exit("usage: python -m serve.jobs tune-job|retriever-job PARAMS_JSON")

@@ -280,6 +280,9 @@ def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     page = login(app_server, "alice")
     page.get_by_role("tab", name="Tune").click()
     expect(page.locator("#adapter-table")).to_contain_text("tiny")
+    # search that learns: the users' feedback so far (bob's ratings above, when run in order) and today's search
+    expect(page.locator("#search-feedback")).to_contain_text("Users' feedback")
+    expect(page.locator("#search-feedback")).to_contain_text("Search now: adaptive score fusion; reranker none")
     page.locator("#tune-watch").click()
     expect(page.locator("#tune-status")).to_contain_text("val loss 1.40 -> 1.15")
     expect(page.locator("#tune-loss img")).to_be_visible()
@@ -321,10 +324,13 @@ def test_admin_handlers_refuse_non_admins_on_the_server(app_server) -> None:
     for name, args in calls.items():
         with pytest.raises(gr.Error, match="Only admins"):
             handlers[name](*args)
-    for name, args in {"start_tune": ("x", 5, 1, 1, 2048, bob), "run_evaluation": (1, ["rag"], bob)}.items():
+    for name, args in {"start_tune": ("x", 5, 1, 1, 2048, bob), "run_evaluation": (1, ["rag"], bob),
+                       "train_search": ("default", ["reranker"], 1, True, bob)}.items():
         with pytest.raises(gr.Error, match="Only admins"):
             next(handlers[name](*args))  # generators: the check runs on the first step
     assert (app_server.root / "docs" / "hr" / "employee-handbook.md").is_file()  # nothing was deleted
     assert handlers["stop_tune"](alice) == "No tuning run is going on."
+    with pytest.raises(gr.Error, match="no training questions yet: tune an adapter above first"):
+        next(handlers["train_search"]("default", ["reranker"], 1, True, alice))  # this workspace has no synth data
     with pytest.raises(gr.Error, match="not logged in"):
         handlers["reindex"](gr.Request(username="mallory"))

@@ -130,12 +130,13 @@ def _ratings(ws: Path) -> None:
     public = [c for c in chunks if not c.groups][1::7][:11]
     restricted = next(c for c in chunks if c.groups)
 
-    def rate(user, n, question, liked, chunk_ids):
-        record_rating(ws, user, f"a{n}", question, liked, mode="rag", adapter=None, answer="an answer",
-                      cited=chunk_ids, docs=["doc"] * len(chunk_ids))
+    def rate(user, n, question, liked, chunk_ids, mode="rag", passage=None):
+        record_rating(ws, user, f"a{n}", question, liked, mode=mode, adapter=None, answer="an answer",
+                      cited=chunk_ids, docs=["doc"] * len(chunk_ids), passage=passage)
 
-    for n, c in enumerate(public):
-        rate("bob", n, f"In other words, what does the part about {c.section or c.doc} say? ({n})", True, [c.id])
+    for n, c in enumerate(public):  # the second a passage picked in the chat, the third a section in the viewer
+        rate("bob", n, f"In other words, what does the part about {c.section or c.doc} say? ({n})", True, [c.id],
+             mode="viewer" if n == 2 else "rag", passage=2 if n == 1 else None)
     rate("bob", 0, f"In other words, what does the part about {public[0].section or public[0].doc} say? (0)", True,
          [public[0].id])
     rate("bob", 20, "Who may see the restricted notes?", True, [restricted.id])
@@ -156,7 +157,8 @@ def test_liked_answers_become_training_and_validation_questions(tmp_path, built_
     dataset = _synth_like_dataset(ws)
     _ratings(ws)
     (ws / "ratings.jsonl").open("a").write("{damaged line\n")  # skipped, never fatal
-    assert rating_counts(ws) == {"liked": 13, "disliked": 1, "liked_with_sources": 13}
+    assert rating_counts(ws) == {"liked": 13, "disliked": 1, "liked_with_sources": 13, "passage_picks": 1,
+                                 "viewer_picks": 1, "users": 2, "pairs": 13}
     pairs = liked_pairs(read_ratings(ws))
     assert len(pairs) == 13  # the answer rated twice counts once; the disliked and the taken-back one not at all
     chunks = load_current(ws).chunks
@@ -330,3 +332,44 @@ def test_synth_files_with_a_bad_line_name_the_file_and_line(tmp_path):
     bad.write_text('{"question": "Q?"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=f"{bad}:1: a synth row needs 'question' and 'chunk_id'"):
         _rows(bad)
+
+
+def test_the_apps_search_training_runs_tune_retriever_in_a_child_process(tmp_path, built_index):
+    """The Tune tab's "Train search": serve/jobs.py runs `tune_retriever` in a child process, which reports each stage
+    and the summary; the panel then shows users' feedback and the search that runs. A bad setting fails the job
+    with its reason, never the server."""
+    import shutil
+    import time
+
+    from serve.app_views import dataset_choices, search_markdown
+    from serve.jobs import Jobs
+
+    ws = tmp_path / "ws"
+    shutil.copytree(built_index[1], ws)
+    dataset = _synth_like_dataset(ws)
+    _ratings(ws)
+    assert dataset_choices(ws) == ["small"]
+    assert search_markdown(ws).startswith("**Users' feedback:** 14 answers rated by 2 users: 13 helpful (1 with a "
+                                          "passage picked in the chat, 1 with a section pointed at in the viewer)")
+    jobs = Jobs(SimpleNamespace(workspace=ws))
+
+    def run(params: dict):
+        job = jobs.start("retriever", params)
+        deadline = time.monotonic() + 600
+        while job.running and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return job
+
+    failed = run({"dataset": str(dataset), "parts": ["reranker"], "learning_rate": 1.0})
+    assert failed.error == "RuntimeError: the search training process exited with status 1: ValueError: unknown " \
+                           "search-training settings: learning_rate"
+    job = run({"dataset": str(dataset), "parts": ["reranker"], "max_steps": 2, "max_train_questions": 40,
+               "max_val_questions": 20, "negatives": 2, "reranker_batch": 4, "rerank_layers": 2})
+    assert job.error is None, job.log
+    assert any(line.endswith("training the reranker") for line in job.log)
+    assert job.result["retriever"]["questions"]["rated"] == {"train": 8, "val": 3}
+    part = job.result["retriever"]["parts"]["reranker"]
+    assert job.result["summary"].startswith("search training done: fusion: adaptive score fusion")
+    assert f"reranker {part['name']}: {'used' if part['active'] else 'not used'}" in job.result["summary"]
+    assert (ws / "retrievers" / part["name"] / "card.json").is_file()
+    assert ("reranker `" + part["name"] in search_markdown(ws)) == part["active"]

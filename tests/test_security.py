@@ -253,6 +253,36 @@ def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_the
     assert {chunks[c].doc for c in row["cited"]} == {"hr/employee-handbook.md"}
 
 
+def test_search_training_is_for_admins_and_starts_only_on_a_dataset_of_the_workspace(sec) -> None:
+    """The Tune tab's "Train search" (`tune-retriever` as a job, serve/jobs.py) over HTTP: another user's call is
+    refused before it is read; an admin's call naming a path instead of one of the workspace's datasets, nothing to
+    train or minutes out of range is refused with the reason, and none of them starts a job. The feedback panel
+    (how many users rated) is filled for admins only."""
+    demo = sec.service.demo
+    train = fn_index(demo, demo.ragtune_handlers["train_search"])
+    mini = sec.root / "ws" / "datasets" / "mini"
+    mini.mkdir(parents=True, exist_ok=True)
+    for name in ("train.jsonl", "val.jsonl"):
+        (mini / name).write_text("")
+    bob, alice = session(sec, "bob"), session(sec, "alice")
+    assert bob.join(train, ["mini", ["reranker"], 1, True]).status_code == 403
+    assert GradioSession(sec.url).join(train, ["mini", ["reranker"], 1, True]).status_code == 401
+    load = fn_index(demo, demo.ragtune_handlers["on_load"])  # the page load fills the panel: admins only
+    assert "Users' feedback" in json.dumps(alice.call(load, [])["output"])  # and lists the datasets
+    assert "Users' feedback" not in json.dumps(bob.call(load, [])["output"])
+    gradio_says = "is not in the list of choices"  # Gradio checks a dropdown's value against its choices first
+    for data, says in ((["../../../etc", ["reranker"], 1, True], gradio_says),
+                       ([str(mini), ["reranker"], 1, True], gradio_says),
+                       (["mini", ["everything"], 1, True], gradio_says),
+                       (["mini", [], 1, True], "Pick what to train"),
+                       (["mini", ["reranker"], 0, True], "Minutes per part must be a number from 0.5 to 60"),
+                       (["mini", ["reranker"], "1e9", True], "Minutes per part"),
+                       (["mini", ["reranker"], None, True], "Minutes per part")):
+        refused = alice.call(train, data)
+        assert not refused["success"] and says in refused["output"]["error"], (data, refused)
+    assert "retriever" not in sec.service.jobs.last  # nothing started
+
+
 def test_a_copied_workspace_writes_uploads_into_its_own_documents(tmp_path, embedder, local_generator) -> None:
     from serve.server import Ragtune, ServeConfig
 

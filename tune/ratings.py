@@ -72,7 +72,13 @@ def liked_pairs(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def rating_counts(workspace: Path) -> dict:
-    """{"liked", "disliked", "liked_with_sources"}: what the app shows and tune-retriever's card records."""
+    """What the app's Tune tab shows: answers rated (liked / disliked), the likes that name passages and how (a
+    reader's passage pick in the chat, a section pointed at in the viewer), the users who rated, and the distinct
+    (question, chunk) pairs `tune-retriever` would add to synth's questions."""
     rows = read_ratings(workspace)
-    return {"liked": sum(r["liked"] is True for r in rows), "disliked": sum(r["liked"] is False for r in rows),
-            "liked_with_sources": sum(r["liked"] is True and bool(r.get("cited")) for r in rows)}
+    liked = [r for r in rows if r["liked"] is True]
+    return {"liked": len(liked), "disliked": sum(r["liked"] is False for r in rows),
+            "liked_with_sources": sum(bool(r.get("cited")) for r in liked),
+            "passage_picks": sum("passage" in r for r in liked),
+            "viewer_picks": sum(r.get("mode") == "viewer" for r in liked),
+            "users": len({r["user"] for r in rows}), "pairs": len(liked_pairs(rows))}

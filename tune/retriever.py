@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ingest.files import write_text_atomic
 from retrieve.fusion import ADAPTIVE
@@ -300,9 +301,13 @@ def reindex(workspace: Path, progress: bool = False):
     return build_index(docs, workspace, config, progress=progress)
 
 
-def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> RetrieverReport:
+def tune_retriever(config: RetrieverTuneConfig, progress: bool = False,
+                   on_phase: Callable[[str, float], None] | None = None) -> RetrieverReport:
+    """Train the parts `config` names, score each on validation, and switch search to what won (module doc).
+    `on_phase(what, fraction done)` hears each stage (the app's job shows it); `progress`: tqdm bars."""
     from retrieve import Searcher
 
+    phase = on_phase or (lambda what, fraction: None)
     config.check()
     if "reranker" in config.parts:  # before minutes of mining: a layer count the base model lacks fails now
         from retrieve.embed import resolve_embedder
@@ -318,6 +323,7 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
                           config.max_val_questions, config.seed, rated, config.rated_weight)
     groups = frozenset(config.include_groups)
     texts = {c.id: c.embed_text for c in gen.chunks}
+    phase("finding hard negatives and scoring the fusions", 0.05)
     mine_negatives(searcher, sets.train, config.negatives, groups, progress)
     cands = collect_candidates(searcher, sets.val, groups, progress)
     tables = fusion_tables(cands)
@@ -331,6 +337,7 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
     embedder = index_part
     report = RetrieverReport(str(sets.dataset), sets.data_hash, card["questions"], weight, tables)
     if "embedder" in config.parts:
+        phase("training the embedder", 0.15)
         part, cands_t, tables_t = _tune_embedder(config, searcher, sets, texts, base_model, card, tables[weight],
                                                  groups, progress)
         report.parts["embedder"] = part
@@ -338,6 +345,7 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
             embedder, cands, tables, weight = part.name, cands_t, tables_t, _weight(config, tables_t)
     reranker, blend_weight = previous.reranker, previous.rerank_weight
     if "reranker" in config.parts:
+        phase("training the reranker", 0.55 if "embedder" in config.parts else 0.15)
         part, blend_weight = _tune_reranker(config, sets, texts, cands, weight, card, tables[weight], progress)
         report.parts["reranker"] = part
         reranker = part.name if part.active else None
@@ -345,6 +353,7 @@ def tune_retriever(config: RetrieverTuneConfig, progress: bool = False) -> Retri
     write_settings(ws, RetrieverSettings(None if weight == ADAPTIVE else weight, reranker, embedder,
                                          config.rerank_top, config.rerank_tokens, blend_weight))
     if embedder != index_part:
+        phase("re-embedding the index with the chosen embedder", 0.9)
         reindex(ws, progress)
         report.reindexed = True
     report.removed = remove_unused(ws, keep={p.name for p in report.parts.values()} | {embedder})

@@ -84,11 +84,12 @@ def tune_retriever_command(
     if as_json:
         _print(report.to_json(), True)
         return
-    sys.stdout.write(_summary(report, workspace) + "\n")
+    sys.stdout.write(report_summary(report, workspace) + "\n")
 
 
-def _summary(report, workspace: Path) -> str:
-    """What `tune-retriever` did, in a few lines: the questions, the fusion, each part and whether search uses it."""
+def report_summary(report, workspace: Path) -> str:
+    """What `tune-retriever` did, in a few lines (the CLI prints them, the app's search-training job shows them): the
+    questions, the fusion, each part and whether search uses it."""
     q = report.questions
     rated = q.get("rated") or {}
     users = (f" (users' liked questions: {rated['train']} training, {rated['val']} validation)"
