@@ -148,16 +148,21 @@ def loss_plot(job):
     return fig
 
 
+JOB_NAMES = {"tune": "tuning", "retriever": "search training", "eval": "evaluation", "reindex": "re-index"}
+
+
 def job_view(job) -> str:
     if job is None:
         return "No tuning run yet in this server session."
     elapsed = max(0.0, (job.finished or time.time()) - job.started)
-    head = f"**{job.kind}**: {job.phase} ({elapsed:.0f} s)"
+    head = f"**{JOB_NAMES.get(job.kind, job.kind)}**: {job.phase} ({elapsed:.0f} s)"
     if job.running:
         filled = int(round(20 * max(0.0, min(1.0, job.fraction))))
         head += f" `{'█' * filled}{'░' * (20 - filled)}` {job.fraction:.0%}"
     if job.error:
         head += f"\n\n❌ {_md_escape(job.error)}"
+    elif not job.running and job.result.get("summary"):
+        head += f"\n\n{_md_escape(job.result['summary'])}"
     return head + ("\n\n```\n" + "\n".join(job.log[-12:]) + "\n```" if job.log else "")
 
 
@@ -231,7 +236,7 @@ def search_markdown(ws: Path) -> str:
                 "**Users' feedback:** no answer rated yet. Readers rate answers in the Chat tab (👍 / 👎, or "
                 "*Passage [n] had the answer*) and point at sections in the document viewer.")
     return (f"{feedback}\n\n**Search now:** {fusion_label(settings.dense_weight)}; reranker "
-            f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'the packaged one')}.")
+            f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'untuned')}.")
 
 
 def _count(n: int, noun: str) -> str:

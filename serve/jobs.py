@@ -165,7 +165,7 @@ def retriever_in_process(workspace: Path, p: dict, emit) -> None:
     lines = report_summary(report, workspace).splitlines()
     for line in lines:
         emit(note=line)
-    emit(result={"summary": "search training done: " + "; ".join(lines[1:-1]), "retriever": report.to_json()})
+    emit(result={"summary": "search training done: " + "; ".join(lines[1:]), "retriever": report.to_json()})
 
 
 def run_tune_job(service, job: Job) -> None:

@@ -341,7 +341,7 @@ def test_the_apps_search_training_runs_tune_retriever_in_a_child_process(tmp_pat
     import shutil
     import time
 
-    from serve.app_views import dataset_choices, search_markdown
+    from serve.app_views import dataset_choices, job_view, search_markdown
     from serve.jobs import Jobs
 
     ws = tmp_path / "ws"
@@ -372,4 +372,7 @@ def test_the_apps_search_training_runs_tune_retriever_in_a_child_process(tmp_pat
     assert job.result["summary"].startswith("search training done: fusion: adaptive score fusion")
     assert f"reranker {part['name']}: {'used' if part['active'] else 'not used'}" in job.result["summary"]
     assert (ws / "retrievers" / part["name"] / "card.json").is_file()
+    shown = job_view(job)  # the Tune tab's status: the outcome first, then the stages
+    assert shown.startswith("**search training**: done") and "search training done: fusion" in shown
+    assert "search now: adaptive score fusion, reranker" in job.log[-2]
     assert ("reranker `" + part["name"] in search_markdown(ws)) == part["active"]

@@ -102,8 +102,12 @@ def report_summary(report, workspace: Path) -> str:
         lines.append(f"{kind} {p.name}: {'used' if p.active else 'not used'}; {p.why}; {p.steps} steps, {p.wall_s} s")
     if report.reindexed:
         lines.append("the index was re-embedded with the chosen embedder")
-    lines.append(f"done in {report.seconds:.0f} s; `ragtune search` and `ask` use it now (--no-rerank turns the "
-                 "reranker off)")
+    from retrieve.retrievers import read_settings
+
+    now = read_settings(workspace)
+    lines.append(f"done in {report.seconds:.0f} s; search now: {fusion_label(now.dense_weight)}, reranker "
+                 f"{now.reranker or 'none'}, embedder {now.embedder or 'untuned'}"
+                 + (" (`--no-rerank` turns the reranker off)" if now.reranker else ""))
     return "\n".join(lines)
 
 
