@@ -215,6 +215,21 @@ def test_single_user_mode_needs_no_key_from_loopback(api) -> None:
         page = httpx.get(f"{url}/ragtune/doc/{HR_DOC}")  # the local user reads every group
         assert page.status_code == 200 and "6 years" in page.text
         assert service.accounts.local_user().admin and "hr" in service.accounts.local_user().groups
+        # the local admin's feedback keeps the restricted passages they may open, as the viewer's rule says
+        import json
+
+        import gradio as gr
+
+        local, handlers = gr.Request(username=None), service.demo.ragtune_handlers
+        *_, rated = list(handlers["chat"]("How long are investigation case files retained after closure?", [], [],
+                                          "rag", None, local))[-1]
+        [(index, entry)] = rated.items()
+        [passage] = [n for n, (_, doc) in entry["read"].items() if doc == HR_DOC][:1]
+        says = handlers["rate"](rated, gr.LikeData(None, {"index": index, "value": "x",
+                                                          "liked": f"Passage [{passage}] had the answer"}), local)
+        assert f"passage [{passage}] held the answer" in says
+        row = json.loads((api.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
+        assert row["user"] == service.accounts.local_user().name and row["docs"] == [HR_DOC] and row["cited"]
     finally:
         stop()
 
