@@ -164,7 +164,7 @@ def _add_source_route(app, service: Ragtune, caller) -> None:
         heading = doc.sections[int(index)].heading
         if str(form.get("heading") or "") != heading:
             return PlainTextResponse("409: the document changed since this page was shown: reload it", status_code=409)
-        chunks = (await run_in_threadpool(service.section_chunks, rel, heading))[:5]
+        chunks = (await run_in_threadpool(service.section_chunks, rel, heading, question))[:5]
         if not chunks:
             return PlainTextResponse("409: this section is not in the index yet: ask an admin to re-index",
                                      status_code=409)

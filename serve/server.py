@@ -41,6 +41,10 @@ from serve.concurrency import Gate, LazySearcher, _EmbedderSlot
 from serve.jobs import Jobs
 from serve.users import User, UserStore
 
+# the viewer's "this section answers it" credits the section's chunk most like the question and any within this
+# cosine of it: two chunks the question matches about equally are both credited
+SECTION_MARGIN = 0.05
+
 
 @dataclass
 class ServeConfig:
@@ -113,9 +117,20 @@ class Ragtune:
         another site cannot post one for a logged-in reader (cross-site request forgery)."""
         return hmac.new(self._form_secret, f"{user.name}\n{rel}".encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def section_chunks(self, rel: str, heading: str) -> list[str]:
-        """Ids of the live index's chunks of one section of a document (Chunk.section is the viewer's heading)."""
-        return [c.id for c in self.searcher.get().generation.chunks if c.doc == rel and c.section == heading]
+    def section_chunks(self, rel: str, heading: str, question: str = "") -> list[str]:
+        """Ids of the live index's chunks of one section of a document (Chunk.section is the viewer's heading). With
+        `question`, a section of several chunks gives only the one most like it by the index's embedder (and any
+        within SECTION_MARGIN cosine of it, for an answer that spans two): the rest of a long section does not hold
+        the answer, and search training would learn it as if it did."""
+        searcher = self.searcher.get()
+        chunks = [c for c in searcher.generation.chunks if c.doc == rel and c.section == heading]
+        if question and len(chunks) > 1:
+            vectors = searcher.embedder.encode([question] + [c.embed_text for c in chunks])
+            likeness = vectors[1:] @ vectors[0]
+            best = float(likeness.max())
+            ranked = sorted(zip(likeness.tolist(), range(len(chunks))), reverse=True)
+            chunks = [chunks[i] for score, i in ranked if score >= best - SECTION_MARGIN]
+        return [c.id for c in chunks]
 
     def may_open(self, user: User, rel: str) -> bool:
         """Whether this user may open the document (serve/docs_admin.DocsAdmin.may_read with their groups)."""

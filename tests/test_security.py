@@ -253,6 +253,32 @@ def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_the
     assert {chunks[c].doc for c in row["cited"]} == {"hr/employee-handbook.md"}
 
 
+def test_the_viewers_form_credits_the_chunk_of_a_long_section_that_is_most_like_the_question(sec) -> None:
+    """A section of several chunks: the rating names the one the question matches (serve/server.section_chunks),
+    not the whole section, so search training does not learn the section's other chunks as answers."""
+    import html
+    import re
+    from collections import defaultdict
+
+    sections = defaultdict(list)
+    for c in sec.service.searcher.get().generation.chunks:
+        if not c.groups and c.section:
+            sections[(c.doc, c.section)].append(c)
+    (doc, heading), parts = next((k, v) for k, v in sections.items() if len(v) >= 3)
+    bob = session(sec, "bob")
+    page = bob.http.get(f"/ragtune/doc/{doc}").text
+    forms = re.findall(r"name='section' value='(\d+)'><input type='hidden' name='heading' value='([^']*)'", page)
+    index = next(i for i, h in forms if html.unescape(h) == heading)
+    token = re.search(r"name='token' value='([0-9a-f]+)'", page).group(1)
+    target = parts[1]
+    question = "Where does it say that " + " ".join(target.text.split()[:30]) + "?"
+    done = bob.http.post(f"/ragtune/source/{doc}", data={"token": token, "section": index, "heading": heading,
+                                                        "question": question})
+    assert done.status_code == 303
+    row = json.loads((sec.root / "ws" / "ratings.jsonl").read_text().splitlines()[-1])
+    assert row["question"] == question and row["cited"][0] == target.id and len(row["cited"]) < len(parts)
+
+
 def test_search_training_is_for_admins_and_starts_only_on_a_dataset_of_the_workspace(sec) -> None:
     """The Tune tab's "Train search" (`tune-retriever` as a job, serve/jobs.py) over HTTP: another user's call is
     refused before it is read; an admin's call naming a path instead of one of the workspace's datasets, nothing to
