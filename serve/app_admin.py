@@ -25,6 +25,9 @@ from serve.server import Ragtune
 from serve.users import User
 
 
+NEW_QUESTIONS = "new questions from every document"  # the search training's first dataset choice: synth first
+
+
 def refusal(message: str) -> gr.Error:
     """The error a handler raises to tell the user no: shown in the app, with no traceback in the server log."""
     return gr.Error(message, print_exception=False)
@@ -241,9 +244,10 @@ class AdminHandlers:
     # ---- search that learns (tune-retriever as a job) --------------------------------------------------------------
 
     def search_view(self) -> tuple[str, dict]:
-        """The panel's text and the dataset picker, as page load and a finished job show them."""
-        choices = views.dataset_choices(self.ws)
-        return views.search_markdown(self.ws), gr.update(choices=choices, value=choices[0] if choices else None)
+        """The panel's text and the dataset picker (new questions first, then the workspace's synth datasets), as
+        page load and a finished job show them."""
+        choices = [NEW_QUESTIONS] + views.dataset_choices(self.ws)
+        return views.search_markdown(self.ws), gr.update(choices=choices, value=choices[0])
 
     @admin_only
     def train_search(self, dataset, parts, minutes, feedback, request: gr.Request):
@@ -252,11 +256,8 @@ class AdminHandlers:
         from tune.retriever import PARTS
 
         choices = views.dataset_choices(self.ws)
-        if not choices:
-            raise refusal("There are no training questions yet: tune an adapter above first (its synth data is "
-                          "reused), or run `ragtune synth` on this workspace.")
-        if dataset not in choices:
-            raise refusal(f"Pick a dataset from the list ({', '.join(choices[:5])}).")
+        if dataset != NEW_QUESTIONS and dataset not in choices:
+            raise refusal(f"Pick a dataset from the list ({', '.join([NEW_QUESTIONS] + choices[:5])}).")
         parts = [p for p in PARTS if p in (parts or [])]
         if not parts:
             raise refusal("Pick what to train: the reranker, the embedder or both.")
@@ -268,8 +269,8 @@ class AdminHandlers:
             raise refusal("Minutes per part must be a number from 0.5 to 60.")
         if not self.service.docs.has_index():
             raise refusal("There is no index to train search on: upload documents first.")
-        params = {"dataset": str(Workspace(self.ws).dataset(dataset)), "parts": parts,
-                  "time_budget_s": minutes * 60, "ratings": bool(feedback)}
+        source = {"synth": True} if dataset == NEW_QUESTIONS else {"dataset": str(Workspace(self.ws).dataset(dataset))}
+        params = {**source, "parts": parts, "time_budget_s": minutes * 60, "ratings": bool(feedback)}
         try:
             job = self.service.jobs.start("retriever", params)
         except AnswerError as e:

@@ -145,17 +145,30 @@ def tune_in_process(workspace: Path, p: dict, emit) -> None:
          note=f"adapter {result.adapter}: val loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f}")
 
 
+SEARCH_DATASET = "search"  # the dataset a search training synthesizes from all documents (WS/datasets/search)
+
+
 def retriever_in_process(workspace: Path, p: dict, emit) -> None:
     """`ragtune tune-retriever` for the app (tune/retriever.py): train the parts `p` names on a synth dataset and
-    users' feedback; search switches to what beat it on validation. `p` holds RetrieverTuneConfig fields."""
+    users' feedback; search switches to what beat it on validation. `p` holds RetrieverTuneConfig fields, and
+    "synth": true to first make WS/datasets/search from every indexed document (`ragtune synth` defaults)."""
     from tune.retriever import RetrieverTuneConfig, tune_retriever
     from tune.retriever_cli import report_summary
 
+    fields = dict(p)
+    fresh = bool(fields.pop("synth", False))
     known = set(RetrieverTuneConfig.__dataclass_fields__) - {"workspace"}
-    unknown = sorted(set(p) - known)
+    unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(f"unknown search-training settings: {', '.join(unknown)}")
-    fields = dict(p)
+    if fresh:
+        from tune.synth import SynthConfig, synthesize
+
+        emit(phase="making questions from every indexed document", fraction=0.01,
+             note="synth: questions from every indexed document")
+        made = synthesize(SynthConfig(workspace=workspace, name=SEARCH_DATASET), progress=False)
+        emit(note=f"synth: {made.train} train / {made.val} val examples in {made.dataset}")
+        fields["dataset"] = str(made.dataset)
     if fields.get("dataset"):
         fields["dataset"] = Path(fields["dataset"])
     if "parts" in fields:

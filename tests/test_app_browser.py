@@ -330,7 +330,7 @@ def test_admin_handlers_refuse_non_admins_on_the_server(app_server) -> None:
             next(handlers[name](*args))  # generators: the check runs on the first step
     assert (app_server.root / "docs" / "hr" / "employee-handbook.md").is_file()  # nothing was deleted
     assert handlers["stop_tune"](alice) == "No tuning run is going on."
-    with pytest.raises(gr.Error, match="no training questions yet: tune an adapter above first"):
+    with pytest.raises(gr.Error, match="Pick a dataset from the list \\(new questions from every document\\)"):
         next(handlers["train_search"]("default", ["reranker"], 1, True, alice))  # this workspace has no synth data
     with pytest.raises(gr.Error, match="not logged in"):
         handlers["reindex"](gr.Request(username="mallory"))

@@ -363,9 +363,12 @@ def test_the_apps_search_training_runs_tune_retriever_in_a_child_process(tmp_pat
     failed = run({"dataset": str(dataset), "parts": ["reranker"], "learning_rate": 1.0})
     assert failed.error == "RuntimeError: the search training process exited with status 1: ValueError: unknown " \
                            "search-training settings: learning_rate"
-    job = run({"dataset": str(dataset), "parts": ["reranker"], "max_steps": 2, "max_train_questions": 40,
+    # "new questions from every document": synth (its defaults) into WS/datasets/search first, then the training
+    job = run({"synth": True, "parts": ["reranker"], "max_steps": 2, "max_train_questions": 40,
                "max_val_questions": 20, "negatives": 2, "reranker_batch": 4, "rerank_layers": 2})
     assert job.error is None, job.log
+    assert job.result["retriever"]["dataset"] == str(ws / "datasets" / "search")
+    assert dataset_choices(ws)[0] == "search" and any(" synth: " in line for line in job.log)
     assert any(line.endswith("training the reranker") for line in job.log)
     assert job.result["retriever"]["questions"]["rated"] == {"train": 8, "val": 3}
     part = job.result["retriever"]["parts"]["reranker"]
