@@ -54,7 +54,8 @@ def build_app(service: Ragtune) -> gr.Blocks:
     demo.ragtune_handlers = {"stop_tune": handlers.stop_tune, "reindex": handlers.reindex, "upload": handlers.upload,
                              "set_groups": handlers.set_groups, "delete": handlers.delete_doc,
                              "start_tune": handlers.start_tune,
-                             "train_search": handlers.train_search, "run_evaluation": handlers.run_evaluation,
+                             "train_search": handlers.train_search, "reset_search": handlers.reset_search,
+                             "run_evaluation": handlers.run_evaluation,
                              "use_adapter": handlers.use_adapter, "chat": chat_handlers.chat,
                              "compare": chat_handlers.compare, "vote": chat_handlers.vote, "rate": chat_handlers.rate,
                              "on_load": on_load}

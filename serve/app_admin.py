@@ -271,6 +271,18 @@ class AdminHandlers:
             raise refusal("There is no index to train search on: upload documents first.")
         source = {"synth": True} if dataset == NEW_QUESTIONS else {"dataset": str(Workspace(self.ws).dataset(dataset))}
         params = {**source, "parts": parts, "time_budget_s": minutes * 60, "ratings": bool(feedback)}
+        yield from self._search_job(params)
+
+    @admin_only
+    def reset_search(self, request: gr.Request):
+        """Back to the default search (adaptive fusion, no reranker, the untuned embedder) as a background job: a
+        tuned embedder's index is re-embedded."""
+        self.admin_of(request)
+        if not self.service.docs.has_index():
+            raise refusal("There is no index yet: upload documents first.")
+        yield from self._search_job({"reset": True})
+
+    def _search_job(self, params: dict):
         try:
             job = self.service.jobs.start("retriever", params)
         except AnswerError as e:

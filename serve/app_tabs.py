@@ -102,6 +102,7 @@ def tune_tab(h: AdminHandlers, pickers: list, priv: dict) -> SimpleNamespace:
     search.train.click(h.train_search, inputs=[search.dataset, search.parts, search.minutes, search.feedback],
                        outputs=[search.status, search.panel, search.dataset], **job)
     search.stop.click(h.stop_tune, outputs=[search.status], **priv)
+    search.reset.click(h.reset_search, outputs=[search.status, search.panel, search.dataset], **job)
     return SimpleNamespace(tab=tab, status=status, plot=plot, table=table, pick=pick, search=search)
 
 
@@ -123,9 +124,10 @@ def search_section(h: AdminHandlers) -> SimpleNamespace:
     with gr.Row():
         train = gr.Button("Train search", variant="primary", elem_id="search-train")
         stop = gr.Button("Stop", variant="stop", elem_id="search-stop")
+        reset = gr.Button("Back to the default search", elem_id="search-reset")
     status = gr.Markdown(elem_id="search-status")
     return SimpleNamespace(panel=panel, dataset=dataset, parts=parts, minutes=minutes, feedback=feedback,
-                           train=train, stop=stop, status=status)
+                           train=train, stop=stop, reset=reset, status=status)
 
 
 def eval_tab(h: AdminHandlers, priv: dict) -> SimpleNamespace:

@@ -151,10 +151,19 @@ SEARCH_DATASET = "search"  # the dataset a search training synthesizes from all 
 def retriever_in_process(workspace: Path, p: dict, emit) -> None:
     """`ragtune tune-retriever` for the app (tune/retriever.py): train the parts `p` names on a synth dataset and
     users' feedback; search switches to what beat it on validation. `p` holds RetrieverTuneConfig fields, and
-    "synth": true to first make WS/datasets/search from every indexed document (`ragtune synth` defaults)."""
-    from tune.retriever import RetrieverTuneConfig, tune_retriever
+    "synth": true to first make WS/datasets/search from every indexed document (`ragtune synth` defaults); or
+    {"reset": true} to go back to the default search instead (`tune-retriever --reset`)."""
+    from tune.retriever import RetrieverTuneConfig, reset_retriever, tune_retriever
     from tune.retriever_cli import report_summary
 
+    if p.get("reset"):
+        emit(phase="going back to the default search", fraction=0.1, note="reset: the default search")
+        done = reset_retriever(workspace)
+        summary = ("search is back to the default: adaptive score fusion, no reranker, the untuned embedder"
+                   + ("; the index was re-embedded" if done["reindexed"] else "")
+                   + (f"; removed {', '.join(done['removed'])}" if done["removed"] else ""))
+        emit(note=summary, result={"summary": summary})
+        return
     fields = dict(p)
     fresh = bool(fields.pop("synth", False))
     known = set(RetrieverTuneConfig.__dataclass_fields__) - {"workspace"}

@@ -325,7 +325,7 @@ def test_admin_handlers_refuse_non_admins_on_the_server(app_server) -> None:
         with pytest.raises(gr.Error, match="Only admins"):
             handlers[name](*args)
     for name, args in {"start_tune": ("x", 5, 1, 1, 2048, bob), "run_evaluation": (1, ["rag"], bob),
-                       "train_search": ("default", ["reranker"], 1, True, bob)}.items():
+                       "train_search": ("default", ["reranker"], 1, True, bob), "reset_search": (bob,)}.items():
         with pytest.raises(gr.Error, match="Only admins"):
             next(handlers[name](*args))  # generators: the check runs on the first step
     assert (app_server.root / "docs" / "hr" / "employee-handbook.md").is_file()  # nothing was deleted

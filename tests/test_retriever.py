@@ -379,3 +379,6 @@ def test_the_apps_search_training_runs_tune_retriever_in_a_child_process(tmp_pat
     assert shown.startswith("**search training**: done") and "search training done: fusion" in shown
     assert "search now: adaptive score fusion, reranker" in job.log[-2]
     assert ("reranker `" + part["name"] in search_markdown(ws)) == part["active"]
+    back = run({"reset": True})  # "Back to the default search"
+    assert back.error is None and back.result["summary"].startswith("search is back to the default")
+    assert read_settings(ws) == RetrieverSettings() and not any((ws / "retrievers").glob("reranker-*"))

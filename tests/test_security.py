@@ -292,6 +292,7 @@ def test_search_training_is_for_admins_and_starts_only_on_a_dataset_of_the_works
         (mini / name).write_text("")
     bob, alice = session(sec, "bob"), session(sec, "alice")
     assert bob.join(train, ["mini", ["reranker"], 1, True]).status_code == 403
+    assert bob.join(fn_index(demo, demo.ragtune_handlers["reset_search"]), []).status_code == 403
     assert GradioSession(sec.url).join(train, ["mini", ["reranker"], 1, True]).status_code == 401
     load = fn_index(demo, demo.ragtune_handlers["on_load"])  # the page load fills the panel: admins only
     assert "Users' feedback" in json.dumps(alice.call(load, [])["output"])  # and lists the datasets
