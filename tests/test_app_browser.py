@@ -283,6 +283,9 @@ def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     # search that learns: the users' feedback so far (bob's ratings above, when run in order) and today's search
     expect(page.locator("#search-feedback")).to_contain_text("Users' feedback")
     expect(page.locator("#search-feedback")).to_contain_text("Search now: adaptive score fusion; reranker none")
+    expect(page.locator("#search-dataset input")).to_have_value("new questions from every document")
+    page.locator("#search-reset").click()  # a real job in a child process (nothing to undo here: it is quick)
+    expect(page.locator("#search-status")).to_contain_text("search is back to the default", timeout=120_000)
     page.locator("#tune-watch").click()
     expect(page.locator("#tune-status")).to_contain_text("val loss 1.40 -> 1.15")
     expect(page.locator("#tune-loss img")).to_be_visible()
