@@ -12,6 +12,7 @@ from generate.modes import ADAPTER_MODES
 from ingest.workspace import Workspace
 from serve.answer import READ_AS, Answer
 from serve.docs_admin import doc_link
+from serve.jobs import JOB_NAMES
 
 PASSAGE_CHARS = 320
 NO_ADAPTER = "(none yet)"
@@ -146,9 +147,6 @@ def loss_plot(job):
     ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
-
-
-JOB_NAMES = {"tune": "tuning", "retriever": "search training", "eval": "evaluation", "reindex": "re-index"}
 
 
 def job_view(job) -> str:

@@ -24,6 +24,9 @@ from typing import Any, Callable
 from generate.base import GenerationStream
 from serve.answer import AnswerError
 
+JOB_NAMES = {"tune": "tuning", "retriever": "search training", "eval": "evaluation", "reindex": "re-index"}  # in words
+
+
 # ---- background jobs (re-index, tune, evaluate) -------------------------------------------------------------------
 
 @dataclass
@@ -52,7 +55,7 @@ class Job:
         self.log.append(f"{time.strftime('%H:%M:%S')} {msg}")
 
     def summary(self) -> str:
-        what = "re-index" if self.kind == "reindex" else self.kind
+        what = JOB_NAMES.get(self.kind, self.kind)
         if self.running:
             return f"{what} running: {self.phase} ({self.fraction:.0%})"
         if self.error:
@@ -157,9 +160,12 @@ def retriever_in_process(workspace: Path, p: dict, emit) -> None:
     from tune.retriever_cli import report_summary
 
     if p.get("reset"):
+        from retrieve.retrievers import read_settings
+        from tune.retriever_cli import settings_line
+
         emit(phase="going back to the default search", fraction=0.1, note="reset: the default search")
         done = reset_retriever(workspace)
-        summary = ("search is back to the default: adaptive score fusion, no reranker, the untuned embedder"
+        summary = (f"search is back to the default: {settings_line(read_settings(workspace))}"
                    + ("; the index was re-embedded" if done["reindexed"] else "")
                    + (f"; removed {', '.join(done['removed'])}" if done["removed"] else ""))
         emit(note=summary, result={"summary": summary})
@@ -243,8 +249,7 @@ def _run_child(job: Job, command: str, params: dict) -> None:
         why = " (killed: out of memory? try fewer chunks or a smaller batch)" if rc in (-9, 137) else ""
         tail = [e.strip() for e in errors if e.strip() and "Warning" not in e and "warnings.warn" not in e][-3:]
         detail = f": {failure}" if failure else (": " + " | ".join(tail)) if tail else ""
-        what = "tuning" if command == "tune-job" else "search training"
-        raise RuntimeError(f"the {what} process exited with status {rc}{why}{detail}")
+        raise RuntimeError(f"the {CHILD_JOBS[command][1]} process exited with status {rc}{why}{detail}")
 
 
 def _child(command: str, params: dict) -> int:
@@ -260,7 +265,7 @@ def _child(command: str, params: dict) -> int:
 
     workspace = Path(params.pop("workspace"))
     try:
-        (tune_in_process if command == "tune-job" else retriever_in_process)(workspace, params, emit)
+        CHILD_JOBS[command][0](workspace, params, emit)
     except Exception as e:  # noqa: BLE001 - the parent shows this one line to the admin
         import traceback
 
@@ -296,7 +301,10 @@ class GatedGenerator:
         return getattr(self._gen, name)
 
 
+# the child processes' commands: python -m serve.jobs COMMAND PARAMS runs the function; the name is the failure's
+CHILD_JOBS = {"tune-job": (tune_in_process, "tuning"), "retriever-job": (retriever_in_process, "search training")}
+
 if __name__ == "__main__":  # the child process of a job: python -m serve.jobs tune-job '{"name": ...}'
-    if len(sys.argv) == 3 and sys.argv[1] in ("tune-job", "retriever-job"):
+    if len(sys.argv) == 3 and sys.argv[1] in CHILD_JOBS:
         sys.exit(_child(sys.argv[1], json.loads(sys.argv[2])))
-    sys.exit("usage: python -m serve.jobs tune-job|retriever-job PARAMS_JSON")
+    sys.exit(f"usage: python -m serve.jobs {'|'.join(CHILD_JOBS)} PARAMS_JSON")

@@ -105,8 +105,7 @@ def report_summary(report, workspace: Path) -> str:
     from retrieve.retrievers import read_settings
 
     now = read_settings(workspace)
-    lines.append(f"done in {report.seconds:.0f} s; search now: {fusion_label(now.dense_weight)}, reranker "
-                 f"{now.reranker or 'none'}, embedder {now.embedder or 'untuned'}"
+    lines.append(f"done in {report.seconds:.0f} s; search now: {settings_line(now)}"
                  + (" (`--no-rerank` turns the reranker off)" if now.reranker else ""))
     return "\n".join(lines)
 
@@ -134,13 +133,19 @@ def fusion_label(weight: float | str | None) -> str:
     return f"weighted RRF, dense weight {weight}" + (" (plain RRF)" if weight == 0.5 else "")
 
 
+def settings_line(settings) -> str:
+    """The search a RetrieverSettings makes, in words: 'adaptive score fusion, reranker none, embedder untuned'."""
+    return (f"{fusion_label(settings.dense_weight)}, reranker {settings.reranker or 'none'}, embedder "
+            f"{settings.embedder or 'untuned'}")
+
+
 def _print(obj: dict, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
         return
-    s = obj["settings"]
-    sys.stdout.write(f"settings: {fusion_label(s['dense_weight'])}, reranker {s['reranker'] or 'none'}, embedder "
-                     f"{s['embedder'] or 'the index default'}\n")
+    from retrieve.retrievers import RetrieverSettings
+
+    sys.stdout.write(f"settings: {settings_line(RetrieverSettings(**obj['settings']))}\n")
     for p in obj["parts"]:
         v = p["card"].get("validation", {})
         sys.stdout.write(f"{p['name']}: {'used' if p['active'] else 'not used'}; validation recall@3 "
