@@ -109,12 +109,34 @@ def link_model_cache(workspace: Path, model_cache_dir: Path) -> None:
         (workspace / "models").symlink_to(model_cache_dir, target_is_directory=True)
 
 
+BACKEND_MODEL = "smollm2"  # the served name of the default model on the loopback backend
+
+
 @contextmanager
-def served_copy(root: Path, built_index, *, generator, embedder, users: dict[str, tuple[str, tuple[str, ...], bool]],
+def loopback_backend(generator, adapters: dict[str, Path] | None = None) -> Iterator[str]:
+    """A real OpenAI-compatible server on loopback, as `vllm serve BASE --enable-lora --lora-modules NAME=PATH`
+    would be: ragtune's own `create_app` over `generator` (loaded with `adapters`), which serves the model as
+    BACKEND_MODEL and each adapter under its name. Yields the /v1 URL; the server stops on exit."""
+    from serve.openai_api import create_app, serve_in_thread
+
+    for name, folder in (adapters or {}).items():
+        generator.load_adapter(name, str(folder))
+    url, stop = serve_in_thread(create_app({BACKEND_MODEL: generator}))
+    try:
+        yield f"{url}/v1"
+    finally:
+        stop()
+
+
+@contextmanager
+def served_copy(root: Path, built_index, *, generator=None, backend_url: str | None = None, embedder,
+                users: dict[str, tuple[str, tuple[str, ...], bool]],
                 prepare: Callable[[Path], None] | None = None) -> Iterator[SimpleNamespace]:
-    """The real server (API + app) over a private copy of the built index, in a thread. `users` maps a name to
-    (password, groups, admin); `prepare(root)` runs on the copy before the server starts. Yields url, keys (each
-    user's API key), service and root; the server stops on exit."""
+    """The real server (API + app) over a private copy of the built index, in a thread. It answers with
+    `generator`, or, given `backend_url`, through that server as `ragtune serve --backend-url URL --model
+    BACKEND_MODEL` does (the generator built from the options). `users` maps a name to (password, groups, admin);
+    `prepare(root)` runs on the copy before the server starts. Yields url, keys (each user's API key), service and
+    root; the server stops on exit."""
     from serve.openai_api import serve_in_thread
     from evals.app_job import JOB_RUNNERS
     from serve.server import ServeConfig
@@ -129,7 +151,8 @@ def served_copy(root: Path, built_index, *, generator, embedder, users: dict[str
     users_file = root / "users.yaml"
     keys = {name: add_user(users_file, name, password, groups, admin=admin)
             for name, (password, groups, admin) in users.items()}
-    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24)
+    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24,
+                         backend_url=backend_url, model=BACKEND_MODEL if backend_url else None)
     service, app = build(config, generator=generator, embedder=embedder, job_runners=JOB_RUNNERS)
     url, stop = serve_in_thread(app)
     try:

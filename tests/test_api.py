@@ -1,7 +1,9 @@
 """The OpenAI-compatible API of `ragtune serve`, tested with the official `openai` client against a real server
 (real SmolLM2, a copy of the sample index, a users file): models, streaming with citations, bad keys, groups
-carried by keys, the document route's group check, single-user mode, the busy limit. Also the document-admin
-safety rules and the vote tally (plain functions, no server)."""
+carried by keys, the document route's group check, single-user mode, the busy limit. Every server test runs twice:
+with the model in-process, and through `--backend-url` (issue 23: "the API through --backend-url passes the same
+API tests as the local model"), the same model then served by another OpenAI-compatible server on loopback. Also the
+document-admin safety rules and the vote tally (plain functions, no server)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import re
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -23,7 +26,7 @@ from serve.http_guard import upload_folder
 from serve.openai_api import serve_in_thread
 from serve.server import ServeConfig
 from serve.web import build
-from tests.conftest import served_copy
+from tests.conftest import BACKEND_MODEL, loopback_backend, served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -43,8 +46,8 @@ The Quillfeather project lead is Imogen Vasquez-Thorne.
 """
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory, built_index, embedder, local_generator):
+@pytest.fixture(scope="module", params=["local", "backend"])
+def api(request, tmp_path_factory, built_index, embedder, local_generator):
     def add_secret(root: Path) -> None:
         (root / "docs" / "uploads").mkdir()
         (root / "docs" / SECRET_DOC).write_text(SECRET_TEXT)
@@ -52,9 +55,13 @@ def api(tmp_path_factory, built_index, embedder, local_generator):
         assert report.added == [SECRET_DOC] and report.embedded == 1
 
     users = {"alice": ("alice-secret-1", ("hr",), False), "bob": ("bob-secret-12", (), False)}
-    with served_copy(tmp_path_factory.mktemp("api"), built_index, generator=local_generator, embedder=embedder,
-                     users=users, prepare=add_secret) as server:
-        server.embedder, server.generator = embedder, local_generator
+    through = request.param == "backend"
+    with loopback_backend(local_generator) if through else nullcontext() as url, served_copy(
+            tmp_path_factory.mktemp("api"), built_index, generator=None if through else local_generator,
+            backend_url=url, embedder=embedder, users=users, prepare=add_secret) as server:
+        label = f"{BACKEND_MODEL} at {url}" if through else f"{local_generator.name} (local)"
+        assert server.service.model_label == label  # the app and the API name the model that answers
+        server.embedder, server.generator = embedder, server.service.generator
         yield server
 
 
@@ -98,6 +105,7 @@ def test_stream_a_completion_with_citations(api) -> None:
     cite = extra["citations"][0]
     assert "6 months" in cite["text"] and cite["url"].startswith("/ragtune/doc/hr/")
     assert extra["ragtune"]["user"] == "bob" and extra["ragtune"]["answer"] == text.strip()
+    assert extra["ragtune"]["model"] == api.service.model_label  # the backend's, when one answered
     assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].usage.prompt_tokens > 100
     # the cited document opens through the viewer for this key, with the cited section marked
     page = httpx.get(api.url + cite["url"].split("#")[0], headers={"Authorization": f"Bearer {api.keys['bob']}"})
@@ -192,8 +200,9 @@ def test_a_page_closed_while_queued_gives_its_place_back(api) -> None:
     import gradio as gr
 
     gate = api.service.gate
-    blocker = gate.reserve()
-    blocker.wait()  # the model is busy ...
+    busy = [gate.reserve() for _ in range(gate.max_active)]  # every answer slot is taken (1 local, 16 backend) ...
+    for ticket in busy:
+        ticket.wait()
     other = gate.reserve()  # ... and someone is already waiting
     chat = api.service.demo.ragtune_handlers["chat"](PUBLIC_Q, [], [], "rag", None, gr.Request(username="bob"))
     assert next(chat)[3] == "thinking…"
@@ -201,7 +210,8 @@ def test_a_page_closed_while_queued_gives_its_place_back(api) -> None:
     chat.close()  # what Gradio does when the browser goes away
     assert gate.waiting == 1
     other.release()
-    blocker.release()
+    for ticket in busy:
+        ticket.release()
     assert gate.waiting == 0 and gate.active == 0
 
 

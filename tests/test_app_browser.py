@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ import gradio as gr
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import served_copy
+from tests.conftest import BACKEND_MODEL, loopback_backend, served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -55,17 +56,28 @@ def _tiny_adapter(loaded, folder: Path) -> None:
     (folder / "README.md").write_text("# LoRA adapter `tiny`\n\nA zero-initialised test adapter.\n")
 
 
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory, built_index, embedder, model_cache_dir):
+@pytest.fixture(scope="module", params=["local", "backend"])
+def app_server(request, tmp_path_factory, built_index, embedder, model_cache_dir):
+    """The app answering with the model in-process, or through `--backend-url` (issue 23: "the app through
+    --backend-url passes the same browser tests as the local model"): the same model and adapter then served by
+    another OpenAI-compatible server on loopback, the adapter's files also in WS/adapters as for vLLM."""
     from generate.local import LocalGenerator
     from generate.models import ModelConfig, load_model
 
     # a generator of our own: loading an adapter wraps its model, which must not leak into other test modules
     loaded = load_model(ModelConfig(cache_dir=model_cache_dir))
     users = {"alice": (PASSWORDS["alice"], ("hr",), True), "bob": (PASSWORDS["bob"], (), False)}
-    with served_copy(tmp_path_factory.mktemp("app"), built_index, generator=LocalGenerator(loaded),
-                     embedder=embedder, users=users,
-                     prepare=lambda root: _tiny_adapter(loaded, root / "ws" / "adapters" / "tiny")) as server:
+    root = tmp_path_factory.mktemp(f"app-{request.param}")
+    adapter = root / "tiny"
+    _tiny_adapter(loaded, adapter)
+    through = request.param == "backend"
+    backend = loopback_backend(LocalGenerator(loaded), {"tiny": adapter}) if through else nullcontext()
+    with backend as url, served_copy(
+            root / "served", built_index, generator=None if through else LocalGenerator(loaded), backend_url=url,
+            embedder=embedder, users=users,
+            prepare=lambda served: shutil.copytree(adapter, served / "ws" / "adapters" / "tiny")) as server:
+        label = f"{BACKEND_MODEL} at {url}" if through else f"{loaded.name} (local)"
+        assert server.service.model_label == label  # the app and the API name the model that answers
         SCREENS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -256,7 +268,8 @@ def test_compare_tab_shows_three_answers_and_records_a_vote(app_server, tmp_path
     answers = {m: page.locator(f"#compare-{m}").inner_text().strip() for m in ("rag", "tuned", "hybrid")}
     assert all(len(a) > 5 and "⚠" not in a for a in answers.values()), answers
     assert "6 months" in answers["rag"] and "Sources" in answers["rag"]
-    assert "tuned (tiny)" in page.locator("#compare-tuned-time").inner_text()
+    timings = page.locator("#compare-tuned-time").inner_text()
+    assert "tuned (tiny)" in timings and app_server.service.model_label in timings  # the model that answered
     page.locator("#vote-rag").click()
     expect(page.locator("#vote-status")).to_contain_text("Recorded")
     expect(page.locator("#tally")).to_contain_text("100")
