@@ -89,7 +89,7 @@ def _page_load(service: Ragtune, session: AppSession, handlers: AdminHandlers, p
         admin = user.admin
         md, images = report_view(handlers.latest_report()) if admin else ("", [])
         tune_job = service.jobs.last.get("tune")
-        search_md, datasets = handlers.search_view() if admin else ("", gr.update(choices=[]))
+        search_md, datasets = handlers.search_view(user) if admin else ("", gr.update(choices=[]))
         search_job = service.jobs.last.get("retriever") if admin else None
         return {page.who: who, page.notice: gr.update(value=notice, visible=bool(notice)),
                 page.chat.adapter: session.adapter_update(), page.chat.mode: gr.update(value=service.settings.default_mode()),

@@ -26,6 +26,7 @@ from serve.users import User
 
 
 NEW_QUESTIONS = "new questions from every document"  # the search training's first dataset choice: synth first
+UNHELPFUL_SHOWN = 10  # the newest answers marked not helpful that the search panel lists
 
 
 def refusal(message: str) -> gr.Error:
@@ -243,16 +244,38 @@ class AdminHandlers:
 
     # ---- search that learns (tune-retriever as a job) --------------------------------------------------------------
 
-    def search_view(self) -> tuple[str, dict]:
-        """The panel's text and the dataset picker (new questions first, then the workspace's synth datasets), as
-        page load and a finished job show them."""
+    def search_view(self, viewer: User) -> tuple[str, dict]:
+        """The panel's text for `viewer` and the dataset picker (new questions first, then the workspace's synth
+        datasets), as page load and a finished job show them."""
         choices = [NEW_QUESTIONS] + views.dataset_choices(self.ws)
-        return views.search_markdown(self.ws), gr.update(choices=choices, value=choices[0])
+        return (views.search_markdown(self.ws, self.unhelpful_for(viewer)),
+                gr.update(choices=choices, value=choices[0]))
+
+    def unhelpful_for(self, viewer: User) -> list[dict]:
+        """The newest answers users marked not helpful (gaps in the documents or in search show here first) that
+        `viewer` may see. A question can tell what its asker may read, so it is shown only where every group of the
+        asker is also the viewer's, and every document its answer read is one the viewer may open; a rater no longer
+        in the users file is left out (SECURITY.md)."""
+        from tune.ratings import read_ratings
+
+        accounts, docs = self.service.accounts, self.service.docs
+        groups = accounts.groups_of(viewer)
+        shown = []
+        for row in sorted(read_ratings(self.ws), key=lambda r: str(r.get("ts", "")), reverse=True):
+            asker = accounts.user_named(row["user"]) if row["liked"] is False else None
+            if asker is None or not accounts.groups_of(asker) <= groups:
+                continue
+            read = row.get("docs") if isinstance(row.get("docs"), list) else [None]
+            if all(isinstance(d, str) and docs.may_read(d, groups) for d in read):
+                shown.append(row)
+            if len(shown) == UNHELPFUL_SHOWN:
+                break
+        return shown
 
     @admin_only
     def train_search(self, dataset, parts, minutes, feedback, request: gr.Request):
         """Start `ragtune tune-retriever` as a background job (serve/jobs.py) and stream its state each second."""
-        self.admin_of(request)
+        admin = self.admin_of(request)
         from tune.retriever import PARTS
 
         choices = views.dataset_choices(self.ws)
@@ -271,18 +294,18 @@ class AdminHandlers:
             raise refusal("There is no index to train search on: upload documents first.")
         source = {"synth": True} if dataset == NEW_QUESTIONS else {"dataset": str(Workspace(self.ws).dataset(dataset))}
         params = {**source, "parts": parts, "time_budget_s": minutes * 60, "ratings": bool(feedback)}
-        yield from self._search_job(params)
+        yield from self._search_job(params, admin)
 
     @admin_only
     def reset_search(self, request: gr.Request):
         """Back to the default search (adaptive fusion, no reranker, the untuned embedder) as a background job: a
         tuned embedder's index is re-embedded."""
-        self.admin_of(request)
+        admin = self.admin_of(request)
         if not self.service.docs.has_index():
             raise refusal("There is no index yet: upload documents first.")
-        yield from self._search_job({"reset": True})
+        yield from self._search_job({"reset": True}, admin)
 
-    def _search_job(self, params: dict):
+    def _search_job(self, params: dict, viewer: User):
         try:
             job = self.service.jobs.start("retriever", params)
         except AnswerError as e:
@@ -290,7 +313,7 @@ class AdminHandlers:
         while job.running:
             yield job_view(job), gr.update(), gr.update()
             time.sleep(1.0)
-        yield (job_view(job), *self.search_view())
+        yield (job_view(job), *self.search_view(viewer))
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
 

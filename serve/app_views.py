@@ -206,9 +206,10 @@ def dataset_choices(ws: Path) -> list[str]:
     return [d.name for d in sorted(found, key=lambda d: (d / "train.jsonl").stat().st_mtime, reverse=True)]
 
 
-def search_markdown(ws: Path) -> str:
-    """The Tune tab's "Search that learns" panel: users' feedback so far (tune/ratings.py) and the search that runs
-    now (retrieve/retrievers.py), each trained part with its validation recall."""
+def search_markdown(ws: Path, unhelpful: list[dict] = ()) -> str:
+    """The Tune tab's "Search that learns" panel: users' feedback so far (tune/ratings.py), the search that runs
+    now (retrieve/retrievers.py), each trained part with its validation recall, and `unhelpful`: the answers marked
+    not helpful that the admin looking may see (AdminHandlers.unhelpful_for), newest first."""
     from retrieve.retrievers import list_parts, read_settings
     from tune.ratings import rating_counts
     from tune.retriever_cli import fusion_label
@@ -234,7 +235,30 @@ def search_markdown(ws: Path) -> str:
                 "**Users' feedback:** no answer rated yet. Readers rate answers in the Chat tab (👍 / 👎, or "
                 "*Passage [n] had the answer*) and point at sections in the document viewer.")
     return (f"{feedback}\n\n**Search now:** {fusion_label(settings.dense_weight)}; reranker "
-            f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'untuned')}.")
+            f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'untuned')}."
+            + unhelpful_markdown(unhelpful, c["disliked"]))
+
+
+def unhelpful_markdown(rows: list[dict], disliked: int) -> str:
+    """The answers marked not helpful, as a table (when, question, answer, documents read); empty when none is."""
+    if not disliked:
+        return ""
+    if not rows:
+        return ("\n\n**Not helpful:** none you may see (each asked by a user with groups you do not have, or about "
+                "a document you may not open).")
+
+    def cell(text, limit: int) -> str:
+        text = " ".join(str(text or "").split())
+        return _md_escape(text if len(text) <= limit else text[:limit - 1] + "…")
+
+    lines = [f"\n\n**Not helpful, newest first** ({len(rows)} of {disliked}: the ones you may see; a question "
+             "asked again and again points at a gap in the documents or in search):\n",
+             "| when | question | answer | documents read |", "|---|---|---|---|"]
+    for r in rows:
+        docs = ", ".join(dict.fromkeys(d for d in r.get("docs") or [] if isinstance(d, str)))
+        lines.append(f"| {cell(str(r.get('ts', ''))[:16].replace('T', ' '), 16)} | {cell(r['question'], 160)} | "
+                     f"{cell(r.get('answer'), 160)} | {cell(docs, 120) or 'none'} |")
+    return "\n".join(lines)
 
 
 def _count(n: int, noun: str) -> str:

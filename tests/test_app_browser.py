@@ -283,6 +283,10 @@ def test_compare_tab_shows_three_answers_and_records_a_vote(app_server, tmp_path
 
 def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     from serve.jobs import Job
+    from tune.ratings import record_rating
+
+    record_rating(app_server.root / "ws", "bob", "q-canteen", "Where is the canteen on the second floor?", False,
+                  mode="rag", adapter=None, answer="I could not find that.", cited=[], docs=[])
 
     # a finished run's state, as a tuning child process reports it (a real run takes minutes on this CPU)
     job = Job("tune", {"name": "demo"}, phase="done", fraction=1.0, finished=time.time(),
@@ -296,6 +300,9 @@ def test_admin_tabs_tune_and_evaluate(app_server, tmp_path) -> None:
     # search that learns: the users' feedback so far (bob's ratings above, when run in order) and today's search
     expect(page.locator("#search-feedback")).to_contain_text("Users' feedback")
     expect(page.locator("#search-feedback")).to_contain_text("Search now: adaptive score fusion; reranker none")
+    unhelpful = page.locator("#search-feedback table")  # the answers users marked not helpful, newest first
+    expect(unhelpful).to_contain_text("Where is the canteen on the second floor?")
+    expect(unhelpful).to_contain_text("I could not find that.")
     expect(page.locator("#search-dataset input")).to_have_value("new questions from every document")
     page.locator("#search-reset").click()  # a real job in a child process (nothing to undo here: it is quick)
     expect(page.locator("#search-status")).to_contain_text("search is back to the default", timeout=120_000)

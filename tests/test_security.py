@@ -20,7 +20,8 @@ from tests.conftest import served_copy
 from tests.gradio_http import GradioSession, fn_index, fn_named
 
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-12"}
-USERS = {"alice": (PASSWORDS["alice"], ("hr",), True), "bob": (PASSWORDS["bob"], (), False)}
+USERS = {"alice": (PASSWORDS["alice"], ("hr",), True), "bob": (PASSWORDS["bob"], (), False),
+         "carol": ("carol-secret-1", ("finance",), False)}
 FINANCE_DOC = "finance/budget-fy2026.md"  # groups: [finance]; alice is an admin in hr only
 HR_DOC = "hr/hr-investigations-procedure.txt"  # groups: [hr]
 FINANCE_Q = "What is the total operating expenditure budget for FY2026?"
@@ -308,6 +309,31 @@ def test_search_training_is_for_admins_and_starts_only_on_a_dataset_of_the_works
         refused = alice.call(train, data)
         assert not refused["success"] and says in refused["output"]["error"], (data, refused)
     assert "retriever" not in sec.service.jobs.last  # nothing started
+
+
+def test_admins_see_only_the_not_helpful_questions_their_own_groups_could_have_asked(sec) -> None:
+    """The search panel lists the newest answers marked not helpful (gaps in the documents), filled on page load over
+    HTTP: an admin sees a question only when every group of its asker is theirs and every document its answer read
+    is one they may open; a rater no longer in the users file, a liked answer and a non-admin see nothing."""
+    from tune.ratings import record_rating
+
+    ws = sec.root / "ws"
+    for user, question, liked, docs in (
+            ("bob", "How many weeks of parental leave do fathers get?", False, ["hr/employee-handbook.md"]),
+            ("carol", "Is the Zephyrine acquisition still going ahead?", False, []),  # finance may know of it
+            ("bob", "Which cost centre pays for Orrery?", False, [FINANCE_DOC]),  # read a finance document
+            ("mallory", "Who is being let go in March?", False, []),  # gone from the users file
+            ("bob", "What is the dress code on Fridays?", True, ["hr/employee-handbook.md"])):
+        record_rating(ws, user, question[:12], question, liked, mode="rag", adapter=None, answer="I do not know.",
+                      cited=[], docs=docs)
+    demo = sec.service.demo
+    load = fn_index(demo, demo.ragtune_handlers["on_load"])
+    alice = json.dumps(session(sec, "alice").call(load, [])["output"])
+    assert "Not helpful, newest first" in alice and "parental leave" in alice
+    for hidden in ("Zephyrine", "Orrery", "let go", "dress code"):
+        assert hidden not in alice, hidden
+    bob = json.dumps(session(sec, "bob").call(load, [])["output"])
+    assert "parental leave" not in bob and "Not helpful" not in bob  # no admin: no panel at all
 
 
 def test_a_copied_workspace_writes_uploads_into_its_own_documents(tmp_path, embedder, local_generator) -> None:
