@@ -113,15 +113,15 @@ BACKEND_MODEL = "smollm2"  # the served name of the default model on the loopbac
 
 
 @contextmanager
-def loopback_backend(generator, adapters: dict[str, Path] | None = None) -> Iterator[str]:
+def loopback_backend(generator, adapters: dict[str, Path] | None = None, model: str = BACKEND_MODEL) -> Iterator[str]:
     """A real OpenAI-compatible server on loopback, as `vllm serve BASE --enable-lora --lora-modules NAME=PATH`
     would be: ragtune's own `create_app` over `generator` (loaded with `adapters`), which serves the model as
-    BACKEND_MODEL and each adapter under its name. Yields the /v1 URL; the server stops on exit."""
+    `model` and each adapter under its name. Yields the /v1 URL; the server stops on exit."""
     from serve.openai_api import create_app, serve_in_thread
 
     for name, folder in (adapters or {}).items():
         generator.load_adapter(name, str(folder))
-    url, stop = serve_in_thread(create_app({BACKEND_MODEL: generator}))
+    url, stop = serve_in_thread(create_app({model: generator}))
     try:
         yield f"{url}/v1"
     finally:

@@ -28,8 +28,8 @@ from generate.local import LocalGenerator
 from generate.models import ModelConfig, load_model
 from generate.prompts import SYSTEM_WITH_CONTEXT
 from generate.remote import OpenAIGenerator
-from serve.openai_api import create_app, serve_in_thread
-from tests.conftest import REPO
+from serve.openai_api import serve_in_thread
+from tests.conftest import REPO, loopback_backend
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 PUBLIC_Q = "How long is the probation period for new hires?"
@@ -74,11 +74,8 @@ def backend(tmp_path_factory, tiny_dir: Path):
 
             return GenerationStream(pieces)
 
-    url, stop = serve_in_thread(create_app({"tiny": Watched()}))
-    try:
-        yield SimpleNamespace(url=f"{url}/v1", gen=gen, calls=calls, adapter_dir=folder)
-    finally:
-        stop()
+    with loopback_backend(Watched(), model="tiny") as url:
+        yield SimpleNamespace(url=url, gen=gen, calls=calls, adapter_dir=folder)
 
 
 def _local(gen: LocalGenerator, messages: list[dict], adapter: str | None, **options) -> str:
