@@ -206,7 +206,7 @@ def dataset_choices(ws: Path) -> list[str]:
     return [d.name for d in sorted(found, key=lambda d: (d / "train.jsonl").stat().st_mtime, reverse=True)]
 
 
-def search_markdown(ws: Path, unhelpful: list[dict] = ()) -> str:
+def search_markdown(ws: Path, unhelpful: list[dict] | None = None) -> str:
     """The Tune tab's "Search that learns" panel: users' feedback so far (tune/ratings.py), the search that runs
     now (retrieve/retrievers.py), each trained part with its validation recall, and `unhelpful`: the answers marked
     not helpful that the admin looking may see (AdminHandlers.unhelpful_for), newest first."""
@@ -236,7 +236,7 @@ def search_markdown(ws: Path, unhelpful: list[dict] = ()) -> str:
                 "*Passage [n] had the answer*) and point at sections in the document viewer.")
     return (f"{feedback}\n\n**Search now:** {fusion_label(settings.dense_weight)}; reranker "
             f"{part(settings.reranker, 'none')}; embedder {part(settings.embedder, 'untuned')}."
-            + unhelpful_markdown(unhelpful, c["disliked"]))
+            + unhelpful_markdown(unhelpful or [], c["disliked"]))
 
 
 def unhelpful_markdown(rows: list[dict], disliked: int) -> str:
@@ -251,8 +251,8 @@ def unhelpful_markdown(rows: list[dict], disliked: int) -> str:
         text = " ".join(str(text or "").split())
         return _md_escape(text if len(text) <= limit else text[:limit - 1] + "…")
 
-    lines = [f"\n\n**Not helpful, newest first** ({len(rows)} of {disliked}: the ones you may see; a question "
-             "asked again and again points at a gap in the documents or in search):\n",
+    lines = [f"\n\n**Not helpful, newest first** (the newest {len(rows)} you may see, of {disliked} in all; a "
+             "question asked again and again points at a gap in the documents or in search):\n",
              "| when | question | answer | documents read |", "|---|---|---|---|"]
     for r in rows:
         docs = ", ".join(dict.fromkeys(d for d in r.get("docs") or [] if isinstance(d, str)))
