@@ -18,7 +18,8 @@ its own, so it costs a second copy in memory).
 
 Per gate and level it prints p50/p99 latency to the first token and to the full answer, generated tokens and the
 aggregate tokens/s (all users' completion tokens over the level's wall time), answers per minute, and then the
-batched/serial ratios. Every request is accounted for: an answer counts as complete only when its stream ended
+batched/serial ratios, and where the time went: tries per answer, search time and prompt size from the server's
+own timings, and for a batched server started here its prefill and decode seconds against the wall time. Every request is accounted for: an answer counts as complete only when its stream ended
 with a finish_reason; a 429 that carries Retry-After (the queue bound, --max-waiting beyond the batch) is counted
 as refused; anything else (a 5xx, a 429 without Retry-After, a stream that broke off) is an error.
 Latency to first token includes the wait in the server's queue. Before the levels, each server answers one
@@ -54,6 +55,7 @@ class Result:
     refused: bool = False  # a 429 with Retry-After
     status: int | None = None
     citations: int = 0
+    timings: dict = field(default_factory=dict)  # the server's own: retrieve_ms, attempts, prompt_tokens, ...
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Level:
     gate: str = ""
     results: list[Result] = field(default_factory=list)
     wall_s: float = 0.0
+    model: dict | None = None  # the batch scheduler's counters over this level (None: no scheduler, the lone loop)
 
 
 def load_questions(path: Path, n: int) -> list[str]:
@@ -101,7 +104,9 @@ def ask(client, r: Result, max_tokens: int) -> None:
             r.chars += len(piece)
             if chunk.choices[0].finish_reason:
                 finished = True
-                r.citations = len((chunk.model_extra or {}).get("citations") or [])
+                extra = chunk.model_extra or {}
+                r.citations = len(extra.get("citations") or [])
+                r.timings = (extra.get("ragtune") or {}).get("timings") or {}
         r.total_s = time.perf_counter() - t0
         if not finished:
             r.error = "stream ended without a finish_reason (lost)"
@@ -177,6 +182,38 @@ def report(levels: list[Level], turns: int) -> str:
     for r in errors[:10]:
         lines.append(f"error (user {r.user}, {r.model}): {r.error}")
     return "\n".join(lines)
+
+
+SCHEDULER_COUNTERS = ("steps", "row_steps", "prefills", "prefill_tokens", "prefill_s", "decode_s")
+
+
+def scheduler_counters(scheduler) -> dict:
+    """The batch scheduler's running totals (generate/batching.BatchScheduler), {} without one."""
+    return {k: getattr(scheduler, k) for k in SCHEDULER_COUNTERS} if scheduler is not None else {}
+
+
+def time_split(levels: list[Level]) -> list[str]:
+    """Where each level's time went, from the server's own figures: tries per answer (a draft judged unfit is
+    asked again), search and prompt size per request, and for a batched server its forward passes by kind (the
+    model's busy time, waits for the model lock included) against the level's wall time."""
+    lines = ["where the time went (the server's figures, answered requests):"]
+    for lv in levels:
+        t = [r.timings for r in lv.results if r.timings]
+        if not t:
+            continue
+        tries = sum(float(x.get("attempts") or 1) for x in t) / len(t)
+        search = pct([float(x.get("retrieve_ms") or 0) for x in t], 50)
+        prompt = sum(int(x.get("prompt_tokens") or 0) for x in t) / len(t)
+        line = (f"  {lv.gate or 'server'}, {lv.users} users: {tries:.2f} tries per answer, search p50 {search:.0f} ms, "
+                f"prompt {prompt:.0f} tokens (mean)")
+        m = lv.model
+        if m and m["steps"]:
+            busy = m["prefill_s"] + m["decode_s"]
+            line += (f"; model busy {busy:.1f} s of {lv.wall_s:.1f} s wall: {m['prefills']} prefills "
+                     f"({m['prefill_tokens']} tokens) {m['prefill_s']:.1f} s, {m['steps']} decode steps "
+                     f"({m['row_steps'] / m['steps']:.1f} rows each) {m['decode_s']:.1f} s")
+        lines.append(line)
+    return lines if len(lines) > 1 else []
 
 
 def ratios(levels: list[Level]) -> list[str]:
@@ -285,22 +322,23 @@ def main(argv: list[str] | None = None) -> int:
         for gate, url in urls.items():  # first use (adapter loads, the embedder's first search) is not measured
             for model in models:
                 ask(client_factory(url)(), Result(-1, questions[0], model), args.max_tokens)
+        schedulers = {gate: getattr(service.generator, "scheduler", None) for gate, service in zip(urls, services)}
         for n in levels_wanted:
             for gate, url in urls.items():
+                before = scheduler_counters(schedulers.get(gate))
                 lv = run_level(client_factory(url), n, questions, args.turns, models, args.max_tokens, gate)
+                after = scheduler_counters(schedulers.get(gate))
+                lv.model = {k: after[k] - before[k] for k in after} if after else None
                 levels.append(lv)
                 sys.stderr.write(f"  {gate or 'server'}, {n} users: {len(lv.results)} answers in {lv.wall_s:.1f} s\n")
     finally:
         for stop in stops:
             stop()
     print(report(levels, args.turns))
+    print("\n".join(time_split(levels)))
     for gate, service in zip(urls, services):
         g = service.gate
-        line = f"{gate} server queue: {g.served} served, {g.refused} refused (limit {g.max_waiting} waiting)"
-        scheduler = getattr(service.generator, "scheduler", None)
-        if scheduler is not None and scheduler.steps:
-            line += f"; {scheduler.steps} decode steps, {scheduler.row_steps / scheduler.steps:.1f} rows per step"
-        print(line)
+        print(f"{gate} server queue: {g.served} served, {g.refused} refused (limit {g.max_waiting} waiting)")
     bad = sum(1 for lv in levels for r in lv.results if r.error) + sum(
         lv.users * args.turns - len(lv.results) for lv in levels)
     return 1 if bad else 0

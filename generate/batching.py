@@ -85,6 +85,8 @@ class BatchScheduler:
         self._pending: deque[_Row] = deque()
         self._closed = False
         self.steps = self.row_steps = 0  # decode steps run, and rows summed over them (row_steps / steps: mean batch)
+        self.prefills = self.prefill_tokens = 0  # newcomers prefilled, and their prompt tokens
+        self.prefill_s = self.decode_s = 0.0  # seconds spent in the model's forward passes, by kind (benchmarks)
         self._thread = threading.Thread(target=self._loop, name="ragtune-batch", daemon=True)
         self._thread.start()
         _RUNNING.add(self)
@@ -151,12 +153,17 @@ class BatchScheduler:
         cache = self._batch.new_cache()
         ids = torch.tensor([row.prompt], dtype=torch.long, device=self._device)
         positions = torch.arange(len(row.prompt), dtype=torch.long, device=self._device).unsqueeze(0)
+        t0 = time.perf_counter()
         try:
             logits = self._gen.forward_rows(ids, positions, cache, [row.adapter],
                                             others=tuple(r.adapter for r in self._batch.rows))
         except Exception as exc:  # noqa: BLE001 - the request fails, the scheduler goes on
             self._fail([row], exc)
             return
+        finally:
+            self.prefill_s += time.perf_counter() - t0
+        self.prefills += 1
+        self.prefill_tokens += len(row.prompt)
         row.pos = len(row.prompt)
         if self._emit(row, _pick(logits, [row.temperature])[0]):
             self._batch.add(row, cache)
@@ -167,12 +174,15 @@ class BatchScheduler:
         if not batch.rows:
             return
         ids, positions, mask = batch.step_inputs(self._device)
+        t0 = time.perf_counter()
         try:
             logits = self._gen.forward_rows(ids, positions, batch.cache, [r.adapter for r in batch.rows], mask)
         except Exception as exc:  # noqa: BLE001 - a failed step fails its rows; newcomers start a fresh batch
             self._fail(batch.rows, exc)
             batch.keep([False] * len(batch.rows))
             return
+        finally:
+            self.decode_s += time.perf_counter() - t0
         self.steps += 1
         self.row_steps += len(batch.rows)
         alive = []

@@ -154,7 +154,11 @@ def test_one_adapter_for_every_row_runs_merged(batched) -> None:
     g = batched.local
     jobs = [(CAPITAL, "a", 16), (STORY, "a", 16), (SHORT, "a", 16)]
     alone = [_lone(g, m, a, n) for m, a, n in jobs]
-    assert [text for text, _ in _run_together(batched, jobs)] == alone
+    together = _run_together(batched, jobs)
+    assert [text for text, _ in together] == alone
+    s = batched.scheduler  # what evals.bench_load reports: each row prefilled once, then 15 decode steps of it
+    assert s.prefills == 3 and s.prefill_tokens == sum(stats.prompt_tokens for _, stats in together)
+    assert s.row_steps == 3 * 15 and s.steps >= 15 and s.prefill_s > 0 and s.decode_s > 0
     lora_layers = [m for m in g._base.modules() if hasattr(m, "merged_adapters")]
     assert lora_layers and all(m.merged_adapters == ["a"] for m in lora_layers)
 
@@ -286,7 +290,7 @@ def test_serve_dtype_loads_the_local_model_in_it_and_a_bad_one_is_named(tiny, tm
 
 
 def test_the_load_benchmark_compares_every_gate_with_the_serial_one() -> None:
-    from evals.bench_load import Level, Result, ratios
+    from evals.bench_load import Level, Result, ratios, time_split
 
     def level(gate: str, ttft: float, tokens: int) -> Level:
         return Level(16, gate, [Result(0, "q", ttft_s=ttft, tokens=tokens)], wall_s=10.0)
@@ -294,6 +298,13 @@ def test_the_load_benchmark_compares_every_gate_with_the_serial_one() -> None:
     lines = ratios([level("serial", 30.0, 50), level("batched", 20.0, 100), level("batched-bf16", 12.0, 150)])
     assert lines == ["16 users: batched/serial aggregate tokens/s 2.00x, TTFT p50 30.00 s -> 20.00 s",
                      "16 users: batched-bf16/serial aggregate tokens/s 3.00x, TTFT p50 30.00 s -> 12.00 s"]
+    # where the time went: the server's timings per answer, and the batch scheduler's counters over the level
+    lv = level("batched", 20.0, 100)
+    lv.results[0].timings = {"attempts": 2, "retrieve_ms": 40.0, "prompt_tokens": 450}
+    lv.model = {"steps": 20, "row_steps": 80, "prefills": 4, "prefill_tokens": 1800, "prefill_s": 2.5, "decode_s": 1.5}
+    assert time_split([lv, level("serial", 30.0, 50)])[1:] == [
+        "  batched, 16 users: 2.00 tries per answer, search p50 40 ms, prompt 450 tokens (mean); model busy 4.0 s of "
+        "10.0 s wall: 4 prefills (1800 tokens) 2.5 s, 20 decode steps (4.0 rows each) 1.5 s"]
 
 
 def test_searches_run_between_decode_steps(tiny, tmp_path) -> None:
