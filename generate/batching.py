@@ -86,7 +86,9 @@ class BatchScheduler:
         self._closed = False
         self.steps = self.row_steps = 0  # decode steps run, and rows summed over them (row_steps / steps: mean batch)
         self.prefills = self.prefill_tokens = 0  # newcomers prefilled, and their prompt tokens
-        self.prefill_s = self.decode_s = 0.0  # seconds spent in the model's forward passes, by kind (benchmarks)
+        # seconds in the model's forward passes, by kind, model-lock waits included (evals.bench_load; on a CPU: on an
+        # accelerator a pass returns before its kernels end)
+        self.prefill_s = self.decode_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="ragtune-batch", daemon=True)
         self._thread.start()
         _RUNNING.add(self)
