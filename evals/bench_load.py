@@ -18,10 +18,11 @@ its own, so it costs a second copy in memory).
 
 Per gate and level it prints p50/p99 latency to the first token and to the full answer, generated tokens and the
 aggregate tokens/s (all users' completion tokens over the level's wall time), answers per minute, and then the
-batched/serial ratios, and where the time went: tries per answer, search time and prompt size from the server's
-own timings, and for a batched server started here its prefill and decode seconds against the wall time. Every
-request is accounted for: an answer counts as complete only when its stream ended with a finish_reason; a 429 that carries Retry-After (the queue bound, --max-waiting beyond the batch) is counted
-as refused; anything else (a 5xx, a 429 without Retry-After, a stream that broke off) is an error.
+batched/serial ratios, and where the time went: tries per answer, search time and prompt size from the server's own
+timings, and for a batched server started here its prefill and decode seconds against the wall time. Every request
+is accounted for: an answer counts as complete only when its stream ended with a finish_reason; a 429 that carries
+Retry-After (the queue bound, --max-waiting beyond the batch) is counted as refused; anything else (a 5xx, a 429
+without Retry-After, a stream that broke off) is an error.
 Latency to first token includes the wait in the server's queue. Before the levels, each server answers one
 question with each model, unmeasured, so that no level pays for loading an adapter or a first search.
 """
