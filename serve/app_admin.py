@@ -8,6 +8,7 @@ Gradio events; the signatures (gr.Request, gr.Progress) are what Gradio inspects
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -252,25 +253,29 @@ class AdminHandlers:
                 gr.update(choices=choices, value=choices[0]))
 
     def unhelpful_for(self, viewer: User) -> list[dict]:
-        """The newest answers users marked not helpful (gaps in the documents or in search show here first) that
-        `viewer` may see. A question can tell what its asker may read, so it is shown only where every group of the
-        asker is also the viewer's, and every document its answer read is one the viewer may open; a rater no longer
-        in the users file is left out (SECURITY.md)."""
+        """The questions users marked not helpful (gaps in the documents or in search show here first) that `viewer`
+        may see, newest first, each once with `times` (how often it was marked, the same words in any case and
+        punctuation) and its newest answer. A question can tell what its asker may read, so a rating counts only
+        where every group of the asker is also the viewer's, and every document its answer read is one the viewer
+        may open; a rater no longer in the users file is left out (SECURITY.md)."""
         from tune.ratings import read_ratings
 
         accounts, docs = self.service.accounts, self.service.docs
         groups = accounts.groups_of(viewer)
-        shown = []
+        shown: dict[str, dict] = {}
         for row in sorted(read_ratings(self.ws), key=lambda r: str(r.get("ts", "")), reverse=True):
             asker = accounts.user_named(row["user"]) if row["liked"] is False else None
             if asker is None or not accounts.groups_of(asker) <= groups:
                 continue
             read = row.get("docs") if isinstance(row.get("docs"), list) else [None]
-            if all(isinstance(d, str) and docs.may_read(d, groups) for d in read):
-                shown.append(row)
-            if len(shown) == UNHELPFUL_SHOWN:
-                break
-        return shown
+            if not all(isinstance(d, str) and docs.may_read(d, groups) for d in read):
+                continue
+            key = " ".join(re.findall(r"\w+", row["question"].lower()))
+            if key in shown:
+                shown[key]["times"] += 1
+            elif len(shown) < UNHELPFUL_SHOWN:
+                shown[key] = {**row, "times": 1}
+        return list(shown.values())
 
     @admin_only
     def train_search(self, dataset, parts, minutes, feedback, request: gr.Request):

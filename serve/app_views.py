@@ -240,7 +240,8 @@ def search_markdown(ws: Path, unhelpful: list[dict] | None = None) -> str:
 
 
 def unhelpful_markdown(rows: list[dict], disliked: int) -> str:
-    """The answers marked not helpful, as a table (when, question, answer, documents read); empty when none is."""
+    """The questions marked not helpful, as a table (when last, times, question, its newest answer, documents it
+    read); empty when none is."""
     if not disliked:
         return ""
     if not rows:
@@ -251,12 +252,14 @@ def unhelpful_markdown(rows: list[dict], disliked: int) -> str:
         text = " ".join(str(text or "").split())
         return _md_escape(text if len(text) <= limit else text[:limit - 1] + "…")
 
-    lines = [f"\n\n**Not helpful, newest first** (the newest {len(rows)} you may see, of {disliked} in all; a "
-             "question asked again and again points at a gap in the documents or in search):\n",
-             "| when | question | answer | documents read |", "|---|---|---|---|"]
+    lines = [f"\n\n**Not helpful, newest first** (the newest {_count(len(rows), 'question')} you may see, of "
+             f"{_count(disliked, 'answer')} marked in all; a question marked again and again points at a gap in the "
+             "documents or in search):\n",
+             "| when | times | question | answer | documents read |", "|---|---|---|---|---|"]
     for r in rows:
         docs = ", ".join(dict.fromkeys(d for d in r.get("docs") or [] if isinstance(d, str)))
-        lines.append(f"| {cell(str(r.get('ts', ''))[:16].replace('T', ' '), 16)} | {cell(r['question'], 160)} | "
+        lines.append(f"| {cell(str(r.get('ts', ''))[:16].replace('T', ' '), 16)} | {r.get('times', 1)} | "
+                     f"{cell(r['question'], 160)} | "
                      f"{cell(r.get('answer'), 160)} | {cell(docs, 120) or 'none'} |")
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -223,7 +224,6 @@ def test_the_viewers_section_form_needs_the_readers_own_token_and_a_document_the
     """The viewer's "this section answers it" (a rating naming a section's chunks): a form another site could post
     for a logged-in reader carries no valid token; bounds on the section and the question; restricted stays out."""
     import html
-    import re
 
     handbook = "/ragtune/doc/hr/employee-handbook.md"
     log = sec.root / "ws" / "ratings.jsonl"
@@ -258,7 +258,6 @@ def test_the_viewers_form_credits_the_chunk_of_a_long_section_that_is_most_like_
     """A section of several chunks: the rating names the one the question matches (serve/server.section_chunks),
     not the whole section, so search training does not learn the section's other chunks as answers."""
     import html
-    import re
     from collections import defaultdict
 
     sections = defaultdict(list)
@@ -320,16 +319,18 @@ def test_admins_see_only_the_not_helpful_questions_their_own_groups_could_have_a
     ws = sec.root / "ws"
     for user, question, liked, docs in (
             ("bob", "How many weeks of parental leave do fathers get?", False, ["hr/employee-handbook.md"]),
+            ("bob", "how many weeks of parental leave do fathers get", False, []),  # the same question again
             ("carol", "Is the Zephyrine acquisition still going ahead?", False, []),  # finance may know of it
             ("bob", "Which cost centre pays for Orrery?", False, [FINANCE_DOC]),  # read a finance document
             ("mallory", "Who is being let go in March?", False, []),  # gone from the users file
             ("bob", "What is the dress code on Fridays?", True, ["hr/employee-handbook.md"])):
-        record_rating(ws, user, question[:12], question, liked, mode="rag", adapter=None, answer="I do not know.",
+        record_rating(ws, user, question, question, liked, mode="rag", adapter=None, answer="I do not know.",
                       cited=[], docs=docs)
     demo = sec.service.demo
     load = fn_index(demo, demo.ragtune_handlers["on_load"])
     alice = json.dumps(session(sec, "alice").call(load, [])["output"])
-    assert "Not helpful, newest first" in alice and "parental leave" in alice
+    assert "Not helpful, newest first" in alice and alice.count("parental leave") == 1  # once, marked twice
+    assert re.search(r"\| 2 \| [Hh]ow many weeks of parental leave do fathers get", alice), alice
     for hidden in ("Zephyrine", "Orrery", "let go", "dress code"):
         assert hidden not in alice, hidden
     bob = json.dumps(session(sec, "bob").call(load, [])["output"])
