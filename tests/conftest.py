@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,14 +129,16 @@ def loopback_backend(generator, adapters: dict[str, Path] | None = None, model: 
 
 
 @contextmanager
-def served_copy(root: Path, built_index, *, generator=None, backend_url: str | None = None, embedder,
-                users: dict[str, tuple[str, tuple[str, ...], bool]],
+def served_copy(root: Path, built_index, *, generator, through_backend: bool = False, embedder,
+                users: dict[str, tuple[str, tuple[str, ...], bool]], adapters: dict[str, Path] | None = None,
                 prepare: Callable[[Path], None] | None = None) -> Iterator[SimpleNamespace]:
     """The real server (API + app) over a private copy of the built index, in a thread. It answers with
-    `generator`, or, given `backend_url`, through that server as `ragtune serve --backend-url URL --model
-    BACKEND_MODEL` does (the generator built from the options). `users` maps a name to (password, groups, admin);
-    `prepare(root)` runs on the copy before the server starts. Yields url, keys (each user's API key), service and
-    root; the server stops on exit."""
+    `generator`, or with `through_backend` through a loopback backend serving it (`loopback_backend`), as
+    `ragtune serve --backend-url URL --model BACKEND_MODEL` does (the generator built from the options); either way
+    it must name the model that answers. `adapters` (name -> folder) go into WS/adapters, and into the backend.
+    `users` maps a name to (password, groups, admin); `prepare(root)` runs on the copy before the server starts.
+    Yields url, keys (each user's API key), service and root; the server stops on exit."""
+    from serve.answer import generator_label
     from serve.openai_api import serve_in_thread
     from evals.app_job import JOB_RUNNERS
     from serve.server import ServeConfig
@@ -146,16 +148,22 @@ def served_copy(root: Path, built_index, *, generator=None, backend_url: str | N
     docs, ws, _ = built_index
     shutil.copytree(docs, root / "docs")
     shutil.copytree(ws, root / "ws")
+    for name, folder in (adapters or {}).items():
+        shutil.copytree(folder, root / "ws" / "adapters" / name)
     if prepare is not None:
         prepare(root)
     users_file = root / "users.yaml"
     keys = {name: add_user(users_file, name, password, groups, admin=admin)
             for name, (password, groups, admin) in users.items()}
-    config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24,
-                         backend_url=backend_url, model=BACKEND_MODEL if backend_url else None)
-    service, app = build(config, generator=generator, embedder=embedder, job_runners=JOB_RUNNERS)
-    url, stop = serve_in_thread(app)
-    try:
-        yield SimpleNamespace(url=url, keys=keys, service=service, root=root)
-    finally:
-        stop()
+    with loopback_backend(generator, adapters) if through_backend else nullcontext() as backend_url:
+        config = ServeConfig(workspace=root / "ws", docs_dir=root / "docs", users_file=users_file, max_new_tokens=24,
+                             backend_url=backend_url, model=BACKEND_MODEL if backend_url else None)
+        service, app = build(config, generator=None if backend_url else generator, embedder=embedder,
+                             job_runners=JOB_RUNNERS)
+        assert service.model_label == (f"{BACKEND_MODEL} at {backend_url}" if backend_url
+                                       else generator_label(generator))  # the app and the API name it
+        url, stop = serve_in_thread(app)
+        try:
+            yield SimpleNamespace(url=url, keys=keys, service=service, root=root)
+        finally:
+            stop()

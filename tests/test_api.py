@@ -11,7 +11,6 @@ import os
 import re
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ from serve.http_guard import upload_folder
 from serve.openai_api import serve_in_thread
 from serve.server import ServeConfig
 from serve.web import build
-from tests.conftest import BACKEND_MODEL, loopback_backend, served_copy
+from tests.conftest import served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -55,12 +54,9 @@ def api(request, tmp_path_factory, built_index, embedder, local_generator):
         assert report.added == [SECRET_DOC] and report.embedded == 1
 
     users = {"alice": ("alice-secret-1", ("hr",), False), "bob": ("bob-secret-12", (), False)}
-    through = request.param == "backend"
-    with loopback_backend(local_generator) if through else nullcontext() as url, served_copy(
-            tmp_path_factory.mktemp("api"), built_index, generator=None if through else local_generator,
-            backend_url=url, embedder=embedder, users=users, prepare=add_secret) as server:
-        label = f"{BACKEND_MODEL} at {url}" if through else f"{local_generator.name} (local)"
-        assert server.service.model_label == label  # the app and the API name the model that answers
+    with served_copy(tmp_path_factory.mktemp("api"), built_index, generator=local_generator,
+                     through_backend=request.param == "backend", embedder=embedder, users=users,
+                     prepare=add_secret) as server:
         server.embedder, server.generator = embedder, server.service.generator
         yield server
 

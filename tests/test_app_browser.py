@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +21,7 @@ import gradio as gr
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import BACKEND_MODEL, loopback_backend, served_copy
+from tests.conftest import served_copy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -70,14 +69,9 @@ def app_server(request, tmp_path_factory, built_index, embedder, model_cache_dir
     root = tmp_path_factory.mktemp(f"app-{request.param}")
     adapter = root / "tiny"
     _tiny_adapter(loaded, adapter)
-    through = request.param == "backend"
-    backend = loopback_backend(LocalGenerator(loaded), {"tiny": adapter}) if through else nullcontext()
-    with backend as url, served_copy(
-            root / "served", built_index, generator=None if through else LocalGenerator(loaded), backend_url=url,
-            embedder=embedder, users=users,
-            prepare=lambda served: shutil.copytree(adapter, served / "ws" / "adapters" / "tiny")) as server:
-        label = f"{BACKEND_MODEL} at {url}" if through else f"{loaded.name} (local)"
-        assert server.service.model_label == label  # the app and the API name the model that answers
+    with served_copy(root / "served", built_index, generator=LocalGenerator(loaded),
+                     through_backend=request.param == "backend", adapters={"tiny": adapter}, embedder=embedder,
+                     users=users) as server:
         SCREENS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
